@@ -1,1 +1,202 @@
-fn main() {}
+//! `strata`: the command line. Commands, flags, output and exit codes follow docker's, so a
+//! docker user's habits carry over; every command opens the store, does its work through
+//! the engine and exits (there is no daemon).
+
+mod cmd_images;
+mod cmd_system;
+mod format;
+mod units;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use strata_engine::{Engine, EngineError, Options};
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "A container engine built on layered image storage",
+    disable_help_subcommand = true
+)]
+struct Cli {
+    /// Root directory of the store
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_ROOT",
+        default_value = "/var/lib/strata"
+    )]
+    root: PathBuf,
+    /// Storage driver (overlay2, vfs); recorded in the store at first use
+    #[arg(short = 's', long, global = true, env = "STRATA_STORAGE_DRIVER")]
+    storage_driver: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import the contents from a tarball to create a filesystem image
+    Import(cmd_images::ImportArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(cmd_images::LoadArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(cmd_images::SaveArgs),
+    /// List images
+    Images(cmd_images::ImagesArgs),
+    /// Show the history of an image
+    History(cmd_images::HistoryArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(cmd_images::TagArgs),
+    /// Remove one or more images
+    Rmi(cmd_images::RmiArgs),
+    /// Return low-level information on objects
+    Inspect(cmd_images::InspectArgs),
+    /// Manage images
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Display system-wide information
+    Info(cmd_system::InfoArgs),
+    /// Manage strata
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Show the strata version information
+    Version,
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Import the contents from a tarball to create a filesystem image
+    Import(cmd_images::ImportArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(cmd_images::LoadArgs),
+    /// Save one or more images to a tar archive
+    Save(cmd_images::SaveArgs),
+    /// List images
+    #[command(visible_alias = "list")]
+    Ls(cmd_images::ImagesArgs),
+    /// Show the history of an image
+    History(cmd_images::HistoryArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(cmd_images::TagArgs),
+    /// Remove one or more images
+    #[command(visible_alias = "remove")]
+    Rm(cmd_images::RmiArgs),
+    /// Display detailed information on one or more images
+    Inspect(cmd_images::ImageInspectArgs),
+    /// Remove unused images
+    Prune(cmd_images::PruneArgs),
+}
+
+#[derive(Subcommand)]
+enum SystemCommand {
+    /// Show strata disk usage
+    Df(cmd_system::DfArgs),
+    /// Display system-wide information
+    Info(cmd_system::InfoArgs),
+    /// Verify every blob and layer against its digest and find leftovers
+    Check(cmd_system::CheckArgs),
+}
+
+/// A failed command: the message and docker's exit code for it.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Failure {
+        Failure {
+            code: e.exit_code() as u8,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure {
+            code: 1,
+            message: format!("{e:#}"),
+        }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Failure {
+        Failure {
+            code: 1,
+            message: e.to_string(),
+        }
+    }
+}
+
+pub type CmdResult = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => 125,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    // Rust ignores SIGPIPE; restore the default so `strata images | head` ends quietly.
+    // SAFETY: setting a signal disposition before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("Error: {}", f.message);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn open(cli: &Cli) -> Result<Engine, Failure> {
+    Ok(Engine::open(&Options {
+        root: cli.root.clone(),
+        storage_driver: cli.storage_driver.clone(),
+    })?)
+}
+
+fn run(cli: Cli) -> CmdResult {
+    if let Command::Version = cli.command {
+        println!("Client:\n Version:           {}\n OS/Arch:           linux/{}\n\nServer: strata (daemonless)\n Engine:\n  Version:          {}\n  Store format:     {}",
+            strata_engine::VERSION, std::env::consts::ARCH, strata_engine::VERSION, strata_engine::FORMAT_VERSION);
+        return Ok(());
+    }
+    let engine = open(&cli)?;
+    match cli.command {
+        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => {
+            cmd_images::import(&engine, a)
+        }
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => cmd_images::load(&engine, a),
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => cmd_images::save(&engine, a),
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => cmd_images::images(&engine, a),
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => {
+            cmd_images::history(&engine, a)
+        }
+        Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => cmd_images::tag(&engine, a),
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => cmd_images::rmi(&engine, a),
+        Command::Inspect(a) => cmd_images::inspect(&engine, a),
+        Command::Image(ImageCommand::Inspect(a)) => cmd_images::image_inspect(&engine, a),
+        Command::Image(ImageCommand::Prune(a)) => cmd_images::prune(&engine, a),
+        Command::Info(a) | Command::System(SystemCommand::Info(a)) => cmd_system::info(&engine, a),
+        Command::System(SystemCommand::Df(a)) => cmd_system::df(&engine, a),
+        Command::System(SystemCommand::Check(a)) => cmd_system::check(&engine, a),
+        Command::Version => unreachable!("handled before opening the store"),
+    }
+}

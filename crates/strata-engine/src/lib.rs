@@ -1,1 +1,169 @@
+//! strata's use cases: the only crate that knows the store, the image model, archives and
+//! the storage drivers together. The CLI (and later the API server) call in here.
 
+mod check;
+mod error;
+mod images;
+mod import;
+mod layers;
+mod load;
+mod records;
+mod save;
+mod system;
+
+pub use check::CheckReport;
+pub use error::{EngineError, Result};
+pub use images::{HistoryRow, ImageDetails, ImageSummary, RemoveReport};
+pub use import::ImportOptions;
+pub use load::LoadReport;
+pub use system::{DiskUsage, ImageUsage, SystemInfo};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use strata_snapshot::Snapshotter;
+use strata_store::{ContentStore, Db, ExclusiveGuard, LockMode, StoreLock};
+
+/// The on-disk format this build reads and writes; a store stamped newer is refused.
+pub const FORMAT_VERSION: u32 = 1;
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Keys of snapshots a layer is being applied into; leftovers are removed on recovery.
+pub(crate) const EXTRACT_PREFIX: &str = "extract-";
+
+pub struct Engine {
+    root: PathBuf,
+    db: Arc<Db>,
+    content: ContentStore,
+    snapshots: Snapshotter,
+    driver: String,
+    lock: StoreLock,
+}
+
+/// How to open a store.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub root: PathBuf,
+    /// The driver asked for; `None` keeps the recorded one or picks the default.
+    pub storage_driver: Option<String>,
+}
+
+impl Engine {
+    pub fn open(opts: &Options) -> Result<Engine> {
+        let root = &opts.root;
+        std::fs::create_dir_all(root)
+            .map_err(|e| EngineError::io(format!("creating store root {}", root.display()), e))?;
+        let lock = StoreLock::open(&root.join("strata.lock"))
+            .map_err(|e| EngineError::io("opening the store lock", e))?;
+        // Recovery needs the store to itself; while other strata processes work, it is
+        // left to a later open.
+        let alone = lock
+            .try_lock(LockMode::Exclusive)
+            .map_err(|e| EngineError::io("locking the store", e))?;
+        let db = Arc::new(Db::open(&root.join("strata.db"))?);
+        records::migrate(&db)?;
+        let driver = Self::choose_driver(&db, opts)?;
+        let content = ContentStore::open(&root.join("content"))
+            .map_err(|e| EngineError::io("opening the content store", e))?;
+        let drv = strata_snapshot::open_driver(&driver, &root.join(&driver))
+            .map_err(|e| EngineError::io(format!("opening storage driver {driver}"), e))?;
+        let snapshots = Snapshotter::new(db.clone(), drv, &root.join("tmp").join("mounts"))?;
+        let engine = Engine {
+            root: root.clone(),
+            db,
+            content,
+            snapshots,
+            driver,
+            lock,
+        };
+        if alone {
+            engine.recover()?;
+        }
+        engine
+            .lock
+            .lock(LockMode::Shared)
+            .map_err(|e| EngineError::io("locking the store", e))?;
+        Ok(engine)
+    }
+
+    fn choose_driver(db: &Db, opts: &Options) -> Result<String> {
+        if let Some(v) = db.get_meta("format_version")? {
+            let v: u32 = v.parse().unwrap_or(u32::MAX);
+            if v > FORMAT_VERSION {
+                return Err(EngineError::Store(format!(
+                    "the store at {} has format version {v}, newer than this strata understands ({FORMAT_VERSION}): upgrade strata",
+                    opts.root.display()
+                )));
+            }
+        } else {
+            db.set_meta("format_version", &FORMAT_VERSION.to_string())?;
+        }
+        let recorded = db.get_meta("storage_driver")?;
+        let chosen = match (&opts.storage_driver, &recorded) {
+            (Some(want), Some(have)) if want != have => {
+                if records::store_has_data(db)? {
+                    return Err(EngineError::Usage(format!(
+                        "the store at {} uses storage driver {have}; it holds data, so --storage-driver {want} is refused: \
+                         use --storage-driver {have}, or another --root for {want}",
+                        opts.root.display()
+                    )));
+                }
+                want.clone()
+            }
+            (Some(want), _) => want.clone(),
+            (None, Some(have)) => have.clone(),
+            (None, None) => strata_snapshot::default_driver().to_string(),
+        };
+        if !strata_snapshot::DRIVERS.contains(&chosen.as_str()) {
+            return Err(EngineError::Usage(format!(
+                "unknown storage driver {chosen:?}: choose one of {}",
+                strata_snapshot::DRIVERS.join(", ")
+            )));
+        }
+        if recorded.as_deref() != Some(chosen.as_str()) {
+            db.set_meta("storage_driver", &chosen)?;
+        }
+        Ok(chosen)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn driver_name(&self) -> &str {
+        &self.driver
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Takes the store to itself for an operation that deletes what others may reuse.
+    pub(crate) fn exclusive(&self) -> Result<ExclusiveGuard<'_>> {
+        self.lock
+            .exclusive()
+            .map_err(|e| EngineError::io("locking the store", e))
+    }
+
+    /// Finishes or rolls back what interrupted processes left: half-applied layers,
+    /// abandoned ingests, half-removed images and layers no image uses.
+    fn recover(&self) -> Result<()> {
+        self.snapshots.cleanup(EXTRACT_PREFIX)?;
+        for p in self
+            .content
+            .abandoned_ingests()
+            .map_err(|e| EngineError::io("listing ingests", e))?
+        {
+            let _ = std::fs::remove_file(p);
+        }
+        records::finish_removals(&self.db)?;
+        self.gc_layers()?;
+        let mounts = self.tmp_dir().join("mounts");
+        if let Ok(rd) = std::fs::read_dir(&mounts) {
+            for e in rd.flatten() {
+                let _ = strata_snapshot::mount::unmount(&e.path());
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+        Ok(())
+    }
+}

@@ -11,9 +11,14 @@ pub struct ChangeError {
 
 /// Applies one change such as `CMD ["sh"]`, `ENV A=1 B=2`, `WORKDIR /app`.
 pub fn apply_change(run: &mut RunConfig, change: &str) -> Result<(), ChangeError> {
-    let fail = |reason: &str| ChangeError { change: change.to_string(), reason: reason.to_string() };
+    let fail = |reason: &str| ChangeError {
+        change: change.to_string(),
+        reason: reason.to_string(),
+    };
     let trimmed = change.trim();
-    let (instr, rest) = trimmed.split_once(char::is_whitespace).unwrap_or((trimmed, ""));
+    let (instr, rest) = trimmed
+        .split_once(char::is_whitespace)
+        .unwrap_or((trimmed, ""));
     let rest = rest.trim();
     match instr.to_ascii_uppercase().as_str() {
         "CMD" => run.cmd = Some(command_form(rest)),
@@ -72,7 +77,9 @@ fn key_values(rest: &str) -> Result<Vec<(String, String)>, String> {
     }
     let first = rest.split_whitespace().next().unwrap_or("");
     if !first.contains('=') {
-        let (k, v) = rest.split_once(char::is_whitespace).ok_or("the instruction needs KEY=VALUE")?;
+        let (k, v) = rest
+            .split_once(char::is_whitespace)
+            .ok_or("the instruction needs KEY=VALUE")?;
         return Ok(vec![(k.to_string(), v.trim().to_string())]);
     }
     let mut out = Vec::new();
@@ -103,7 +110,9 @@ fn key_values(rest: &str) -> Result<Vec<(String, String)>, String> {
         if quote.is_some() {
             return Err("unterminated quote".into());
         }
-        let (k, v) = word.split_once('=').ok_or_else(|| format!("{word:?} is not KEY=VALUE"))?;
+        let (k, v) = word
+            .split_once('=')
+            .ok_or_else(|| format!("{word:?} is not KEY=VALUE"))?;
         if k.is_empty() {
             return Err("empty key".into());
         }

@@ -1,7 +1,10 @@
 //! Image configs. The bytes are kept as they came (the image ID is their digest); parsing
 //! goes through oci-spec, which reads docker's schema2 configs too.
 
-use oci_spec::image::{Arch, ConfigBuilder, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, Os, RootFsBuilder};
+use oci_spec::image::{
+    Arch, ConfigBuilder, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, Os,
+    RootFsBuilder,
+};
 use serde::Serialize;
 use strata_store::Digest;
 
@@ -13,7 +16,9 @@ pub enum ConfigError {
     RootFsType(String),
     #[error("image config lists diff ID {0:?}, which is not a sha256 digest")]
     DiffId(String),
-    #[error("image config history marks {history} entries as layers but rootfs has {layers} diff IDs")]
+    #[error(
+        "image config history marks {history} entries as layers but rootfs has {layers} diff IDs"
+    )]
     HistoryMismatch { history: usize, layers: usize },
 }
 
@@ -35,8 +40,10 @@ pub struct HistoryEntry {
 
 impl ImageConfig {
     pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let raw: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
-        let oci: ImageConfiguration = serde_json::from_value(raw.clone()).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let raw: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let oci: ImageConfiguration =
+            serde_json::from_value(raw.clone()).map_err(|e| ConfigError::Json(e.to_string()))?;
         if oci.rootfs().typ() != "layers" {
             return Err(ConfigError::RootFsType(oci.rootfs().typ().clone()));
         }
@@ -44,13 +51,19 @@ impl ImageConfig {
             .rootfs()
             .diff_ids()
             .iter()
-            .map(|d| d.parse::<Digest>().map_err(|_| ConfigError::DiffId(d.clone())))
+            .map(|d| {
+                d.parse::<Digest>()
+                    .map_err(|_| ConfigError::DiffId(d.clone()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let cfg = ImageConfig { oci, raw, diff_ids };
         let history = cfg.history();
         let layered = history.iter().filter(|h| !h.empty_layer).count();
         if !history.is_empty() && layered != cfg.diff_ids.len() {
-            return Err(ConfigError::HistoryMismatch { history: layered, layers: cfg.diff_ids.len() });
+            return Err(ConfigError::HistoryMismatch {
+                history: layered,
+                layers: cfg.diff_ids.len(),
+            });
         }
         Ok(cfg)
     }
@@ -118,7 +131,12 @@ pub fn imported_config(diff_id: &Digest, run: &RunConfig, created: &str, comment
         cb = cb.working_dir(w.clone());
     }
     if !run.labels.is_empty() {
-        cb = cb.labels(run.labels.iter().cloned().collect::<std::collections::HashMap<_, _>>());
+        cb = cb.labels(
+            run.labels
+                .iter()
+                .cloned()
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
     }
     if !run.exposed_ports.is_empty() {
         cb = cb.exposed_ports(run.exposed_ports.clone());
@@ -172,12 +190,19 @@ mod tests {
     #[test]
     fn imported_config_round_trips() {
         let d = Digest::of(b"layer");
-        let run = RunConfig { cmd: Some(vec!["sh".into()]), env: vec!["A=1".into()], ..Default::default() };
+        let run = RunConfig {
+            cmd: Some(vec!["sh".into()]),
+            env: vec!["A=1".into()],
+            ..Default::default()
+        };
         let bytes = imported_config(&d, &run, "2026-01-01T00:00:00Z", "Imported from -");
         let c = ImageConfig::parse(&bytes).unwrap();
         assert_eq!(c.diff_ids(), &[d]);
         assert_eq!(c.history().len(), 1);
-        assert_eq!(c.oci.config().as_ref().unwrap().cmd().as_ref().unwrap(), &vec!["sh".to_string()]);
+        assert_eq!(
+            c.oci.config().as_ref().unwrap().cmd().as_ref().unwrap(),
+            &vec!["sh".to_string()]
+        );
     }
 
     #[test]
@@ -185,6 +210,9 @@ mod tests {
         assert!(ImageConfig::parse(b"not json").is_err());
         assert!(ImageConfig::parse(b"{}").is_err());
         let bad = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:zz"]}}"#;
-        assert!(matches!(ImageConfig::parse(bad), Err(ConfigError::DiffId(_))));
+        assert!(matches!(
+            ImageConfig::parse(bad),
+            Err(ConfigError::DiffId(_))
+        ));
     }
 }

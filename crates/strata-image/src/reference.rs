@@ -21,9 +21,14 @@ impl FromStr for Reference {
     type Err = ReferenceError;
 
     fn from_str(s: &str) -> Result<Self, ReferenceError> {
-        let fail = |rule: &str| ReferenceError { input: s.to_string(), rule: rule.to_string() };
+        let fail = |rule: &str| ReferenceError {
+            input: s.to_string(),
+            rule: rule.to_string(),
+        };
         if s.is_empty() {
-            return Err(fail("a reference needs a repository name, e.g. busybox or busybox:1.36"));
+            return Err(fail(
+                "a reference needs a repository name, e.g. busybox or busybox:1.36",
+            ));
         }
         let name_part = s.split('@').next().unwrap_or(s);
         let name_only = match name_part.rfind(':') {
@@ -37,17 +42,18 @@ impl FromStr for Reference {
         if path.chars().any(|c| c.is_ascii_uppercase()) {
             return Err(fail("repository name must be lowercase"));
         }
-        let inner: oci_spec::distribution::Reference = s.parse().map_err(|e: oci_spec::distribution::ParseError| {
-            fail(&match e {
-                oci_spec::distribution::ParseError::ReferenceInvalidFormat => {
-                    "a repository name is lowercase letters, digits and separators (. _ __ -), \
+        let inner: oci_spec::distribution::Reference =
+            s.parse().map_err(|e: oci_spec::distribution::ParseError| {
+                fail(&match e {
+                    oci_spec::distribution::ParseError::ReferenceInvalidFormat => {
+                        "a repository name is lowercase letters, digits and separators (. _ __ -), \
                      components joined by /; a tag is up to 128 of [A-Za-z0-9_.-] not starting \
                      with . or -; a digest is sha256:<64 hex>"
-                        .to_string()
-                }
-                other => other.to_string(),
-            })
-        })?;
+                            .to_string()
+                    }
+                    other => other.to_string(),
+                })
+            })?;
         Ok(Reference { inner })
     }
 }
@@ -74,7 +80,10 @@ impl Reference {
     /// The name as docker prints it: `busybox`, `myorg/app`, `localhost:5000/app`.
     pub fn familiar_name(&self) -> String {
         if self.registry() == "docker.io" {
-            self.repository().strip_prefix("library/").unwrap_or(self.repository()).to_string()
+            self.repository()
+                .strip_prefix("library/")
+                .unwrap_or(self.repository())
+                .to_string()
         } else {
             self.name()
         }
@@ -115,6 +124,12 @@ impl fmt::Display for Reference {
 impl fmt::Debug for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.inner)
+    }
+}
+
+impl serde::Serialize for Reference {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

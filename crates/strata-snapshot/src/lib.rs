@@ -1,1 +1,118 @@
+//! Storage drivers in the shape of containerd's snapshotter.
+//!
+//! A [`Snapshotter`] owns the lifecycle rules (keys, kinds, parents, labels) and keeps every
+//! driver's metadata in the store's one SQLite database; a [`Driver`] only manages storage
+//! for numbered snapshots and says how to mount them. Drivers return mounts as data
+//! ([`Mount`]); the [`mount`] module performs them, so every mount is made and undone in
+//! one place. Active snapshots come from `prepare`, read-only ones from `view`, committed
+//! ones from `commit`; a committed snapshot is named by the caller (strata uses chain IDs).
 
+pub mod metastore;
+pub mod mount;
+pub mod overlay;
+pub mod snapshotter;
+pub mod testsuite;
+pub mod usage;
+pub mod vfs;
+
+pub use mount::Mount;
+pub use snapshotter::{Info, Kind, Snapshotter};
+pub use usage::Usage;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use strata_archive::WhiteoutFormat;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot {0:?} does not exist")]
+    NotFound(String),
+    #[error("snapshot {0:?} already exists")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("storage driver: {0}")]
+    Io(#[from] io::Error),
+    #[error("snapshot metadata: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+pub type Result<T> = std::result::Result<T, SnapshotError>;
+
+/// What a driver is told about one snapshot: its number, its ancestors (nearest first) and
+/// its kind.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub id: i64,
+    pub parents: Vec<i64>,
+    pub kind: Kind,
+}
+
+/// Options for a new snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOpts {
+    pub labels: Vec<(String, String)>,
+    /// Bytes the writable layer may hold, for drivers that enforce it (`--storage-opt size=`).
+    pub size_limit: Option<u64>,
+}
+
+/// The storage side of a snapshotter. One implementation per storage driver.
+pub trait Driver: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// The lines `info` prints under "Storage Driver".
+    fn status(&self) -> Vec<(String, String)>;
+    /// Makes storage for a new active or view snapshot.
+    fn create(&self, s: &Layout, opts: &PrepareOpts) -> io::Result<()>;
+    /// The mounts that give the snapshot's filesystem.
+    fn mounts(&self, s: &Layout) -> io::Result<Vec<Mount>>;
+    /// Freezes an active snapshot's storage as a committed one.
+    fn commit(&self, s: &Layout) -> io::Result<()>;
+    /// Removes the snapshot's storage; succeeds when there is none.
+    fn remove(&self, id: i64) -> io::Result<()>;
+    /// What the snapshot holds on its own, without its parents.
+    fn usage(&self, s: &Layout) -> io::Result<Usage>;
+    /// A directory where a layer can be applied without mounting, with its whiteout form.
+    fn apply_dir(&self, s: &Layout) -> Option<(PathBuf, WhiteoutFormat)>;
+    /// Writes the snapshot's changes against its parent as a layer tar when the driver can
+    /// do so from its own storage; `None` means "mount and compare".
+    fn diff(&self, s: &Layout, w: &mut dyn Write) -> Option<io::Result<()>>;
+    /// Snapshot numbers that have storage on disk, for orphan checks.
+    fn stored_ids(&self) -> io::Result<Vec<i64>>;
+}
+
+/// Opens the named driver with its storage under `home`.
+pub fn open_driver(name: &str, home: &Path) -> io::Result<Box<dyn Driver>> {
+    match name {
+        "overlay2" => Ok(Box::new(overlay::Overlay::open(home)?)),
+        "vfs" => Ok(Box::new(vfs::Vfs::open(home)?)),
+        other => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("unknown storage driver {other:?}: choose overlay2 or vfs"),
+        )),
+    }
+}
+
+/// The driver used when none is chosen: overlay2 where the kernel has overlayfs.
+pub fn default_driver() -> &'static str {
+    if overlay::supported() {
+        "overlay2"
+    } else {
+        "vfs"
+    }
+}
+
+pub const DRIVERS: &[&str] = &["overlay2", "vfs"];
+
+/// Helper for drivers: numeric directory names under `dir`.
+pub(crate) fn numeric_dirs(dir: &Path) -> io::Result<Vec<i64>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        if let Some(id) = e?.file_name().to_str().and_then(|n| n.parse().ok()) {
+            out.push(id);
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -56,7 +56,9 @@ impl ContentStore {
     pub fn open(root: &Path) -> io::Result<Self> {
         fs::create_dir_all(root.join("blobs/sha256"))?;
         fs::create_dir_all(root.join("ingest"))?;
-        Ok(ContentStore { root: root.to_path_buf() })
+        Ok(ContentStore {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -70,7 +72,9 @@ impl ContentStore {
     pub fn size(&self, digest: &Digest) -> Result<u64, ContentError> {
         match fs::metadata(self.blob_path(digest)) {
             Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ContentError::NotFound(digest.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(ContentError::NotFound(digest.clone()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -78,7 +82,9 @@ impl ContentStore {
     pub fn open_blob(&self, digest: &Digest) -> Result<File, ContentError> {
         match File::open(self.blob_path(digest)) {
             Ok(f) => Ok(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ContentError::NotFound(digest.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(ContentError::NotFound(digest.clone()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -90,7 +96,11 @@ impl ContentStore {
     }
 
     /// Writes a small blob in one call.
-    pub fn write_blob(&self, bytes: &[u8], expected: Option<&Digest>) -> Result<Committed, ContentError> {
+    pub fn write_blob(
+        &self,
+        bytes: &[u8],
+        expected: Option<&Digest>,
+    ) -> Result<Committed, ContentError> {
         let mut w = self.writer()?;
         w.write_all(bytes)?;
         w.commit(expected, Some(bytes.len() as u64))
@@ -120,11 +130,17 @@ impl ContentStore {
 
     /// Recomputes a blob's digest from its bytes.
     pub fn verify(&self, digest: &Digest) -> Result<(), ContentError> {
-        let mut r = crate::DigestReader::new(io::BufReader::with_capacity(1 << 20, self.open_blob(digest)?));
+        let mut r = crate::DigestReader::new(io::BufReader::with_capacity(
+            1 << 20,
+            self.open_blob(digest)?,
+        ));
         io::copy(&mut r, &mut io::sink())?;
         let (actual, _) = r.finish()?;
         if &actual != digest {
-            return Err(ContentError::DigestMismatch { expected: digest.clone(), actual });
+            return Err(ContentError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
         }
         Ok(())
     }
@@ -176,18 +192,28 @@ impl BlobWriter {
     }
 
     /// Verifies and publishes the blob. Always consumes the ingest, even on error.
-    pub fn commit(mut self, expected: Option<&Digest>, expected_size: Option<u64>) -> Result<Committed, ContentError> {
+    pub fn commit(
+        mut self,
+        expected: Option<&Digest>,
+        expected_size: Option<u64>,
+    ) -> Result<Committed, ContentError> {
         let w = self.inner.take().expect("writer present until commit");
         let (buf, digest, size) = w.finish();
         let file = buf.into_inner().map_err(|e| e.into_error())?;
         if let Some(exp) = expected_size {
             if exp != size {
-                return Err(ContentError::SizeMismatch { expected: exp, actual: size });
+                return Err(ContentError::SizeMismatch {
+                    expected: exp,
+                    actual: size,
+                });
             }
         }
         if let Some(exp) = expected {
             if *exp != digest {
-                return Err(ContentError::DigestMismatch { expected: exp.clone(), actual: digest });
+                return Err(ContentError::DigestMismatch {
+                    expected: exp.clone(),
+                    actual: digest,
+                });
             }
         }
         let target = self.store.blob_path(&digest);
@@ -227,16 +253,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cs = ContentStore::open(dir.path()).unwrap();
         let d = Digest::of(b"hello");
-        assert!(matches!(cs.write_blob(b"hello", Some(&d)).unwrap(), Committed::Written(..)));
-        assert!(matches!(cs.write_blob(b"hello", Some(&d)).unwrap(), Committed::AlreadyExists(..)));
-        assert!(matches!(cs.write_blob(b"hellO", Some(&d)), Err(ContentError::DigestMismatch { .. })));
-        assert!(matches!(cs.write_blob(b"hello", None).map(|c| c.size()), Ok(5)));
+        assert!(matches!(
+            cs.write_blob(b"hello", Some(&d)).unwrap(),
+            Committed::Written(..)
+        ));
+        assert!(matches!(
+            cs.write_blob(b"hello", Some(&d)).unwrap(),
+            Committed::AlreadyExists(..)
+        ));
+        assert!(matches!(
+            cs.write_blob(b"hellO", Some(&d)),
+            Err(ContentError::DigestMismatch { .. })
+        ));
+        assert!(matches!(
+            cs.write_blob(b"hello", None).map(|c| c.size()),
+            Ok(5)
+        ));
         let mut w = cs.writer().unwrap();
         w.write_all(b"abc").unwrap();
-        assert!(matches!(w.commit(None, Some(4)), Err(ContentError::SizeMismatch { .. })));
+        assert!(matches!(
+            w.commit(None, Some(4)),
+            Err(ContentError::SizeMismatch { .. })
+        ));
         assert_eq!(cs.read_blob(&d).unwrap(), b"hello");
         cs.verify(&d).unwrap();
-        assert_eq!(fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0, "ingests cleaned");
+        assert_eq!(
+            fs::read_dir(dir.path().join("ingest")).unwrap().count(),
+            0,
+            "ingests cleaned"
+        );
         assert_eq!(cs.list().unwrap(), vec![d]);
     }
 }

@@ -20,15 +20,23 @@ pub enum DigestError {
 
 impl Digest {
     pub fn from_hex(hex: &str) -> Result<Self, DigestError> {
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            Ok(Digest { hex: hex.to_string() })
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(Digest {
+                hex: hex.to_string(),
+            })
         } else {
             Err(DigestError::Invalid(hex.to_string()))
         }
     }
 
     pub fn of(bytes: &[u8]) -> Self {
-        Digest { hex: hex::encode(Sha256::digest(bytes)) }
+        Digest {
+            hex: hex::encode(Sha256::digest(bytes)),
+        }
     }
 
     pub fn hex(&self) -> &str {
@@ -85,7 +93,11 @@ pub struct DigestReader<R> {
 
 impl<R: Read> DigestReader<R> {
     pub fn new(inner: R) -> Self {
-        DigestReader { inner, hasher: Sha256::new(), count: 0 }
+        DigestReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     pub fn count(&self) -> u64 {
         self.count
@@ -94,7 +106,12 @@ impl<R: Read> DigestReader<R> {
     /// returns the digest and byte count of everything read.
     pub fn finish(mut self) -> io::Result<(Digest, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((Digest { hex: hex::encode(self.hasher.finalize()) }, self.count))
+        Ok((
+            Digest {
+                hex: hex::encode(self.hasher.finalize()),
+            },
+            self.count,
+        ))
     }
 }
 
@@ -116,13 +133,23 @@ pub struct DigestWriter<W> {
 
 impl<W: Write> DigestWriter<W> {
     pub fn new(inner: W) -> Self {
-        DigestWriter { inner, hasher: Sha256::new(), count: 0 }
+        DigestWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     pub fn count(&self) -> u64 {
         self.count
     }
     pub fn finish(self) -> (W, Digest, u64) {
-        (self.inner, Digest { hex: hex::encode(self.hasher.finalize()) }, self.count)
+        (
+            self.inner,
+            Digest {
+                hex: hex::encode(self.hasher.finalize()),
+            },
+            self.count,
+        )
     }
 }
 
@@ -150,7 +177,12 @@ mod tests {
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
-        for bad in ["e3b0", "md5:abc", "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855", "sha256:../../x"] {
+        for bad in [
+            "e3b0",
+            "md5:abc",
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+            "sha256:../../x",
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
     }

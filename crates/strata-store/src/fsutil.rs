@@ -22,7 +22,11 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 fn tempfile_in(dir: &Path) -> io::Result<(std::path::PathBuf, File)> {
     for _ in 0..16 {
         let name = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
-        match fs::OpenOptions::new().write(true).create_new(true).open(&name) {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&name)
+        {
             Ok(f) => return Ok((name, f)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),

@@ -10,4 +10,4 @@ pub mod lock;
 pub use content::{BlobWriter, Committed, ContentStore};
 pub use db::Db;
 pub use digest::{Digest, DigestError, DigestReader, DigestWriter};
-pub use lock::{LockMode, StoreLock};
+pub use lock::{ExclusiveGuard, LockMode, StoreLock};

@@ -2,8 +2,10 @@
 //!
 //! Operations that only add to the store (import, load, creating layers) hold the lock
 //! shared; operations that delete what others might be about to reuse (rmi, prune, repair,
-//! crash recovery) hold it exclusively. flock(2) locks die with their process, so a killed
-//! CLI never leaves the store locked.
+//! crash recovery) convert it to exclusive for their duration. flock(2) locks belong to an
+//! open file description, so a process keeps one and converts it (taking a second one would
+//! make it wait for itself), and they die with their process, so a killed CLI never leaves
+//! the store locked.
 
 use rustix::fs::{flock, FlockOperation};
 use std::fs::{File, OpenOptions};
@@ -17,35 +19,57 @@ pub enum LockMode {
 }
 
 pub struct StoreLock {
-    _file: File,
+    file: File,
+}
+
+fn op(mode: LockMode, wait: bool) -> FlockOperation {
+    match (mode, wait) {
+        (LockMode::Shared, true) => FlockOperation::LockShared,
+        (LockMode::Exclusive, true) => FlockOperation::LockExclusive,
+        (LockMode::Shared, false) => FlockOperation::NonBlockingLockShared,
+        (LockMode::Exclusive, false) => FlockOperation::NonBlockingLockExclusive,
+    }
 }
 
 impl StoreLock {
-    pub fn acquire(path: &Path, mode: LockMode) -> io::Result<Self> {
-        let file = open(path)?;
-        let op = match mode {
-            LockMode::Shared => FlockOperation::LockShared,
-            LockMode::Exclusive => FlockOperation::LockExclusive,
-        };
-        flock(&file, op)?;
-        Ok(StoreLock { _file: file })
+    /// Opens the lock file without locking it.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        Ok(StoreLock { file })
     }
 
-    /// Returns `None` when another process holds the lock.
-    pub fn try_acquire(path: &Path, mode: LockMode) -> io::Result<Option<Self>> {
-        let file = open(path)?;
-        let op = match mode {
-            LockMode::Shared => FlockOperation::NonBlockingLockShared,
-            LockMode::Exclusive => FlockOperation::NonBlockingLockExclusive,
-        };
-        match flock(&file, op) {
-            Ok(()) => Ok(Some(StoreLock { _file: file })),
-            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+    /// Takes (or converts to) `mode`, waiting for other processes.
+    pub fn lock(&self, mode: LockMode) -> io::Result<()> {
+        Ok(flock(&self.file, op(mode, true))?)
+    }
+
+    /// Takes (or converts to) `mode` if no other process is in the way.
+    pub fn try_lock(&self, mode: LockMode) -> io::Result<bool> {
+        match flock(&self.file, op(mode, false)) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
+
+    /// Holds the lock exclusively until the guard drops, then returns to shared.
+    pub fn exclusive(&self) -> io::Result<ExclusiveGuard<'_>> {
+        self.lock(LockMode::Exclusive)?;
+        Ok(ExclusiveGuard { lock: self })
+    }
 }
 
-fn open(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+pub struct ExclusiveGuard<'a> {
+    lock: &'a StoreLock,
+}
+
+impl Drop for ExclusiveGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.lock.lock(LockMode::Shared);
+    }
 }

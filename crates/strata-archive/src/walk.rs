@@ -1,0 +1,91 @@
+//! fd-based tree walking helpers shared by apply, write, diff and copy: nothing here follows
+//! a symlink, so a tree being changed underneath cannot redirect a walk out of it.
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use xattr::FileExt;
+
+/// The names in a directory, without `.` and `..`, sorted (so tars are deterministic).
+pub fn list_dir(dfd: &impl AsFd) -> io::Result<Vec<OsString>> {
+    let mut out = Vec::new();
+    for e in rfs::Dir::read_from(dfd)? {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Removes `name` in `dfd`, recursively, never following symlinks.
+pub fn remove_entry(dfd: &impl AsFd, name: &OsStr) -> io::Result<()> {
+    match rfs::unlinkat(dfd, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::ISDIR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let sub = open_dir_at(dfd, name)?;
+    for child in list_dir(&sub)? {
+        remove_entry(&sub, &child)?;
+    }
+    match rfs::unlinkat(dfd, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn open_dir_at(dfd: &impl AsFd, name: &OsStr) -> io::Result<OwnedFd> {
+    Ok(rfs::openat(
+        dfd,
+        name,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+pub fn open_file_at(dfd: &impl AsFd, name: &OsStr) -> io::Result<File> {
+    Ok(File::from(rfs::openat(
+        dfd,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?))
+}
+
+pub fn lstat_at(dfd: &impl AsFd, name: &OsStr) -> io::Result<Stat> {
+    Ok(rfs::statat(dfd, name, AtFlags::SYMLINK_NOFOLLOW)?)
+}
+
+pub fn file_type(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode)
+}
+
+/// Extended attributes of an open regular file or directory, sorted by name.
+pub fn xattrs(file: &File) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let names = match file.list_xattr() {
+        Ok(n) => n,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for name in names {
+        let Some(n) = name.to_str() else { continue };
+        if let Some(v) = file.get_xattr(&name)? {
+            out.push((n.to_string(), v));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub fn readlink_at(dfd: &impl AsFd, name: &OsStr) -> io::Result<OsString> {
+    let target = rfs::readlinkat(dfd, name, Vec::new())?;
+    Ok(OsStr::from_bytes(target.as_bytes()).to_os_string())
+}

@@ -1,0 +1,169 @@
+//! Mounts as data, and the one place that performs them.
+//!
+//! overlay is mounted through the new mount API (fsopen/fsconfig/fsmount/move_mount) with
+//! one `lowerdir+` call per layer, so the number of layers is limited by the kernel (500)
+//! and not by the one-page limit of mount(2)'s option string.
+
+use rustix::mount::{
+    self as m, FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags,
+};
+use std::io::{self, Read};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mount {
+    /// `overlay` or `bind`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+impl Mount {
+    pub fn bind(source: &Path, readonly: bool) -> Mount {
+        let mut options = vec!["rbind".to_string()];
+        options.push(if readonly { "ro" } else { "rw" }.to_string());
+        Mount {
+            kind: "bind".into(),
+            source: source.display().to_string(),
+            options,
+        }
+    }
+
+    pub fn is_readonly(&self) -> bool {
+        self.options.iter().any(|o| o == "ro")
+    }
+}
+
+/// Mounts `mounts` (in order) on `target`.
+pub fn mount_all(mounts: &[Mount], target: &Path) -> io::Result<()> {
+    for mnt in mounts {
+        match mnt.kind.as_str() {
+            "bind" => {
+                m::mount_bind(mnt.source.as_str(), target)?;
+                if mnt.is_readonly() {
+                    if let Err(e) =
+                        m::mount_remount(target, m::MountFlags::BIND | m::MountFlags::RDONLY, "")
+                    {
+                        let _ = m::unmount(target, UnmountFlags::DETACH);
+                        return Err(e.into());
+                    }
+                }
+            }
+            "overlay" => mount_overlay(mnt, target)?,
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("unknown mount type {other:?}"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mount_overlay(mnt: &Mount, target: &Path) -> io::Result<()> {
+    let fs = m::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    let mut attrs = MountAttrFlags::empty();
+    let configure = || -> rustix::io::Result<()> {
+        for opt in &mnt.options {
+            match opt.split_once('=') {
+                Some((k, v)) => m::fsconfig_set_string(&fs, k, v)?,
+                None if opt == "ro" || opt == "rw" => {}
+                None => m::fsconfig_set_flag(&fs, opt.as_str())?,
+            }
+        }
+        m::fsconfig_create(&fs)
+    };
+    if let Err(e) = configure() {
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "mounting overlay on {}: {e}{}",
+                target.display(),
+                fs_log(&fs)
+            ),
+        ));
+    }
+    if mnt.is_readonly() {
+        attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
+    }
+    let mfd = m::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)?;
+    m::move_mount(
+        &mfd,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
+/// The messages the kernel queued on a filesystem context (why a mount was refused).
+fn fs_log(fs: &std::os::fd::OwnedFd) -> String {
+    let mut out = String::new();
+    let mut f = std::fs::File::from(fs.try_clone().expect("dup fs context"));
+    let mut buf = [0u8; 512];
+    while let Ok(n) = f.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.push_str(": ");
+        out.push_str(String::from_utf8_lossy(&buf[..n]).trim());
+    }
+    out
+}
+
+/// Unmounts `target`, retrying briefly while it is busy.
+pub fn unmount(target: &Path) -> io::Result<()> {
+    for attempt in 0..50 {
+        match m::unmount(target, UnmountFlags::empty()) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::INVAL) => return Ok(()), // not a mount point
+            Err(rustix::io::Errno::BUSY) if attempt < 49 => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("unmounting {}: {e}", target.display()),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A mount that is undone when dropped: for short-lived mounts the engine makes itself.
+pub struct MountGuard {
+    target: std::path::PathBuf,
+    remove_dir: bool,
+}
+
+impl MountGuard {
+    /// Mounts `mounts` on a new directory `target` (removed again on drop).
+    pub fn new(mounts: &[Mount], target: &Path) -> io::Result<MountGuard> {
+        std::fs::create_dir_all(target)?;
+        if let Err(e) = mount_all(mounts, target) {
+            let _ = std::fs::remove_dir(target);
+            return Err(e);
+        }
+        Ok(MountGuard {
+            target: target.to_path_buf(),
+            remove_dir: true,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = unmount(&self.target);
+        if self.remove_dir {
+            let _ = std::fs::remove_dir(&self.target);
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The lifecycle rules every driver shares.
+
+use crate::metastore::{self, Row};
+use crate::mount::{Mount, MountGuard};
+use crate::usage::Usage;
+use crate::{Driver, Layout, PrepareOpts, Result, SnapshotError};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use strata_store::Db;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Kind {
+    Active,
+    View,
+    Committed,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Active => "active",
+            Kind::View => "view",
+            Kind::Committed => "committed",
+        }
+    }
+    pub(crate) fn parse(s: &str) -> Kind {
+        match s {
+            "active" => Kind::Active,
+            "view" => Kind::View,
+            _ => Kind::Committed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Info {
+    pub kind: Kind,
+    pub name: String,
+    pub parent: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub created: String,
+    pub updated: String,
+}
+
+impl From<&Row> for Info {
+    fn from(r: &Row) -> Info {
+        Info {
+            kind: r.kind,
+            name: r.key.clone(),
+            parent: r.parent_key.clone(),
+            labels: r.labels.clone(),
+            created: r.created.clone(),
+            updated: r.updated.clone(),
+        }
+    }
+}
+
+pub struct Snapshotter {
+    db: Arc<Db>,
+    driver: Box<dyn Driver>,
+    /// Where the snapshotter mounts trees it needs to read (naive diffs).
+    scratch: PathBuf,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+impl Snapshotter {
+    pub fn new(db: Arc<Db>, driver: Box<dyn Driver>, scratch: &Path) -> Result<Snapshotter> {
+        db.conn().execute_batch(metastore::SCHEMA)?;
+        std::fs::create_dir_all(scratch)?;
+        Ok(Snapshotter {
+            db,
+            driver,
+            scratch: scratch.to_path_buf(),
+        })
+    }
+
+    pub fn driver(&self) -> &dyn Driver {
+        self.driver.as_ref()
+    }
+
+    fn row(&self, key: &str) -> Result<Row> {
+        metastore::get(&self.db.conn(), key)?
+            .ok_or_else(|| SnapshotError::NotFound(key.to_string()))
+    }
+
+    fn layout(&self, r: &Row) -> Result<Layout> {
+        Ok(Layout {
+            id: r.id,
+            parents: metastore::ancestors(&self.db.conn(), r.id)?,
+            kind: r.kind,
+        })
+    }
+
+    pub fn stat(&self, key: &str) -> Result<Info> {
+        Ok(Info::from(&self.row(key)?))
+    }
+
+    pub fn exists(&self, key: &str) -> Result<bool> {
+        Ok(metastore::get(&self.db.conn(), key)?.is_some())
+    }
+
+    /// A new writable snapshot on `parent` (a committed snapshot).
+    pub fn prepare(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        opts: &PrepareOpts,
+    ) -> Result<Vec<Mount>> {
+        self.create(Kind::Active, key, parent, opts)
+    }
+
+    /// A new read-only snapshot on `parent`.
+    pub fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        self.create(Kind::View, key, parent, &PrepareOpts::default())
+    }
+
+    fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: Option<&str>,
+        opts: &PrepareOpts,
+    ) -> Result<Vec<Mount>> {
+        if key.is_empty() {
+            return Err(SnapshotError::InvalidArgument(
+                "snapshot key must not be empty".into(),
+            ));
+        }
+        let labels: BTreeMap<_, _> = opts.labels.iter().cloned().collect();
+        // The record first: storage without a record could not be found again, a record
+        // without complete storage is repaired by removing it.
+        let id = self.db.write(|tx| -> Result<i64> {
+            if metastore::get(tx, key)?.is_some() {
+                return Err(SnapshotError::AlreadyExists(key.to_string()));
+            }
+            let parent_id = match parent {
+                None => None,
+                Some(p) => {
+                    let pr = metastore::get(tx, p)?.ok_or_else(|| SnapshotError::NotFound(p.to_string()))?;
+                    if pr.kind != Kind::Committed {
+                        return Err(SnapshotError::FailedPrecondition(format!("parent {p:?} is not committed: only committed snapshots can be parents")));
+                    }
+                    Some(pr.id)
+                }
+            };
+            Ok(metastore::insert(tx, key, kind, parent_id, &labels, &now())?)
+        })?;
+        let parents = metastore::ancestors(&self.db.conn(), id)?;
+        let layout = Layout { id, parents, kind };
+        let made = self
+            .driver
+            .create(&layout, opts)
+            .and_then(|()| self.driver.mounts(&layout));
+        match made {
+            Ok(m) => Ok(m),
+            Err(e) => {
+                let _ = self.driver.remove(id);
+                let _ = self
+                    .db
+                    .conn()
+                    .execute("DELETE FROM snapshots WHERE id = ?1", [id]);
+                Err(e.into())
+            }
+        }
+    }
+
+    pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        let r = self.row(key)?;
+        if r.kind == Kind::Committed {
+            return Err(SnapshotError::FailedPrecondition(format!(
+                "snapshot {key:?} is committed: mount a view of it instead"
+            )));
+        }
+        Ok(self.driver.mounts(&self.layout(&r)?)?)
+    }
+
+    /// Freezes active snapshot `key` as committed snapshot `name`.
+    pub fn commit(&self, name: &str, key: &str) -> Result<()> {
+        let r = self.row(key)?;
+        if r.kind != Kind::Active {
+            return Err(SnapshotError::FailedPrecondition(format!(
+                "snapshot {key:?} is not active: only active snapshots can be committed"
+            )));
+        }
+        if self.exists(name)? {
+            return Err(SnapshotError::AlreadyExists(name.to_string()));
+        }
+        let layout = self.layout(&r)?;
+        let usage = self.driver.usage(&layout)?;
+        self.driver.commit(&layout)?;
+        self.db.write(|tx| -> Result<()> {
+            if metastore::get(tx, name)?.is_some() {
+                return Err(SnapshotError::AlreadyExists(name.to_string()));
+            }
+            let n = tx.execute(
+                "UPDATE snapshots SET key = ?1, kind = 'committed', size = ?2, inodes = ?3, updated = ?4 WHERE id = ?5 AND kind = 'active'",
+                rusqlite::params![name, usage.size as i64, usage.inodes as i64, now(), r.id],
+            )?;
+            if n != 1 {
+                return Err(SnapshotError::NotFound(key.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    pub fn remove(&self, key: &str) -> Result<()> {
+        let r = self.row(key)?;
+        {
+            let mut conn = self.db.conn();
+            let tx = conn.transaction()?;
+            if metastore::has_children(&tx, r.id)? {
+                return Err(SnapshotError::FailedPrecondition(format!(
+                    "snapshot {key:?} has children: remove them first"
+                )));
+            }
+        }
+        self.driver.remove(r.id)?;
+        self.db.write(|tx| -> Result<()> {
+            if metastore::has_children(tx, r.id)? {
+                return Err(SnapshotError::FailedPrecondition(format!(
+                    "snapshot {key:?} has children: remove them first"
+                )));
+            }
+            tx.execute("DELETE FROM snapshots WHERE id = ?1", [r.id])?;
+            Ok(())
+        })
+    }
+
+    /// Replaces the labels (field paths empty or `labels`) or single labels (`labels.KEY`).
+    pub fn update(&self, info: &Info, fieldpaths: &[&str]) -> Result<Info> {
+        let r = self.row(&info.name)?;
+        let mut labels = r.labels.clone();
+        if fieldpaths.is_empty() {
+            labels = info.labels.clone();
+        }
+        for fp in fieldpaths {
+            if *fp == "labels" {
+                labels = info.labels.clone();
+            } else if let Some(k) = fp.strip_prefix("labels.") {
+                match info.labels.get(k) {
+                    Some(v) => labels.insert(k.to_string(), v.clone()),
+                    None => labels.remove(k),
+                };
+            } else {
+                return Err(SnapshotError::InvalidArgument(format!(
+                    "cannot update field {fp:?}: only labels can change"
+                )));
+            }
+        }
+        self.db.conn().execute(
+            "UPDATE snapshots SET labels = ?1, updated = ?2 WHERE id = ?3",
+            rusqlite::params![
+                serde_json::to_string(&labels).expect("labels serialise"),
+                now(),
+                r.id
+            ],
+        )?;
+        self.stat(&info.name)
+    }
+
+    /// What the snapshot holds on its own: recorded at commit for committed snapshots,
+    /// measured for active ones.
+    pub fn usage(&self, key: &str) -> Result<Usage> {
+        let r = self.row(key)?;
+        match r.kind {
+            Kind::Committed => Ok(Usage {
+                size: r.size,
+                inodes: r.inodes,
+            }),
+            _ => Ok(self.driver.usage(&self.layout(&r)?)?),
+        }
+    }
+
+    /// Calls `f` for every snapshot. The records are read first, so `f` may call back in.
+    pub fn walk(&self, f: &mut dyn FnMut(&Info) -> Result<()>) -> Result<()> {
+        let rows = metastore::all(&self.db.conn())?;
+        for r in &rows {
+            f(&Info::from(r))?;
+        }
+        Ok(())
+    }
+
+    /// Where a layer can be applied to active snapshot `key` without mounting.
+    pub fn apply_dir(
+        &self,
+        key: &str,
+    ) -> Result<Option<(PathBuf, strata_archive::WhiteoutFormat)>> {
+        let r = self.row(key)?;
+        Ok(self.driver.apply_dir(&self.layout(&r)?))
+    }
+
+    /// Writes the changes of snapshot `key` against its parent as a layer tar.
+    pub fn diff(&self, key: &str, w: &mut dyn Write) -> Result<()> {
+        let r = self.row(key)?;
+        let layout = self.layout(&r)?;
+        if let Some(res) = self.driver.diff(&layout, w) {
+            return Ok(res?);
+        }
+        // Naive diff: mount the parent read-only and the snapshot itself, and compare.
+        let tag = format!("{:016x}", rand::random::<u64>());
+        let mut temp_views = Vec::new();
+        let res = (|| -> Result<()> {
+            let upper_mounts = match r.kind {
+                Kind::Committed => {
+                    let vkey = format!("diff-view-{tag}");
+                    temp_views.push(vkey.clone());
+                    self.view(&vkey, Some(&r.key))?
+                }
+                _ => self.driver.mounts(&layout)?,
+            };
+            let upper = MountGuard::new(&upper_mounts, &self.scratch.join(format!("upper-{tag}")))?;
+            match &r.parent_key {
+                Some(pk) => {
+                    let vkey = format!("diff-parent-{tag}");
+                    temp_views.push(vkey.clone());
+                    let pm = self.view(&vkey, Some(pk))?;
+                    let lower = MountGuard::new(&pm, &self.scratch.join(format!("lower-{tag}")))?;
+                    strata_archive::diff_trees(lower.path(), upper.path(), w)?;
+                }
+                None => {
+                    strata_archive::write_tree(
+                        upper.path(),
+                        w,
+                        strata_archive::WhiteoutFormat::Apply,
+                    )?;
+                }
+            }
+            Ok(())
+        })();
+        for v in temp_views {
+            let _ = self.remove(&v);
+        }
+        res
+    }
+
+    /// Removes records whose keys start with `prefix` (leftovers of interrupted work) and
+    /// storage that no record owns. Returns what was removed.
+    pub fn cleanup(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let rows = metastore::all(&self.db.conn())?;
+        for r in rows.iter().rev() {
+            if r.key.starts_with(prefix) && r.kind != Kind::Committed && self.remove(&r.key).is_ok()
+            {
+                removed.push(r.key.clone());
+            }
+        }
+        removed.extend(self.orphans()?.into_iter().map(|id| {
+            let _ = self.driver.remove(id);
+            format!("storage #{id}")
+        }));
+        Ok(removed)
+    }
+
+    /// Storage on disk that no record owns.
+    pub fn orphans(&self) -> Result<Vec<i64>> {
+        let known: std::collections::HashSet<i64> = metastore::all(&self.db.conn())?
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        Ok(self
+            .driver
+            .stored_ids()?
+            .into_iter()
+            .filter(|id| !known.contains(id))
+            .collect())
+    }
+
+    /// Nothing to release: every operation is complete when it returns. Safe to call twice.
+    pub fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}

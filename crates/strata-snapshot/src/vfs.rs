@@ -1,0 +1,93 @@
+//! vfs: every snapshot a full copy of its parent. Works on any filesystem and needs no
+//! kernel support; costs a copy per layer and per container, as docker's vfs does.
+
+use crate::mount::Mount;
+use crate::usage::{tree_usage, Usage};
+use crate::{numeric_dirs, Driver, Kind, Layout, PrepareOpts};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use strata_archive::WhiteoutFormat;
+
+pub struct Vfs {
+    home: PathBuf,
+}
+
+impl Vfs {
+    pub fn open(home: &Path) -> io::Result<Vfs> {
+        fs::create_dir_all(home)?;
+        Ok(Vfs {
+            home: home.to_path_buf(),
+        })
+    }
+
+    fn fs_dir(&self, id: i64) -> PathBuf {
+        self.home.join(id.to_string()).join("fs")
+    }
+}
+
+impl Driver for Vfs {
+    fn name(&self) -> &'static str {
+        "vfs"
+    }
+
+    fn status(&self) -> Vec<(String, String)> {
+        vec![(
+            "Backing Filesystem".into(),
+            crate::overlay::backing_fs(&self.home).into(),
+        )]
+    }
+
+    fn create(&self, s: &Layout, _opts: &PrepareOpts) -> io::Result<()> {
+        let dir = self.fs_dir(s.id);
+        fs::create_dir_all(&dir)?;
+        // A view of a committed snapshot reads the parent's own copy (mounted read-only).
+        if s.kind == Kind::Active {
+            if let Some(parent) = s.parents.first() {
+                strata_archive::copy_tree(&self.fs_dir(*parent), &dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn mounts(&self, s: &Layout) -> io::Result<Vec<Mount>> {
+        Ok(match (s.kind, s.parents.first()) {
+            (Kind::View, Some(parent)) => vec![Mount::bind(&self.fs_dir(*parent), true)],
+            (kind, _) => vec![Mount::bind(&self.fs_dir(s.id), kind == Kind::View)],
+        })
+    }
+
+    fn commit(&self, _s: &Layout) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn remove(&self, id: i64) -> io::Result<()> {
+        match fs::remove_dir_all(self.home.join(id.to_string())) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn usage(&self, s: &Layout) -> io::Result<Usage> {
+        tree_usage(&self.fs_dir(s.id))
+    }
+
+    fn apply_dir(&self, s: &Layout) -> Option<(PathBuf, WhiteoutFormat)> {
+        (s.kind == Kind::Active).then(|| (self.fs_dir(s.id), WhiteoutFormat::Apply))
+    }
+
+    fn diff(&self, s: &Layout, w: &mut dyn Write) -> Option<io::Result<()>> {
+        if s.kind == Kind::View {
+            return None;
+        }
+        let upper = self.fs_dir(s.id);
+        Some(match s.parents.first() {
+            Some(p) => strata_archive::diff_trees(&self.fs_dir(*p), &upper, w).map(|_| ()),
+            None => strata_archive::write_tree(&upper, w, WhiteoutFormat::Apply).map(|_| ()),
+        })
+    }
+
+    fn stored_ids(&self) -> io::Result<Vec<i64>> {
+        numeric_dirs(&self.home)
+    }
+}
