@@ -1,0 +1,28 @@
+//! The shared driver suite (containerd's snapshotter tests), run against every driver.
+//! Needs root: the tests mount.
+
+use strata_snapshot::testsuite::run;
+
+macro_rules! driver_suite {
+    ($driver:ident, $name:literal) => {
+        mod $driver {
+            use super::run;
+            driver_suite!(@tests $name, basic, stat_active, stat_committed, transitivity, prepare_view_failing, update,
+                remove, walk, layer_file_update, remove_directory_in_lower_layer, chown, directory_permission_on_commit,
+                remove_intermediate_snapshot, deleted_files_in_child_snapshot, move_file_from_lower_layer, view_readonly,
+                stat_in_walk, close_twice, root_permission, rename, layers_128_mount);
+        }
+    };
+    (@tests $name:literal, $($test:ident),*) => {
+        $(#[test] fn $test() { run($name, stringify!($test)); })*
+    };
+}
+
+driver_suite!(overlay2, "overlay2");
+driver_suite!(vfs, "vfs");
+
+#[test]
+fn every_suite_test_is_run() {
+    // The macro lists tests by hand; this keeps it in step with the suite.
+    assert_eq!(strata_snapshot::testsuite::TESTS.len(), 21);
+}
