@@ -256,10 +256,15 @@ impl Applier<'_, '_> {
                     T::Block => FileType::BlockDevice,
                     _ => FileType::Fifo,
                 };
-                let dev = rfs::makedev(
-                    header.device_major().map_err(ApplyError::Tar)?.unwrap_or(0),
-                    header.device_minor().map_err(ApplyError::Tar)?.unwrap_or(0),
-                );
+                // FIFOs carry no device numbers; tar writers often leave the fields blank.
+                let dev = if kind == T::Fifo {
+                    rfs::makedev(0, 0)
+                } else {
+                    rfs::makedev(
+                        header.device_major().map_err(ApplyError::Tar)?.unwrap_or(0),
+                        header.device_minor().map_err(ApplyError::Tar)?.unwrap_or(0),
+                    )
+                };
                 replace_non_dir(&pfd, &name).map_err(io_err(&rel))?;
                 rfs::mknodat(&pfd, &name, ft, mode, dev).map_err(errno_err(&rel))?;
                 rfs::chownat(

@@ -102,31 +102,9 @@ fn read(p: &Path, rel: &str) -> Option<String> {
     fs::read_to_string(p.join(rel)).ok()
 }
 
-/// A tree as (path -> description) to compare by value: type, mode, owner, content.
+/// A tree described by value (type, mode, owner, content) for comparisons.
 pub fn snapshot_tree(root: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-        names.sort();
-        for p in names {
-            let md = fs::symlink_metadata(&p).unwrap();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let ft = md.file_type();
-            let what = if ft.is_dir() {
-                walk(root, &p, out);
-                "dir".to_string()
-            } else if ft.is_symlink() {
-                format!("link->{}", fs::read_link(&p).unwrap().display())
-            } else if ft.is_file() {
-                format!("file:{}", String::from_utf8_lossy(&fs::read(&p).unwrap()))
-            } else {
-                format!("special:{}", md.rdev())
-            };
-            out.insert(rel, format!("{what} mode={:o} uid={} gid={}", md.mode() & 0o7777, md.uid(), md.gid()));
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
+    strata_archive::walk::describe_tree(root, false).expect("describe tree")
 }
 
 pub fn basic(sn: &Snapshotter, work: &Path) {
