@@ -93,8 +93,16 @@ pub fn readlink_at(dfd: &impl AsFd, name: &OsStr) -> io::Result<OsString> {
 /// Describes every entry below `root` (type, mode, owner, content or target, device,
 /// xattrs, and file mtimes when `with_mtimes`) by relative path: two trees are equal as
 /// layers when their descriptions are. Used by tests and checks to compare trees by value.
-pub fn describe_tree(root: &std::path::Path, with_mtimes: bool) -> io::Result<std::collections::BTreeMap<String, String>> {
-    fn walk(dfd: &OwnedFd, rel: &std::path::Path, with_mtimes: bool, out: &mut std::collections::BTreeMap<String, String>) -> io::Result<()> {
+pub fn describe_tree(
+    root: &std::path::Path,
+    with_mtimes: bool,
+) -> io::Result<std::collections::BTreeMap<String, String>> {
+    fn walk(
+        dfd: &OwnedFd,
+        rel: &std::path::Path,
+        with_mtimes: bool,
+        out: &mut std::collections::BTreeMap<String, String>,
+    ) -> io::Result<()> {
         for name in list_dir(dfd)? {
             let st = lstat_at(dfd, &name)?;
             let path = rel.join(&name);
@@ -109,21 +117,43 @@ pub fn describe_tree(root: &std::path::Path, with_mtimes: bool) -> io::Result<st
                     let attrs = xattrs(&f)?;
                     let mut data = Vec::new();
                     io::Read::read_to_end(&mut &f, &mut data)?;
-                    let digest = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&data));
-                    format!("file size={} sha256={} xattrs={attrs:?}", data.len(), hex::encode(digest))
+                    let digest = sha2::Digest::finalize(
+                        <sha2::Sha256 as sha2::Digest>::new_with_prefix(&data),
+                    );
+                    format!(
+                        "file size={} sha256={} xattrs={attrs:?}",
+                        data.len(),
+                        hex::encode(digest)
+                    )
                 }
                 FileType::Symlink => format!("symlink -> {:?}", readlink_at(dfd, &name)?),
-                other => format!("{other:?} rdev={}:{}", rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)),
+                other => format!(
+                    "{other:?} rdev={}:{}",
+                    rustix::fs::major(st.st_rdev),
+                    rustix::fs::minor(st.st_rdev)
+                ),
             };
-            what.push_str(&format!(" mode={:o} owner={}:{}", st.st_mode & 0o7777, st.st_uid, st.st_gid));
-            if with_mtimes && file_type(&st) != FileType::Directory && file_type(&st) != FileType::Symlink {
+            what.push_str(&format!(
+                " mode={:o} owner={}:{}",
+                st.st_mode & 0o7777,
+                st.st_uid,
+                st.st_gid
+            ));
+            if with_mtimes
+                && file_type(&st) != FileType::Directory
+                && file_type(&st) != FileType::Symlink
+            {
                 what.push_str(&format!(" mtime={}", st.st_mtime));
             }
             out.insert(path.display().to_string(), what);
         }
         Ok(())
     }
-    let fd = rustix::fs::open(root, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let fd = rustix::fs::open(
+        root,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut out = std::collections::BTreeMap::new();
     walk(&fd, std::path::Path::new(""), with_mtimes, &mut out)?;
     Ok(out)

@@ -7,10 +7,15 @@ use std::io::{self, Cursor, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use strata_archive::walk::describe_tree;
-use strata_archive::{apply_layer, diff_trees, write_tree, ApplyError, ApplyOptions, WhiteoutFormat};
+use strata_archive::{
+    apply_layer, diff_trees, write_tree, ApplyError, ApplyOptions, WhiteoutFormat,
+};
 
 fn opts(format: WhiteoutFormat) -> ApplyOptions<'static> {
-    ApplyOptions { whiteouts: format, budget: None }
+    ApplyOptions {
+        whiteouts: format,
+        budget: None,
+    }
 }
 
 fn apply(tar: &[u8], dir: &Path, format: WhiteoutFormat) -> Result<(), ApplyError> {
@@ -18,7 +23,13 @@ fn apply(tar: &[u8], dir: &Path, format: WhiteoutFormat) -> Result<(), ApplyErro
 }
 
 /// An entry header with any name bytes at all, as a hostile archive would carry.
-fn raw(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
+fn raw(
+    b: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    kind: tar::EntryType,
+    link: Option<&str>,
+    data: &[u8],
+) {
     let mut h = tar::Header::new_gnu();
     let nb = name.as_bytes();
     h.as_old_mut().name[..nb.len()].copy_from_slice(nb);
@@ -27,7 +38,11 @@ fn raw(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: Op
     }
     h.set_entry_type(kind);
     h.set_size(data.len() as u64);
-    h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+    h.set_mode(if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
     h.set_mtime(1_000_000);
     h.set_uid(0);
     h.set_gid(0);
@@ -56,12 +71,42 @@ fn header(kind: tar::EntryType, mode: u32, uid: u64, size: u64) -> tar::Header {
 fn every_entry_type() -> Vec<u8> {
     tar_of(|b| {
         use tar::EntryType as T;
-        b.append_data(&mut header(T::Directory, 0o750, 1000, 0), "dir/", io::empty()).unwrap();
-        b.append_pax_extensions([("SCHILY.xattr.user.note", b"hello".as_slice()), ("SCHILY.xattr.security.capability", &[1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..])]).unwrap();
-        b.append_data(&mut header(T::Regular, 0o4755, 1000, 5), "dir/setuid-with-caps", &b"hello"[..]).unwrap();
-        b.append_link(&mut header(T::Link, 0o644, 0, 0), "dir/hardlink", "dir/setuid-with-caps").unwrap();
-        b.append_link(&mut header(T::Symlink, 0o777, 7, 0), "dir/symlink", "/etc/passwd").unwrap();
-        b.append_data(&mut header(T::Fifo, 0o600, 0, 0), "dir/fifo", io::empty()).unwrap();
+        b.append_data(
+            &mut header(T::Directory, 0o750, 1000, 0),
+            "dir/",
+            io::empty(),
+        )
+        .unwrap();
+        b.append_pax_extensions([
+            ("SCHILY.xattr.user.note", b"hello".as_slice()),
+            (
+                "SCHILY.xattr.security.capability",
+                &[
+                    1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                ][..],
+            ),
+        ])
+        .unwrap();
+        b.append_data(
+            &mut header(T::Regular, 0o4755, 1000, 5),
+            "dir/setuid-with-caps",
+            &b"hello"[..],
+        )
+        .unwrap();
+        b.append_link(
+            &mut header(T::Link, 0o644, 0, 0),
+            "dir/hardlink",
+            "dir/setuid-with-caps",
+        )
+        .unwrap();
+        b.append_link(
+            &mut header(T::Symlink, 0o777, 7, 0),
+            "dir/symlink",
+            "/etc/passwd",
+        )
+        .unwrap();
+        b.append_data(&mut header(T::Fifo, 0o600, 0, 0), "dir/fifo", io::empty())
+            .unwrap();
         let mut c = header(T::Char, 0o666, 0, 0);
         c.set_device_major(1).unwrap();
         c.set_device_minor(3).unwrap();
@@ -71,8 +116,10 @@ fn every_entry_type() -> Vec<u8> {
         blk.set_device_minor(0).unwrap();
         b.append_data(&mut blk, "dev/loop0", io::empty()).unwrap();
         let long = format!("deep/{}/file", "x".repeat(150));
-        b.append_data(&mut header(T::Regular, 0o600, 0, 3), &long, &b"abc"[..]).unwrap();
-        b.append_data(&mut header(T::Regular, 0o644, 0, 0), "empty", io::empty()).unwrap();
+        b.append_data(&mut header(T::Regular, 0o600, 0, 3), &long, &b"abc"[..])
+            .unwrap();
+        b.append_data(&mut header(T::Regular, 0o644, 0, 0), "empty", io::empty())
+            .unwrap();
     })
 }
 
@@ -89,20 +136,51 @@ fn every_entry_type_applies_and_round_trips() {
     assert_eq!((md.uid(), md.gid()), (1000, 1000));
     assert_eq!(md.mtime(), 1_234_567_890);
     assert_eq!(md.nlink(), 2, "hard link shares the inode");
-    assert_eq!(xattr::get(a.join("dir/setuid-with-caps"), "user.note").unwrap().as_deref(), Some(&b"hello"[..]));
-    assert!(xattr::get(a.join("dir/setuid-with-caps"), "security.capability").unwrap().is_some());
-    assert_eq!(fs::read_link(a.join("dir/symlink")).unwrap(), Path::new("/etc/passwd"));
-    assert_eq!(fs::symlink_metadata(a.join("dir/symlink")).unwrap().uid(), 7);
-    assert!(fs::metadata(a.join("dir/fifo")).unwrap().file_type().is_fifo_like());
+    assert_eq!(
+        xattr::get(a.join("dir/setuid-with-caps"), "user.note")
+            .unwrap()
+            .as_deref(),
+        Some(&b"hello"[..])
+    );
+    assert!(
+        xattr::get(a.join("dir/setuid-with-caps"), "security.capability")
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        fs::read_link(a.join("dir/symlink")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert_eq!(
+        fs::symlink_metadata(a.join("dir/symlink")).unwrap().uid(),
+        7
+    );
+    assert!(fs::metadata(a.join("dir/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo_like());
     let null = fs::metadata(a.join("dev/null")).unwrap();
-    assert_eq!((rustix::fs::major(null.rdev()), rustix::fs::minor(null.rdev())), (1, 3));
+    assert_eq!(
+        (
+            rustix::fs::major(null.rdev()),
+            rustix::fs::minor(null.rdev())
+        ),
+        (1, 3)
+    );
     assert_eq!(fs::metadata(a.join("dir")).unwrap().mode() & 0o7777, 0o750);
-    assert_eq!(fs::metadata(a.join("dir")).unwrap().mtime(), 1_234_567_890, "directory mtime set after its children");
+    assert_eq!(
+        fs::metadata(a.join("dir")).unwrap().mtime(),
+        1_234_567_890,
+        "directory mtime set after its children"
+    );
 
     // Written back out and applied again, the tree is the same.
     let tar = write_tree(&a, Vec::new(), WhiteoutFormat::Apply).unwrap();
     apply(&tar, &b, WhiteoutFormat::Apply).unwrap();
-    assert_eq!(describe_tree(&a, true).unwrap(), describe_tree(&b, true).unwrap());
+    assert_eq!(
+        describe_tree(&a, true).unwrap(),
+        describe_tree(&b, true).unwrap()
+    );
 }
 
 trait FifoLike {
@@ -134,7 +212,10 @@ fn whiteouts_in_each_format() {
     assert!(!full.join("gone").exists());
     assert!(!full.join("keep/old").exists());
     assert!(full.join("keep/new").exists());
-    assert!(!full.join(".wh..wh.plnk").exists(), "aufs metadata is not part of the tree");
+    assert!(
+        !full.join(".wh..wh.plnk").exists(),
+        "aufs metadata is not part of the tree"
+    );
 
     // Overlay: char device 0/0 and the opaque xattr; written back as .wh. entries.
     let upper = t.path().join("upper");
@@ -143,11 +224,19 @@ fn whiteouts_in_each_format() {
     let wh = fs::symlink_metadata(upper.join("gone")).unwrap();
     use std::os::unix::fs::FileTypeExt;
     assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
-    assert_eq!(xattr::get(upper.join("keep"), "trusted.overlay.opaque").unwrap().as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        xattr::get(upper.join("keep"), "trusted.overlay.opaque")
+            .unwrap()
+            .as_deref(),
+        Some(&b"y"[..])
+    );
     let out = write_tree(&upper, Vec::new(), WhiteoutFormat::Overlay).unwrap();
     let names = entry_names(&out);
     assert!(names.contains(&".wh.gone".to_string()), "{names:?}");
-    assert!(names.contains(&"keep/.wh..wh..opq".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"keep/.wh..wh..opq".to_string()),
+        "{names:?}"
+    );
     assert!(!names.iter().any(|n| n == "gone"));
 
     // aufs: whiteouts stay files, exactly as in the tar.
@@ -160,20 +249,39 @@ fn whiteouts_in_each_format() {
 
 fn entry_names(tar: &[u8]) -> Vec<String> {
     let mut a = tar::Archive::new(Cursor::new(tar));
-    a.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string().trim_end_matches('/').to_string()).collect()
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .unwrap()
+                .display()
+                .to_string()
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect()
 }
 
 #[test]
 fn tree_diff_reproduces_the_upper_tree() {
     let t = tempfile::tempdir().unwrap();
-    let (lower, upper, rebuilt) = (t.path().join("lower"), t.path().join("upper"), t.path().join("rebuilt"));
+    let (lower, upper, rebuilt) = (
+        t.path().join("lower"),
+        t.path().join("upper"),
+        t.path().join("rebuilt"),
+    );
     for d in [&lower, &upper, &rebuilt] {
         fs::create_dir_all(d).unwrap();
     }
     apply(&every_entry_type(), &lower, WhiteoutFormat::Apply).unwrap();
     strata_archive::copy_tree(&lower, &upper).unwrap();
     strata_archive::copy_tree(&lower, &rebuilt).unwrap();
-    assert_eq!(describe_tree(&lower, true).unwrap(), describe_tree(&upper, true).unwrap(), "copy_tree keeps everything");
+    assert_eq!(
+        describe_tree(&lower, true).unwrap(),
+        describe_tree(&upper, true).unwrap(),
+        "copy_tree keeps everything"
+    );
     // Changes of every kind.
     fs::write(upper.join("dir/setuid-with-caps"), "changed").unwrap();
     fs::remove_file(upper.join("dir/fifo")).unwrap();
@@ -186,10 +294,19 @@ fn tree_diff_reproduces_the_upper_tree() {
     fs::create_dir(upper.join("dev/null")).unwrap();
     let diff = diff_trees(&lower, &upper, Vec::new()).unwrap();
     let names = entry_names(&diff);
-    assert!(names.contains(&".wh.deep".to_string()) && names.contains(&"dir/.wh.fifo".to_string()), "{names:?}");
-    assert!(!names.iter().any(|n| n.starts_with("dev/loop0")), "unchanged entries are not in the diff: {names:?}");
+    assert!(
+        names.contains(&".wh.deep".to_string()) && names.contains(&"dir/.wh.fifo".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("dev/loop0")),
+        "unchanged entries are not in the diff: {names:?}"
+    );
     apply(&diff, &rebuilt, WhiteoutFormat::Apply).unwrap();
-    let (want, got) = (describe_tree(&upper, false).unwrap(), describe_tree(&rebuilt, false).unwrap());
+    let (want, got) = (
+        describe_tree(&upper, false).unwrap(),
+        describe_tree(&rebuilt, false).unwrap(),
+    );
     assert_eq!(want, got);
 }
 
@@ -200,14 +317,21 @@ fn compressed_layers_are_detected() {
     io::Write::write_all(&mut gz, &plain).unwrap();
     let gz = gz.finish().unwrap();
     let zst = zstd::encode_all(Cursor::new(&plain), 3).unwrap();
-    for (name, data, kind) in [("plain", &plain, "none"), ("gzip", &gz, "gzip"), ("zstd", &zst, "zstd")] {
+    for (name, data, kind) in [
+        ("plain", &plain, "none"),
+        ("gzip", &gz, "gzip"),
+        ("zstd", &zst, "zstd"),
+    ] {
         let (c, mut r) = strata_archive::decompress(Cursor::new(data.clone())).unwrap();
         assert_eq!(c.name(), kind, "{name}");
         let mut out = Vec::new();
         r.read_to_end(&mut out).unwrap();
         assert_eq!(out, plain, "{name}");
     }
-    assert!(strata_archive::decompress(Cursor::new(b"\xfd7zXZ\x00rest".to_vec())).is_err(), "xz is refused, not run through a program");
+    assert!(
+        strata_archive::decompress(Cursor::new(b"\xfd7zXZ\x00rest".to_vec())).is_err(),
+        "xz is refused, not run through a program"
+    );
 }
 
 // ---------------------------------------------------------------- hostile archives
@@ -226,15 +350,29 @@ fn sandbox() -> Sandbox {
     fs::create_dir_all(&root).unwrap();
     fs::create_dir_all(&outside).unwrap();
     fs::write(outside.join("victim"), "precious").unwrap();
-    Sandbox { root, outside, _t: t }
+    Sandbox {
+        root,
+        outside,
+        _t: t,
+    }
 }
 
 impl Sandbox {
     fn outside_untouched(&self) {
-        let names: Vec<_> = fs::read_dir(&self.outside).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("victim")], "nothing created outside the root");
+        let names: Vec<_> = fs::read_dir(&self.outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("victim")],
+            "nothing created outside the root"
+        );
         let md = fs::metadata(self.outside.join("victim")).unwrap();
-        assert_eq!(fs::read_to_string(self.outside.join("victim")).unwrap(), "precious");
+        assert_eq!(
+            fs::read_to_string(self.outside.join("victim")).unwrap(),
+            "precious"
+        );
         assert_eq!(md.nlink(), 1, "no hard link made to a host file");
         assert_eq!(md.mode() & 0o7777, 0o644);
     }
@@ -267,7 +405,13 @@ fn symlink_then_write_stays_inside() {
         let tar = tar_of(|b| {
             raw(b, "link", tar::EntryType::Symlink, Some(&target), b"");
             raw(b, "link/evil", tar::EntryType::Regular, None, b"x");
-            raw(b, "link/victim", tar::EntryType::Regular, None, b"overwritten");
+            raw(
+                b,
+                "link/victim",
+                tar::EntryType::Regular,
+                None,
+                b"overwritten",
+            );
         });
         let _ = apply(&tar, &s.root, WhiteoutFormat::Apply);
         s.outside_untouched();
@@ -280,7 +424,10 @@ fn hardlinks_to_host_files_are_refused() {
     let victim = s.outside.join("victim").display().to_string();
     for link in [victim.as_str(), "../outside/victim", "/etc/passwd"] {
         let tar = tar_of(|b| raw(b, "hl", tar::EntryType::Link, Some(link), b""));
-        assert!(apply(&tar, &s.root, WhiteoutFormat::Apply).is_err(), "{link}");
+        assert!(
+            apply(&tar, &s.root, WhiteoutFormat::Apply).is_err(),
+            "{link}"
+        );
     }
     // Through a symlink to the host: the link is resolved inside the root.
     let outside = s.outside.display().to_string();
@@ -295,7 +442,10 @@ fn hardlinks_to_host_files_are_refused() {
         raw(b, "hl2", tar::EntryType::Link, Some("sv"), b"");
     });
     apply(&tar, &s.root, WhiteoutFormat::Apply).unwrap();
-    assert!(fs::symlink_metadata(s.root.join("hl2")).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(s.root.join("hl2"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     s.outside_untouched();
 }
 
@@ -304,10 +454,24 @@ fn bare_and_traversing_whiteouts_are_refused_or_contained() {
     let s = sandbox();
     for name in [".wh.", "dir/.wh.", ".wh..."] {
         let tar = tar_of(|b| raw(b, name, tar::EntryType::Regular, None, b""));
-        assert!(apply(&tar, &s.root, WhiteoutFormat::Apply).is_err(), "{name} must be refused");
-        assert!(apply(&tar, &s.root, WhiteoutFormat::Overlay).is_err(), "{name} must be refused (overlay)");
+        assert!(
+            apply(&tar, &s.root, WhiteoutFormat::Apply).is_err(),
+            "{name} must be refused"
+        );
+        assert!(
+            apply(&tar, &s.root, WhiteoutFormat::Overlay).is_err(),
+            "{name} must be refused (overlay)"
+        );
     }
-    let tar = tar_of(|b| raw(b, "../outside/.wh.victim", tar::EntryType::Regular, None, b""));
+    let tar = tar_of(|b| {
+        raw(
+            b,
+            "../outside/.wh.victim",
+            tar::EntryType::Regular,
+            None,
+            b"",
+        )
+    });
     assert!(apply(&tar, &s.root, WhiteoutFormat::Apply).is_err());
     // A whiteout under a symlinked ancestor resolves inside the root.
     let outside = s.outside.display().to_string();
@@ -325,12 +489,27 @@ fn bare_and_traversing_whiteouts_are_refused_or_contained() {
 fn overlay_xattrs_are_never_taken_from_archives() {
     let s = sandbox();
     let tar = tar_of(|b| {
-        b.append_pax_extensions([("SCHILY.xattr.trusted.overlay.opaque", b"y".as_slice()), ("SCHILY.xattr.trusted.overlay.redirect", b"/etc".as_slice())]).unwrap();
-        b.append_data(&mut header(tar::EntryType::Directory, 0o755, 0, 0), "forged/", io::empty()).unwrap();
+        b.append_pax_extensions([
+            ("SCHILY.xattr.trusted.overlay.opaque", b"y".as_slice()),
+            ("SCHILY.xattr.trusted.overlay.redirect", b"/etc".as_slice()),
+        ])
+        .unwrap();
+        b.append_data(
+            &mut header(tar::EntryType::Directory, 0o755, 0, 0),
+            "forged/",
+            io::empty(),
+        )
+        .unwrap();
     });
     apply(&tar, &s.root, WhiteoutFormat::Overlay).unwrap();
-    assert_eq!(xattr::get(s.root.join("forged"), "trusted.overlay.opaque").unwrap(), None);
-    assert_eq!(xattr::get(s.root.join("forged"), "trusted.overlay.redirect").unwrap(), None);
+    assert_eq!(
+        xattr::get(s.root.join("forged"), "trusted.overlay.opaque").unwrap(),
+        None
+    );
+    assert_eq!(
+        xattr::get(s.root.join("forged"), "trusted.overlay.redirect").unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -359,7 +538,11 @@ fn sparse_100gib_file_stays_sparse() {
     apply(&tar, &s.root, WhiteoutFormat::Apply).unwrap();
     let md = fs::metadata(s.root.join("huge")).unwrap();
     assert_eq!(md.len(), SIZE);
-    assert!(md.blocks() * 512 <= 1 << 20, "only the data block is allocated, {} bytes used", md.blocks() * 512);
+    assert!(
+        md.blocks() * 512 <= 1 << 20,
+        "only the data block is allocated, {} bytes used",
+        md.blocks() * 512
+    );
     let mut f = fs::File::open(s.root.join("huge")).unwrap();
     io::Seek::seek(&mut f, io::SeekFrom::Start(SIZE - 4096)).unwrap();
     let mut tail = vec![0; 4096];
@@ -373,17 +556,43 @@ fn write_budget_stops_a_bomb() {
     // 64 MiB of non-zero data from a small gzip stream: the budget refuses past 8 MiB.
     let mut plain = tar::Builder::new(Vec::new());
     let size = 64u64 << 20;
-    plain.append_data(&mut header(tar::EntryType::Regular, 0o644, 0, size), "bomb", io::repeat(b'A').take(size)).unwrap();
+    plain
+        .append_data(
+            &mut header(tar::EntryType::Regular, 0o644, 0, size),
+            "bomb",
+            io::repeat(b'A').take(size),
+        )
+        .unwrap();
     let plain = plain.into_inner().unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     io::Write::write_all(&mut gz, &plain).unwrap();
     let gz = gz.finish().unwrap();
     assert!(gz.len() < 1 << 20);
     let (_, r) = strata_archive::decompress(Cursor::new(gz)).unwrap();
-    let mut budget = |written: u64| if written > 8 << 20 { Err(io::Error::other("over budget")) } else { Ok(()) };
-    let err = apply_layer(r, &s.root, ApplyOptions { whiteouts: WhiteoutFormat::Apply, budget: Some(&mut budget) }).map(|_| ()).unwrap_err();
+    let mut budget = |written: u64| {
+        if written > 8 << 20 {
+            Err(io::Error::other("over budget"))
+        } else {
+            Ok(())
+        }
+    };
+    let err = apply_layer(
+        r,
+        &s.root,
+        ApplyOptions {
+            whiteouts: WhiteoutFormat::Apply,
+            budget: Some(&mut budget),
+        },
+    )
+    .map(|_| ())
+    .unwrap_err();
     assert!(err.to_string().contains("over budget"), "{err}");
-    assert!(fs::metadata(s.root.join("bomb")).map(|m| m.len()).unwrap_or(0) <= 9 << 20);
+    assert!(
+        fs::metadata(s.root.join("bomb"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+            <= 9 << 20
+    );
 }
 
 #[test]
@@ -391,6 +600,19 @@ fn truncated_and_garbage_archives_fail_cleanly() {
     let s = sandbox();
     let full = every_entry_type();
     let err = apply(&full[..700], &s.root, WhiteoutFormat::Apply).unwrap_err();
-    assert!(err.to_string().contains("truncated") || err.to_string().contains("corrupt") || err.to_string().contains("entry"), "{err}");
-    assert!(apply(b"this is not a tar archive at all, not even close.........", &s.root, WhiteoutFormat::Apply).is_err() || fs::read_dir(&s.root).unwrap().count() == 0);
+    assert!(
+        err.to_string().contains("truncated")
+            || err.to_string().contains("corrupt")
+            || err.to_string().contains("entry"),
+        "{err}"
+    );
+    assert!(
+        apply(
+            b"this is not a tar archive at all, not even close.........",
+            &s.root,
+            WhiteoutFormat::Apply
+        )
+        .is_err()
+            || fs::read_dir(&s.root).unwrap().count() == 0
+    );
 }

@@ -273,9 +273,11 @@ fn parse_filters(engine: &Engine, filters: &[String]) -> Result<ImageFilter, Fai
             }),
             "before" => f.before = Some(engine.resolve_image(v).map(|d| d.to_string())?),
             "since" => f.since = Some(engine.resolve_image(v).map(|d| d.to_string())?),
-            _ => return Err(usage(format!(
+            _ => {
+                return Err(usage(format!(
                 "invalid filter '{k}': images accept dangling, reference, label, before and since"
-            ))),
+            )))
+            }
         }
     }
     Ok(f)
@@ -611,6 +613,27 @@ pub fn prune(engine: &Engine, a: PruneArgs) -> CmdResult {
         println!();
     }
     println!("Total reclaimed space: {}", human_size(freed));
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct MountArgs {
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+pub fn mount(engine: &Engine, a: MountArgs) -> CmdResult {
+    for i in &a.images {
+        println!("{}", engine.mount_image(i)?.display());
+    }
+    Ok(())
+}
+
+pub fn umount(engine: &Engine, a: MountArgs) -> CmdResult {
+    for i in &a.images {
+        engine.unmount_image(i)?;
+        println!("{i}");
+    }
     Ok(())
 }
 

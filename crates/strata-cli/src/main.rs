@@ -87,6 +87,11 @@ enum ImageCommand {
     Inspect(cmd_images::ImageInspectArgs),
     /// Remove unused images
     Prune(cmd_images::PruneArgs),
+    /// Mount an image's root filesystem read-only and print where
+    Mount(cmd_images::MountArgs),
+    /// Unmount an image's root filesystem
+    #[command(visible_alias = "unmount")]
+    Umount(cmd_images::MountArgs),
 }
 
 #[derive(Subcommand)]
@@ -194,6 +199,8 @@ fn run(cli: Cli) -> CmdResult {
         Command::Inspect(a) => cmd_images::inspect(&engine, a),
         Command::Image(ImageCommand::Inspect(a)) => cmd_images::image_inspect(&engine, a),
         Command::Image(ImageCommand::Prune(a)) => cmd_images::prune(&engine, a),
+        Command::Image(ImageCommand::Mount(a)) => cmd_images::mount(&engine, a),
+        Command::Image(ImageCommand::Umount(a)) => cmd_images::umount(&engine, a),
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => cmd_system::info(&engine, a),
         Command::System(SystemCommand::Df(a)) => cmd_system::df(&engine, a),
         Command::System(SystemCommand::Check(a)) => cmd_system::check(&engine, a),

@@ -359,6 +359,13 @@ impl Engine {
         let (id, tag) = self.resolve_image_and_tag(name)?;
         let tags = records::tags_of(&self.db, &id)?;
         let mut report = RemoveReport::default();
+        let last_name = tag.is_none() || tags.len() <= 1;
+        if last_name && self.is_image_mounted(&id)? {
+            return Err(EngineError::Conflict(format!(
+                "conflict: unable to remove image {} because it is mounted: run `strata image umount {name}` first",
+                id.short()
+            )));
+        }
         if let Some(t) = &tag {
             if tags.len() > 1 {
                 records::remove_tag(&self.db, &t.to_string())?;
@@ -390,7 +397,7 @@ impl Engine {
         let mut removed = Vec::new();
         for img in records::images(&self.db)? {
             let tagged = !records::tags_of(&self.db, &img.id)?.is_empty();
-            if !tagged || all {
+            if (!tagged || all) && !self.is_image_mounted(&img.id)? {
                 records::delete_image(&self.db, &img.id)?;
                 removed.push(img.id);
             }

@@ -7,6 +7,7 @@ mod images;
 mod import;
 mod layers;
 mod load;
+mod mounts;
 mod records;
 mod save;
 mod system;

@@ -27,11 +27,20 @@ pub const TESTS: &[(&str, Test)] = &[
     ("remove", remove),
     ("walk", walk),
     ("layer_file_update", layer_file_update),
-    ("remove_directory_in_lower_layer", remove_directory_in_lower_layer),
+    (
+        "remove_directory_in_lower_layer",
+        remove_directory_in_lower_layer,
+    ),
     ("chown", chown),
-    ("directory_permission_on_commit", directory_permission_on_commit),
+    (
+        "directory_permission_on_commit",
+        directory_permission_on_commit,
+    ),
     ("remove_intermediate_snapshot", remove_intermediate_snapshot),
-    ("deleted_files_in_child_snapshot", deleted_files_in_child_snapshot),
+    (
+        "deleted_files_in_child_snapshot",
+        deleted_files_in_child_snapshot,
+    ),
     ("move_file_from_lower_layer", move_file_from_lower_layer),
     ("view_readonly", view_readonly),
     ("stat_in_walk", stat_in_walk),
@@ -50,8 +59,15 @@ pub fn open(driver: &str, root: &Path) -> Snapshotter {
 
 /// Runs test `name` against `driver` in a new temporary root.
 pub fn run(driver: &str, name: &str) {
-    let test = TESTS.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no test {name}")).1;
-    let root = tempfile::Builder::new().prefix("strata-suite-").tempdir().expect("tempdir");
+    let test = TESTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no test {name}"))
+        .1;
+    let root = tempfile::Builder::new()
+        .prefix("strata-suite-")
+        .tempdir()
+        .expect("tempdir");
     let sn = open(driver, root.path());
     let work = root.path().join("work");
     fs::create_dir_all(&work).expect("work dir");
@@ -65,7 +81,11 @@ fn mount(work: &Path, mounts: &[Mount]) -> MountGuard {
     let g = MountGuard::new(mounts, &work.join(format!("m{n}"))).expect("mount");
     if mounts.iter().any(|m| m.kind == "overlay") {
         const OVERLAYFS_MAGIC: i64 = 0x794c7630;
-        assert_eq!(rustix::fs::statfs(g.path()).unwrap().f_type as i64, OVERLAYFS_MAGIC, "an overlay mount is overlayfs");
+        assert_eq!(
+            rustix::fs::statfs(g.path()).unwrap().f_type as i64,
+            OVERLAYFS_MAGIC,
+            "an overlay mount is overlayfs"
+        );
     }
     g
 }
@@ -73,7 +93,9 @@ fn mount(work: &Path, mounts: &[Mount]) -> MountGuard {
 /// Prepares `key` on `parent`, lets `f` change the tree, and commits it as `name`.
 fn layer(sn: &Snapshotter, work: &Path, name: &str, parent: Option<&str>, f: impl FnOnce(&Path)) {
     let key = format!("{name}-active");
-    let m = sn.prepare(&key, parent, &PrepareOpts::default()).expect("prepare");
+    let m = sn
+        .prepare(&key, parent, &PrepareOpts::default())
+        .expect("prepare");
     {
         let g = mount(work, &m);
         f(g.path());
@@ -116,13 +138,23 @@ pub fn basic(sn: &Snapshotter, work: &Path) {
     let info = sn.stat("committed-1").unwrap();
     assert_eq!(info.kind, Kind::Committed);
     assert_eq!(info.parent, None);
-    assert!(matches!(sn.stat("committed-1-active"), Err(SnapshotError::NotFound(_))));
+    assert!(matches!(
+        sn.stat("committed-1-active"),
+        Err(SnapshotError::NotFound(_))
+    ));
     layer(sn, work, "committed-2", Some("committed-1"), |p| {
-        assert_eq!(read(p, "foo/bar").as_deref(), Some("bar"), "child sees the parent");
+        assert_eq!(
+            read(p, "foo/bar").as_deref(),
+            Some("bar"),
+            "child sees the parent"
+        );
         write(p, "bar", "new");
         fs::remove_dir_all(p.join("a/b")).unwrap();
     });
-    assert_eq!(sn.stat("committed-2").unwrap().parent.as_deref(), Some("committed-1"));
+    assert_eq!(
+        sn.stat("committed-2").unwrap().parent.as_deref(),
+        Some("committed-1")
+    );
     view(sn, work, "committed-2", |p| {
         assert_eq!(read(p, "bar").as_deref(), Some("new"));
         assert_eq!(read(p, "foo/bar").as_deref(), Some("bar"));
@@ -136,7 +168,8 @@ pub fn basic(sn: &Snapshotter, work: &Path) {
 
 pub fn stat_active(sn: &Snapshotter, work: &Path) {
     layer(sn, work, "base", None, |p| write(p, "f", "x"));
-    sn.prepare("active", Some("base"), &PrepareOpts::default()).unwrap();
+    sn.prepare("active", Some("base"), &PrepareOpts::default())
+        .unwrap();
     let info = sn.stat("active").unwrap();
     assert_eq!(info.kind, Kind::Active);
     assert_eq!(info.parent.as_deref(), Some("base"));
@@ -162,13 +195,35 @@ pub fn transitivity(sn: &Snapshotter, work: &Path) {
 
 pub fn prepare_view_failing(sn: &Snapshotter, work: &Path) {
     layer(sn, work, "base", None, |p| write(p, "f", "x"));
-    sn.prepare("key", Some("base"), &PrepareOpts::default()).unwrap();
-    assert!(matches!(sn.prepare("key", Some("base"), &PrepareOpts::default()), Err(SnapshotError::AlreadyExists(_))));
-    assert!(matches!(sn.view("key", Some("base")), Err(SnapshotError::AlreadyExists(_))));
-    assert!(matches!(sn.view("base", None), Err(SnapshotError::AlreadyExists(_))));
-    assert!(matches!(sn.prepare("other", Some("missing"), &PrepareOpts::default()), Err(SnapshotError::NotFound(_))));
-    assert!(matches!(sn.prepare("other", Some("key"), &PrepareOpts::default()), Err(SnapshotError::FailedPrecondition(_))), "an active snapshot is never a parent");
-    assert!(!sn.exists("other").unwrap(), "a failed prepare leaves no record");
+    sn.prepare("key", Some("base"), &PrepareOpts::default())
+        .unwrap();
+    assert!(matches!(
+        sn.prepare("key", Some("base"), &PrepareOpts::default()),
+        Err(SnapshotError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        sn.view("key", Some("base")),
+        Err(SnapshotError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        sn.view("base", None),
+        Err(SnapshotError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        sn.prepare("other", Some("missing"), &PrepareOpts::default()),
+        Err(SnapshotError::NotFound(_))
+    ));
+    assert!(
+        matches!(
+            sn.prepare("other", Some("key"), &PrepareOpts::default()),
+            Err(SnapshotError::FailedPrecondition(_))
+        ),
+        "an active snapshot is never a parent"
+    );
+    assert!(
+        !sn.exists("other").unwrap(),
+        "a failed prepare leaves no record"
+    );
 }
 
 pub fn update(sn: &Snapshotter, work: &Path) {
@@ -188,23 +243,37 @@ pub fn update(sn: &Snapshotter, work: &Path) {
     removed.labels.remove("a");
     let got = sn.update(&removed, &["labels.a"]).unwrap();
     assert!(!got.labels.contains_key("a"));
-    assert!(matches!(sn.update(&got, &["kind"]), Err(SnapshotError::InvalidArgument(_))), "immutable fields are refused");
-    assert!(matches!(sn.update(&got, &["parent"]), Err(SnapshotError::InvalidArgument(_))));
+    assert!(
+        matches!(
+            sn.update(&got, &["kind"]),
+            Err(SnapshotError::InvalidArgument(_))
+        ),
+        "immutable fields are refused"
+    );
+    assert!(matches!(
+        sn.update(&got, &["parent"]),
+        Err(SnapshotError::InvalidArgument(_))
+    ));
     assert_eq!(sn.stat("base").unwrap().kind, Kind::Committed);
 }
 
 pub fn remove(sn: &Snapshotter, work: &Path) {
     layer(sn, work, "base", None, |p| write(p, "f", "x"));
-    sn.prepare("active", Some("base"), &PrepareOpts::default()).unwrap();
+    sn.prepare("active", Some("base"), &PrepareOpts::default())
+        .unwrap();
     sn.remove("active").unwrap();
     sn.remove("base").unwrap();
     assert!(matches!(sn.remove("base"), Err(SnapshotError::NotFound(_))));
-    assert!(sn.orphans().unwrap().is_empty(), "removed snapshots leave no storage");
+    assert!(
+        sn.orphans().unwrap().is_empty(),
+        "removed snapshots leave no storage"
+    );
 }
 
 pub fn walk(sn: &Snapshotter, work: &Path) {
     layer(sn, work, "base", None, |p| write(p, "f", "x"));
-    sn.prepare("active", Some("base"), &PrepareOpts::default()).unwrap();
+    sn.prepare("active", Some("base"), &PrepareOpts::default())
+        .unwrap();
     sn.view("view", Some("base")).unwrap();
     let mut seen = BTreeMap::new();
     sn.walk(&mut |i| {
@@ -221,10 +290,22 @@ pub fn walk(sn: &Snapshotter, work: &Path) {
 pub fn layer_file_update(sn: &Snapshotter, work: &Path) {
     layer(sn, work, "l1", None, |p| write(p, "etc/conf", "one"));
     layer(sn, work, "l2", Some("l1"), |p| write(p, "etc/conf", "two"));
-    layer(sn, work, "l3", Some("l2"), |p| write(p, "etc/conf", "three-longer"));
-    view(sn, work, "l2", |p| assert_eq!(read(p, "etc/conf").as_deref(), Some("two")));
-    view(sn, work, "l3", |p| assert_eq!(read(p, "etc/conf").as_deref(), Some("three-longer")));
-    view(sn, work, "l1", |p| assert_eq!(read(p, "etc/conf").as_deref(), Some("one"), "lower layer unchanged"));
+    layer(sn, work, "l3", Some("l2"), |p| {
+        write(p, "etc/conf", "three-longer")
+    });
+    view(sn, work, "l2", |p| {
+        assert_eq!(read(p, "etc/conf").as_deref(), Some("two"))
+    });
+    view(sn, work, "l3", |p| {
+        assert_eq!(read(p, "etc/conf").as_deref(), Some("three-longer"))
+    });
+    view(sn, work, "l1", |p| {
+        assert_eq!(
+            read(p, "etc/conf").as_deref(),
+            Some("one"),
+            "lower layer unchanged"
+        )
+    });
 }
 
 pub fn remove_directory_in_lower_layer(sn: &Snapshotter, work: &Path) {
@@ -232,12 +313,17 @@ pub fn remove_directory_in_lower_layer(sn: &Snapshotter, work: &Path) {
         write(p, "lib/a", "a");
         write(p, "lib/sub/b", "b");
     });
-    layer(sn, work, "l2", Some("l1"), |p| fs::remove_dir_all(p.join("lib")).unwrap());
+    layer(sn, work, "l2", Some("l1"), |p| {
+        fs::remove_dir_all(p.join("lib")).unwrap()
+    });
     view(sn, work, "l2", |p| assert!(!p.join("lib").exists()));
     layer(sn, work, "l3", Some("l2"), |p| write(p, "lib/new", "n"));
     view(sn, work, "l3", |p| {
         assert_eq!(read(p, "lib/new").as_deref(), Some("n"));
-        assert!(!p.join("lib/a").exists(), "a recreated directory does not resurrect old files");
+        assert!(
+            !p.join("lib/a").exists(),
+            "a recreated directory does not resurrect old files"
+        );
     });
 }
 
@@ -257,7 +343,9 @@ pub fn chown(sn: &Snapshotter, work: &Path) {
         let md = fs::metadata(p.join("dir")).unwrap();
         assert_eq!((md.uid(), md.gid()), (3, 4));
     });
-    view(sn, work, "l1", |p| assert_eq!(fs::metadata(p.join("dir/file")).unwrap().uid(), 0));
+    view(sn, work, "l1", |p| {
+        assert_eq!(fs::metadata(p.join("dir/file")).unwrap().uid(), 0)
+    });
 }
 
 pub fn directory_permission_on_commit(sn: &Snapshotter, work: &Path) {
@@ -273,8 +361,17 @@ pub fn directory_permission_on_commit(sn: &Snapshotter, work: &Path) {
         fs::set_permissions(p.join("d755"), fs::Permissions::from_mode(0o755)).unwrap();
     });
     view(sn, work, "l2", |p| {
-        for (d, mode) in [("d700", 0o700), ("d750", 0o750), ("d777", 0o777), ("d755", 0o755)] {
-            assert_eq!(fs::metadata(p.join(d)).unwrap().mode() & 0o7777, mode, "{d}");
+        for (d, mode) in [
+            ("d700", 0o700),
+            ("d750", 0o750),
+            ("d777", 0o777),
+            ("d755", 0o755),
+        ] {
+            assert_eq!(
+                fs::metadata(p.join(d)).unwrap().mode() & 0o7777,
+                mode,
+                "{d}"
+            );
         }
     });
 }
@@ -282,9 +379,16 @@ pub fn directory_permission_on_commit(sn: &Snapshotter, work: &Path) {
 pub fn remove_intermediate_snapshot(sn: &Snapshotter, work: &Path) {
     layer(sn, work, "base", None, |p| write(p, "f", "x"));
     layer(sn, work, "mid", Some("base"), |p| write(p, "g", "y"));
-    sn.prepare("top", Some("mid"), &PrepareOpts::default()).unwrap();
-    assert!(matches!(sn.remove("mid"), Err(SnapshotError::FailedPrecondition(_))));
-    assert!(matches!(sn.remove("base"), Err(SnapshotError::FailedPrecondition(_))));
+    sn.prepare("top", Some("mid"), &PrepareOpts::default())
+        .unwrap();
+    assert!(matches!(
+        sn.remove("mid"),
+        Err(SnapshotError::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        sn.remove("base"),
+        Err(SnapshotError::FailedPrecondition(_))
+    ));
     sn.remove("top").unwrap();
     sn.remove("mid").unwrap();
     sn.remove("base").unwrap();
@@ -324,7 +428,11 @@ pub fn view_readonly(sn: &Snapshotter, work: &Path) {
     layer(sn, work, "base", None, |p| write(p, "f", "x"));
     view(sn, work, "base", |p| {
         let err = fs::write(p.join("new"), "x").unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "views are read-only: {err}");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::EROFS),
+            "views are read-only: {err}"
+        );
         assert!(fs::write(p.join("f"), "y").is_err());
     });
 }
@@ -424,17 +532,29 @@ pub fn layers_128_mount(sn: &Snapshotter, work: &Path) {
     for i in 0..128 {
         let name = format!("layer-{i}");
         let key = format!("active-{i}");
-        let m = sn.prepare(&key, parent.as_deref(), &PrepareOpts::default()).unwrap();
+        let m = sn
+            .prepare(&key, parent.as_deref(), &PrepareOpts::default())
+            .unwrap();
         {
             let g = mount(work, &m);
-            assert_eq!(snapshot_tree(g.path()), snapshot_tree(&flat), "layer {i} before changes");
+            assert_eq!(
+                snapshot_tree(g.path()),
+                snapshot_tree(&flat),
+                "layer {i} before changes"
+            );
             change(g.path(), i);
             change(&flat, i);
-            assert_eq!(snapshot_tree(g.path()), snapshot_tree(&flat), "layer {i} after changes");
+            assert_eq!(
+                snapshot_tree(g.path()),
+                snapshot_tree(&flat),
+                "layer {i} after changes"
+            );
         }
         sn.commit(&name, &key).unwrap();
         parent = Some(name);
     }
     let top = parent.unwrap();
-    view(sn, work, &top, |p| assert_eq!(snapshot_tree(p), snapshot_tree(&flat), "final view"));
+    view(sn, work, &top, |p| {
+        assert_eq!(snapshot_tree(p), snapshot_tree(&flat), "final view")
+    });
 }
