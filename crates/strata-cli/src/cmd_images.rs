@@ -227,7 +227,7 @@ pub(crate) fn image_row(s: &ImageSummary, no_trunc: bool) -> Row {
         "SharedSize": human_size(s.shared_size),
         "UniqueSize": human_size(s.size - s.shared_size),
         "VirtualSize": human_size(s.size),
-        "Containers": "N/A",
+        "Containers": "0",
     });
     row.as_object().cloned().expect("object")
 }

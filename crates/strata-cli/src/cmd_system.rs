@@ -75,10 +75,9 @@ pub struct DfArgs {
 }
 
 fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        "0B".into()
-    } else {
-        format!("{} ({}%)", human_size(part), part * 100 / whole)
+    match (part * 100).checked_div(whole) {
+        Some(pct) => format!("{} ({pct}%)", human_size(part)),
+        None => "0B".into(),
     }
 }
 

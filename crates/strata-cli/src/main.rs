@@ -29,7 +29,7 @@ struct Cli {
     )]
     root: PathBuf,
     /// Storage driver (overlay2, vfs); recorded in the store at first use
-    #[arg(short = 's', long, global = true, env = "STRATA_STORAGE_DRIVER")]
+    #[arg(long, global = true, env = "STRATA_STORAGE_DRIVER")]
     storage_driver: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -205,5 +205,14 @@ fn run(cli: Cli) -> CmdResult {
         Command::System(SystemCommand::Df(a)) => cmd_system::df(&engine, a),
         Command::System(SystemCommand::Check(a)) => cmd_system::check(&engine, a),
         Command::Version => unreachable!("handled before opening the store"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_tree_is_consistent() {
+        // Catches clashing flags and bad defaults in every subcommand, not only those run.
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -78,6 +78,9 @@ pub struct HistoryRow {
     pub empty_layer: bool,
 }
 
+/// An image's layers, bottom first, as (chain ID, size).
+type Chain = Vec<(Digest, u64)>;
+
 #[derive(Debug, Default)]
 pub struct RemoveReport {
     pub untagged: Vec<String>,
@@ -148,7 +151,7 @@ impl Engine {
     fn layer_use_counts(
         &self,
         images: &[ImageRow],
-    ) -> Result<(HashMap<Digest, u64>, HashMap<Digest, Vec<(Digest, u64)>>)> {
+    ) -> Result<(HashMap<Digest, u64>, HashMap<Digest, Chain>)> {
         let mut uses: HashMap<Digest, u64> = HashMap::new();
         let mut chains = HashMap::new();
         for img in images {

@@ -46,7 +46,7 @@ impl Overlay {
 }
 
 pub fn backing_fs(path: &Path) -> &'static str {
-    match rustix::fs::statfs(path).map(|s| s.f_type as i64) {
+    match rustix::fs::statfs(path).map(|s| s.f_type) {
         Ok(0xEF53) => "extfs",
         Ok(0x9123683E) => "btrfs",
         Ok(0x58465342) => "xfs",

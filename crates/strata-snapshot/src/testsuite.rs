@@ -82,7 +82,7 @@ fn mount(work: &Path, mounts: &[Mount]) -> MountGuard {
     if mounts.iter().any(|m| m.kind == "overlay") {
         const OVERLAYFS_MAGIC: i64 = 0x794c7630;
         assert_eq!(
-            rustix::fs::statfs(g.path()).unwrap().f_type as i64,
+            rustix::fs::statfs(g.path()).unwrap().f_type,
             OVERLAYFS_MAGIC,
             "an overlay mount is overlayfs"
         );
@@ -521,7 +521,7 @@ pub fn layers_128_mount(sn: &Snapshotter, work: &Path) {
         if i >= 2 {
             fs::remove_file(p.join(format!("layer-{}", i - 2))).unwrap();
         }
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             fs::create_dir_all(p.join(format!("dirs/d{i}/x"))).unwrap();
         }
         if i % 10 == 5 {

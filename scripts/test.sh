@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and integration tests (as root: the tests
+# mount overlayfs and bind mounts), then a check that no test left a mount behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+if [ "$(id -u)" != 0 ]; then
+    echo "the tests need root (they mount filesystems)" >&2
+    exit 1
+fi
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
+leftover=$(findmnt -rn -o TARGET | grep -E 'strata-(suite|cli)-|/tmp/\.tmp' || true)
+if [ -n "$leftover" ]; then
+    echo "tests left mounts behind:" >&2
+    echo "$leftover" >&2
+    exit 1
+fi
