@@ -19,7 +19,14 @@ fn big_archive(layers: usize, per_layer: usize) -> Vec<u8> {
             })
             .collect()
     };
-    let ls: Vec<Vec<u8>> = (0..layers).map(|i| Layer::new().dir("d/").file(&format!("d/f{i}"), &noise(per_layer)).build()).collect();
+    let ls: Vec<Vec<u8>> = (0..layers)
+        .map(|i| {
+            Layer::new()
+                .dir("d/")
+                .file(&format!("d/f{i}"), &noise(per_layer))
+                .build()
+        })
+        .collect();
     let mut a = Archive::new();
     a.image(&["big:1"], &ls);
     a.build()
@@ -30,15 +37,27 @@ fn killed_mid_load_recovers(driver: &'static str) {
     let archive = s.file("big.tar", &big_archive(24, 2 << 20));
     // Kill at increasing delays: while blobs stream in, while layers apply, near the end.
     for delay_ms in [0u64, 15, 40, 80, 150, 250, 400, 700] {
-        let mut child = s.cmd(&["load", "-i", archive.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = s
+            .cmd(&["load", "-i", archive.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         // The next process recovers; the store it leaves is consistent.
         let out = s.run(&["system", "check"]);
-        assert!(out.status.success(), "after a kill at {delay_ms} ms: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "after a kill at {delay_ms} ms: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let images = s.ok(&["images", "-q"]);
-        assert!(images.is_empty() || images.lines().count() == 1, "the image is fully there or fully absent: {images}");
+        assert!(
+            images.is_empty() || images.lines().count() == 1,
+            "the image is fully there or fully absent: {images}"
+        );
     }
     s.ok(&["load", "-i", archive.to_str().unwrap()]);
     assert_eq!(s.ok(&["history", "-q", "big:1"]).lines().count(), 24);
@@ -49,10 +68,22 @@ fn killed_mid_load_recovers(driver: &'static str) {
 fn concurrent_loads_share_layers(driver: &'static str) {
     let s = Store::new(driver);
     let archive = s.file("big.tar", &big_archive(6, 1 << 20));
-    let children: Vec<_> = (0..3).map(|_| s.cmd(&["load", "-i", archive.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()).collect();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            s.cmd(&["load", "-i", archive.to_str().unwrap()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert_eq!(s.ok(&["info", "--format", "{{.Layers}}"]).trim(), "6");
     s.check_clean();
@@ -69,10 +100,20 @@ fn cli_contract(driver: &'static str) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("No such image: nope"));
     let out = s.run(&["inspect", "nope"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("No such object: nope"));
-    assert!(s.fails(&["load", "-i", "/nonexistent.tar"]).contains("/nonexistent.tar"));
-    assert!(s.fails(&["images", "--filter", "color=red"]).contains("invalid filter"));
+    assert!(s
+        .fails(&["load", "-i", "/nonexistent.tar"])
+        .contains("/nonexistent.tar"));
+    assert!(s
+        .fails(&["images", "--filter", "color=red"])
+        .contains("invalid filter"));
     // The driver is recorded; a store with data refuses another one.
-    s.ok(&["import", s.file("l.tar", &Layer::new().file("f", b"x").build()).to_str().unwrap(), "x:1"]);
+    s.ok(&[
+        "import",
+        s.file("l.tar", &Layer::new().file("f", b"x").build())
+            .to_str()
+            .unwrap(),
+        "x:1",
+    ]);
     let other = if driver == "vfs" { "overlay2" } else { "vfs" };
     let mut c = s.cmd(&["images"]);
     c.env("STRATA_STORAGE_DRIVER", other);
@@ -81,20 +122,36 @@ fn cli_contract(driver: &'static str) {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("uses storage driver {driver}")));
     let mut c = s.cmd(&["info", "--format", "{{.Driver}}"]);
     c.env_remove("STRATA_STORAGE_DRIVER");
-    assert_eq!(String::from_utf8(c.output().unwrap().stdout).unwrap().trim(), driver, "the recorded driver is used by default");
+    assert_eq!(
+        String::from_utf8(c.output().unwrap().stdout)
+            .unwrap()
+            .trim(),
+        driver,
+        "the recorded driver is used by default"
+    );
     // Output formats.
     let json = s.ok(&["images", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(v["Repository"], "x");
-    assert_eq!(s.ok(&["images", "--format", "table {{.Repository}}\t{{.Tag}}"]), "REPOSITORY   TAG\nx            1\n");
+    assert_eq!(
+        s.ok(&["images", "--format", "table {{.Repository}}\t{{.Tag}}"]),
+        "REPOSITORY   TAG\nx            1\n"
+    );
     let info = s.ok(&["info"]);
-    assert!(info.contains(&format!(" Storage Driver: {driver}\n")) && info.contains("  Backing Filesystem: "), "{info}");
+    assert!(
+        info.contains(&format!(" Storage Driver: {driver}\n"))
+            && info.contains("  Backing Filesystem: "),
+        "{info}"
+    );
 }
 
 fn newer_store_is_refused(driver: &'static str) {
     let s = Store::new(driver);
     s.ok(&["images"]);
-    assert!(stamp_future_format(&s.root().join("strata.db")), "format stamp updated");
+    assert!(
+        stamp_future_format(&s.root().join("strata.db")),
+        "format stamp updated"
+    );
     let err = s.fails(&["images"]);
     assert!(err.contains("newer than this strata understands"), "{err}");
 }
@@ -102,7 +159,12 @@ fn newer_store_is_refused(driver: &'static str) {
 /// Stamps the store as written by a future strata.
 fn stamp_future_format(db: &std::path::Path) -> bool {
     let conn = rusqlite::Connection::open(db).unwrap();
-    conn.execute("UPDATE meta SET value = '999' WHERE key = 'format_version'", []).unwrap() == 1
+    conn.execute(
+        "UPDATE meta SET value = '999' WHERE key = 'format_version'",
+        [],
+    )
+    .unwrap()
+        == 1
 }
 
 macro_rules! per_driver {
@@ -112,4 +174,9 @@ macro_rules! per_driver {
     };
 }
 
-per_driver!(killed_mid_load_recovers, concurrent_loads_share_layers, cli_contract, newer_store_is_refused);
+per_driver!(
+    killed_mid_load_recovers,
+    concurrent_loads_share_layers,
+    cli_contract,
+    newer_store_is_refused
+);

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Starts the peers for side-by-side benchmarks on this machine: dockerd (own data root and
+# socket, no networking) and podman (root, own storage, runc, cgroupfs, ulimits within the
+# hard limit). Installs them from Debian's packages if missing. Sourced by the benchmarks.
+set -euo pipefail
+BENCH=${BENCH:-/var/tmp/strata-bench}
+mkdir -p "$BENCH"
+if ! command -v dockerd >/dev/null || ! command -v podman >/dev/null || ! command -v hyperfine >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq docker.io podman runc hyperfine debootstrap >/dev/null
+fi
+export DOCKER_HOST="unix://$BENCH/docker.sock"
+DOCKER=/usr/bin/docker
+[ -x "$DOCKER" ] || DOCKER=$(command -v docker)
+if ! $DOCKER info >/dev/null 2>&1; then
+    dockerd --data-root "$BENCH/docker" --exec-root "$BENCH/docker-exec" --pidfile "$BENCH/docker.pid" \
+        -H "$DOCKER_HOST" --storage-driver overlay2 --iptables=false --ip6tables=false --bridge=none \
+        >"$BENCH/dockerd.log" 2>&1 &
+    for _ in $(seq 100); do $DOCKER info >/dev/null 2>&1 && break; sleep 0.2; done
+fi
+hard=$(ulimit -Hn)
+cat > "$BENCH/containers.conf" <<CONF
+[containers]
+default_ulimits = ["nofile=${hard}:${hard}"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+export CONTAINERS_CONF="$BENCH/containers.conf"
+PODMAN="podman --root $BENCH/podman --runroot $BENCH/podman-run --storage-driver overlay"
+export DOCKER PODMAN
