@@ -48,6 +48,7 @@ pub const TESTS: &[(&str, Test)] = &[
     ("root_permission", root_permission),
     ("rename", rename),
     ("layers_128_mount", layers_128_mount),
+    ("diff_reproduces_changes", diff_reproduces_changes),
 ];
 
 /// Opens `driver` on a fresh store under `root`.
@@ -557,4 +558,77 @@ pub fn layers_128_mount(sn: &Snapshotter, work: &Path) {
     view(sn, work, &top, |p| {
         assert_eq!(snapshot_tree(p), snapshot_tree(&flat), "final view")
     });
+}
+
+/// Not in containerd's suite: the diff of a snapshot, applied on its parent the way the
+/// engine applies layers, gives the same tree; for an active and a committed snapshot.
+pub fn diff_reproduces_changes(sn: &Snapshotter, work: &Path) {
+    layer(sn, work, "base", None, |p| {
+        write(p, "etc/conf", "one");
+        write(p, "etc/gone", "bye");
+        write(p, "lib/a/b", "deep");
+        write(p, "opaque/old", "old");
+        std::os::unix::fs::symlink("conf", p.join("etc/link")).unwrap();
+        fs::set_permissions(p.join("etc/conf"), fs::Permissions::from_mode(0o600)).unwrap();
+    });
+    let m = sn
+        .prepare("changed", Some("base"), &PrepareOpts::default())
+        .unwrap();
+    {
+        let g = mount(work, &m);
+        let p = g.path();
+        write(p, "etc/conf", "two");
+        fs::remove_file(p.join("etc/gone")).unwrap();
+        fs::remove_dir_all(p.join("lib/a")).unwrap();
+        fs::remove_dir_all(p.join("opaque")).unwrap();
+        write(p, "opaque/new", "new");
+        write(p, "added/dir/file", "added");
+        fs::set_permissions(p.join("etc"), fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(p.join("etc/conf"), Some(7), Some(8)).unwrap();
+        fs::remove_file(p.join("etc/link")).unwrap();
+        std::os::unix::fs::symlink("elsewhere", p.join("etc/link")).unwrap();
+        fs::hard_link(p.join("added/dir/file"), p.join("added/hard")).unwrap();
+    }
+    let want = {
+        let g = mount(work, &sn.mounts("changed").unwrap());
+        snapshot_tree(g.path())
+    };
+    let check = |diff: Vec<u8>, key: &str| {
+        sn.prepare(key, Some("base"), &PrepareOpts::default())
+            .unwrap();
+        match sn.apply_dir(key).unwrap() {
+            Some((dir, format)) => {
+                strata_archive::apply_layer(
+                    io::Cursor::new(&diff),
+                    &dir,
+                    strata_archive::ApplyOptions {
+                        whiteouts: format,
+                        budget: None,
+                    },
+                )
+                .unwrap();
+            }
+            None => {
+                let g = mount(work, &sn.mounts(key).unwrap());
+                strata_archive::apply_layer(
+                    io::Cursor::new(&diff),
+                    g.path(),
+                    strata_archive::ApplyOptions {
+                        whiteouts: strata_archive::WhiteoutFormat::Apply,
+                        budget: None,
+                    },
+                )
+                .unwrap();
+            }
+        }
+        let g = mount(work, &sn.mounts(key).unwrap());
+        assert_eq!(snapshot_tree(g.path()), want, "{key}");
+    };
+    let mut diff = Vec::new();
+    sn.diff("changed", &mut diff).unwrap();
+    check(diff, "rebuilt-from-active");
+    sn.commit("changed-committed", "changed").unwrap();
+    let mut diff = Vec::new();
+    sn.diff("changed-committed", &mut diff).unwrap();
+    check(diff, "rebuilt-from-committed");
 }
