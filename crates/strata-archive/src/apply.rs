@@ -387,6 +387,7 @@ impl Applier<'_, '_> {
         static ZEROS: [u8; CHUNK] = [0; CHUNK];
         let mut buf = vec![0u8; CHUNK];
         let mut off: u64 = 0;
+        let mut ends_in_hole = false;
         loop {
             let mut filled = 0;
             while filled < CHUNK {
@@ -400,7 +401,8 @@ impl Applier<'_, '_> {
             if filled == 0 {
                 break;
             }
-            if buf[..filled] != ZEROS[..filled] {
+            ends_in_hole = buf[..filled] == ZEROS[..filled];
+            if !ends_in_hole {
                 let mut done = 0;
                 while done < filled {
                     done += rustix::io::pwrite(&*dst, &buf[done..filled], off + done as u64)
@@ -419,7 +421,10 @@ impl Applier<'_, '_> {
                 break;
             }
         }
-        rfs::ftruncate(&*dst, off).map_err(errno_err(rel))?;
+        // A file ending in a hole gets its length from ftruncate; otherwise writes set it.
+        if ends_in_hole {
+            rfs::ftruncate(&*dst, off).map_err(errno_err(rel))?;
+        }
         Ok(off)
     }
 }

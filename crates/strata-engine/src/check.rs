@@ -138,7 +138,14 @@ impl Engine {
             r.leftovers.push(format!("layer {l} is used by no image"));
         }
         if repair && !r.leftovers.is_empty() {
-            r.repaired.extend(self.snapshots.cleanup(EXTRACT_PREFIX)?);
+            r.repaired
+                .extend(self.snapshots.remove_prefixed(EXTRACT_PREFIX)?);
+            r.repaired.extend(
+                self.snapshots
+                    .remove_orphans()?
+                    .iter()
+                    .map(|id| format!("storage #{id}")),
+            );
             for s in stray.iter().rev() {
                 if !s.starts_with(EXTRACT_PREFIX) && self.snapshots.remove(s).is_ok() {
                     r.repaired.push(format!("snapshot {s}"));

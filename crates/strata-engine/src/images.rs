@@ -359,6 +359,10 @@ impl Engine {
     /// layers no other image uses. An image named by ID with several tags needs `force`.
     pub fn remove_image(&self, name: &str, force: bool) -> Result<RemoveReport> {
         let _excl = self.exclusive()?;
+        self.operation("rmi", || self.remove_image_locked(name, force))
+    }
+
+    fn remove_image_locked(&self, name: &str, force: bool) -> Result<RemoveReport> {
         let (id, tag) = self.resolve_image_and_tag(name)?;
         let tags = records::tags_of(&self.db, &id)?;
         let mut report = RemoveReport::default();
@@ -396,6 +400,10 @@ impl Engine {
     /// removed image IDs and the bytes freed.
     pub fn prune_images(&self, all: bool) -> Result<(Vec<Digest>, u64)> {
         let _excl = self.exclusive()?;
+        self.operation("image prune", || self.prune_images_locked(all))
+    }
+
+    fn prune_images_locked(&self, all: bool) -> Result<(Vec<Digest>, u64)> {
         let before = self.store_bytes()?;
         let mut removed = Vec::new();
         for img in records::images(&self.db)? {

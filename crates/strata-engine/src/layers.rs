@@ -45,19 +45,22 @@ impl Engine {
     /// records it under its chain ID, unless that layer exists already. `blob` gives the
     /// content-store blob the tar came from, once `raw` has been read to its end;
     /// `expected_diff` is the diff ID the image config promises (checked before anything is
-    /// committed).
+    /// committed). `verified_raw` is the digest of `raw`'s bytes when it is already known
+    /// and checked (a blob read back from the content store): an uncompressed layer's diff
+    /// ID is then that digest, and the layer is not hashed a second time.
     pub(crate) fn create_layer(
         &self,
         parent: Option<&Digest>,
         raw: &mut dyn Read,
         expected_diff: Option<&Digest>,
+        verified_raw: Option<&Digest>,
         blob: impl FnOnce() -> Result<Digest>,
     ) -> Result<LayerRow> {
         let key = format!("{EXTRACT_PREFIX}{:032x}", rand::random::<u128>());
         let parent_key = parent.map(|p| p.to_string());
         self.snapshots
             .prepare(&key, parent_key.as_deref(), &PrepareOpts::default())?;
-        let applied = match self.apply_into(&key, raw, expected_diff) {
+        let applied = match self.apply_into(&key, raw, expected_diff, verified_raw) {
             Ok(a) => a,
             Err(e) => {
                 let _ = self.snapshots.remove(&key);
@@ -107,6 +110,7 @@ impl Engine {
         key: &str,
         raw: &mut dyn Read,
         expected_diff: Option<&Digest>,
+        verified_raw: Option<&Digest>,
     ) -> Result<Applied> {
         let read_in = Rc::new(Cell::new(0u64));
         let counted = CountingReader {
@@ -145,19 +149,27 @@ impl Engine {
             }
             Ok(())
         };
-        let hashing = DigestReader::new(plain);
-        let (stats, hashing) = strata_archive::apply_layer(
-            hashing,
-            &dir,
-            ApplyOptions {
-                whiteouts: format,
-                budget: Some(&mut budget),
-            },
-        )
-        .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        let (diff_id, _) = hashing.finish().map_err(|e| {
+        let opts = ApplyOptions {
+            whiteouts: format,
+            budget: Some(&mut budget),
+        };
+        let corrupt = |e: io::Error| {
             EngineError::Invalid(format!("layer archive is truncated or corrupt: {e}"))
-        })?;
+        };
+        let (stats, diff_id) = match verified_raw.filter(|_| compression == Compression::None) {
+            Some(known) => {
+                let (stats, mut rest) = strata_archive::apply_layer(plain, &dir, opts)
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?;
+                io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
+                (stats, known.clone())
+            }
+            None => {
+                let (stats, hashing) =
+                    strata_archive::apply_layer(DigestReader::new(plain), &dir, opts)
+                        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+                (stats, hashing.finish().map_err(corrupt)?.0)
+            }
+        };
         if let Some(exp) = expected_diff {
             if *exp != diff_id {
                 return Err(EngineError::Invalid(format!(

@@ -145,10 +145,24 @@ impl Engine {
             .map_err(|e| EngineError::io("locking the store", e))
     }
 
-    /// Finishes or rolls back what interrupted processes left: half-applied layers,
-    /// abandoned ingests, half-removed images and layers no image uses.
+    /// Runs `f` as a mutating operation recorded in the intent log (see `recover`).
+    pub(crate) fn operation<T>(&self, kind: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let id = records::begin_operation(&self.db, kind)?;
+        let out = f();
+        records::end_operation(&self.db, id)?;
+        out
+    }
+
+    /// Finishes or rolls back what interrupted processes left. Runs on every open that has
+    /// the store to itself; the intent log says whether a process died mid-operation, and
+    /// only then is there anything to do: remove half-applied layers (`extract-`
+    /// snapshots), abandoned ingests, half-removed images, layers no image uses, blobs
+    /// nothing points to, storage no snapshot owns and stray temporary mounts.
     fn recover(&self) -> Result<()> {
-        self.snapshots.cleanup(EXTRACT_PREFIX)?;
+        if records::interrupted_operations(&self.db)?.is_empty() {
+            return Ok(());
+        }
+        self.snapshots.remove_prefixed(EXTRACT_PREFIX)?;
         for p in self
             .content
             .abandoned_ingests()
@@ -158,6 +172,7 @@ impl Engine {
         }
         records::finish_removals(&self.db)?;
         self.gc_layers()?;
+        self.snapshots.remove_orphans()?;
         let mounts = self.tmp_dir().join("mounts");
         if let Ok(rd) = std::fs::read_dir(&mounts) {
             for e in rd.flatten() {
@@ -165,6 +180,6 @@ impl Engine {
                 let _ = std::fs::remove_dir(e.path());
             }
         }
-        Ok(())
+        records::clear_operations(&self.db)
     }
 }

@@ -49,6 +49,10 @@ struct Plan {
 
 impl Engine {
     pub fn load(&self, input: &mut dyn Read) -> Result<LoadReport> {
+        self.operation("load", || self.load_archive(input))
+    }
+
+    fn load_archive(&self, input: &mut dyn Read) -> Result<LoadReport> {
         let mut files = ArchiveFiles {
             small: HashMap::new(),
             blobs: HashMap::new(),
@@ -59,7 +63,10 @@ impl Engine {
         let res = self
             .read_archive(input, &mut files)
             .and_then(|()| self.load_images(&mut files, &mut created_layers));
-        if res.is_err() {
+        if res.is_ok() {
+            // Manifests, indexes and legacy metadata were only needed to read the archive.
+            self.drop_unreferenced(&files.written)?;
+        } else {
             self.roll_back(&files.written, &created_layers);
         }
         res
@@ -153,6 +160,7 @@ impl Engine {
                                 i.checked_sub(1).map(|p| &chains[p]),
                                 &mut f,
                                 Some(&plan.config.diff_ids()[i]),
+                                Some(blob),
                                 || Ok(blob.clone()),
                             )
                             .map_err(|e| match e {
@@ -354,11 +362,20 @@ impl Engine {
                 let _ = records::delete_layer(&self.db, chain);
             }
         }
-        if let Ok(keep) = records::referenced_blobs(&self.db) {
-            for d in written.iter().filter(|d| !keep.contains(d)) {
-                let _ = self.content.delete(d);
-            }
+        let _ = self.drop_unreferenced(written);
+    }
+
+    /// Deletes the blobs among `written` (blobs this load created) that no record uses.
+    /// Another process cannot be relying on one of them: any blob it shares with this load
+    /// is a layer or config, which this load recorded too.
+    fn drop_unreferenced(&self, written: &[Digest]) -> Result<()> {
+        let keep = records::referenced_blobs(&self.db)?;
+        for d in written.iter().filter(|d| !keep.contains(d)) {
+            self.content
+                .delete(d)
+                .map_err(|e| EngineError::io(format!("removing blob {d}"), e))?;
         }
+        Ok(())
     }
 }
 

@@ -36,6 +36,12 @@ CREATE TABLE IF NOT EXISTS tags (
     tagged TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tags_image ON tags(image);
+CREATE TABLE IF NOT EXISTS operations (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind    TEXT NOT NULL,
+    pid     INTEGER NOT NULL,
+    started TEXT NOT NULL
+);
 ";
 
 pub fn migrate(db: &Db) -> Result<()> {
@@ -104,11 +110,12 @@ pub fn all_layers(db: &Db) -> Result<Vec<LayerRow>> {
 }
 
 /// Records a layer whose snapshot was just committed. A concurrent process may have
-/// recorded the same layer first; that is the same layer.
+/// recorded the same layer first; that is the same layer. A row an interrupted removal left
+/// `removing` is ready again: its snapshot was just committed (or found committed).
 pub fn insert_layer(db: &Db, l: &LayerRow) -> Result<()> {
     db.conn().execute(
         "INSERT INTO layers (chain_id, diff_id, parent, blob, compression, size, created, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'ready') ON CONFLICT(chain_id) DO NOTHING",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'ready') ON CONFLICT(chain_id) DO UPDATE SET state = 'ready'",
         params![
             l.chain_id.to_string(),
             l.diff_id.to_string(),
@@ -300,6 +307,14 @@ pub fn delete_layer(db: &Db, chain_id: &Digest) -> Result<()> {
 
 /// Images an interrupted `rmi` left half-removed are removed now.
 pub fn finish_removals(db: &Db) -> Result<()> {
+    let any: bool = db.conn().query_row(
+        "SELECT EXISTS(SELECT 1 FROM images WHERE state = 'removing')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !any {
+        return Ok(());
+    }
     db.write(|tx| -> Result<()> {
         tx.execute(
             "DELETE FROM tags WHERE image IN (SELECT id FROM images WHERE state = 'removing')",
@@ -323,4 +338,36 @@ pub fn referenced_blobs(db: &Db) -> Result<std::collections::HashSet<Digest>> {
 
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Records that a mutating operation started; the row goes when it ends. A row left behind
+/// names an operation whose process died, which recovery then finishes or rolls back.
+pub fn begin_operation(db: &Db, kind: &str) -> Result<i64> {
+    let conn = db.conn();
+    conn.execute(
+        "INSERT INTO operations (kind, pid, started) VALUES (?1, ?2, ?3)",
+        params![kind, std::process::id(), now()],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub fn end_operation(db: &Db, id: i64) -> Result<()> {
+    db.conn()
+        .execute("DELETE FROM operations WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// Operations whose processes died (only meaningful while holding the store alone).
+pub fn interrupted_operations(db: &Db) -> Result<Vec<String>> {
+    let conn = db.conn();
+    let mut st = conn.prepare("SELECT kind || ' (pid ' || pid || ', started ' || started || ')' FROM operations ORDER BY id")?;
+    let rows = st
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(rows)
+}
+
+pub fn clear_operations(db: &Db) -> Result<()> {
+    db.conn().execute("DELETE FROM operations", [])?;
+    Ok(())
 }

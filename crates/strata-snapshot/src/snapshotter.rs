@@ -338,22 +338,33 @@ impl Snapshotter {
         res
     }
 
-    /// Removes records whose keys start with `prefix` (leftovers of interrupted work) and
-    /// storage that no record owns. Returns what was removed.
-    pub fn cleanup(&self, prefix: &str) -> Result<Vec<String>> {
+    /// Removes the non-committed snapshots whose keys start with `prefix` (leftovers of
+    /// interrupted work), newest first. Returns their keys.
+    pub fn remove_prefixed(&self, prefix: &str) -> Result<Vec<String>> {
+        let keys: Vec<String> = {
+            let conn = self.db.conn();
+            let mut st = conn.prepare("SELECT key FROM snapshots WHERE kind != 'committed' AND substr(key, 1, length(?1)) = ?1 ORDER BY id DESC")?;
+            let rows = st
+                .query_map([prefix], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            rows
+        };
         let mut removed = Vec::new();
-        let rows = metastore::all(&self.db.conn())?;
-        for r in rows.iter().rev() {
-            if r.key.starts_with(prefix) && r.kind != Kind::Committed && self.remove(&r.key).is_ok()
-            {
-                removed.push(r.key.clone());
+        for k in keys {
+            if self.remove(&k).is_ok() {
+                removed.push(k);
             }
         }
-        removed.extend(self.orphans()?.into_iter().map(|id| {
-            let _ = self.driver.remove(id);
-            format!("storage #{id}")
-        }));
         Ok(removed)
+    }
+
+    /// Removes storage that no record owns. Returns the snapshot numbers.
+    pub fn remove_orphans(&self) -> Result<Vec<i64>> {
+        let orphans = self.orphans()?;
+        for id in &orphans {
+            self.driver.remove(*id)?;
+        }
+        Ok(orphans)
     }
 
     /// Storage on disk that no record owns.
