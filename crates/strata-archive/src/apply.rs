@@ -1,7 +1,7 @@
 //! Applying a layer tar to a directory.
 
 use crate::root::{clean_relative, Root};
-use crate::walk::{list_dir, remove_entry};
+use crate::walk::{list_dir, remove_entry, set_meta_at};
 use crate::whiteout::{self, WhiteoutFormat};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
@@ -206,15 +206,7 @@ impl Applier<'_, '_> {
                     .ok_or_else(|| entry_err(&rel, "symlink without a target"))?;
                 replace_non_dir(&pfd, &name).map_err(io_err(&rel))?;
                 rfs::symlinkat(target.as_ref(), &pfd, &name).map_err(errno_err(&rel))?;
-                rfs::chownat(
-                    &pfd,
-                    &name,
-                    Some(uid_of(uid)),
-                    Some(gid_of(gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(errno_err(&rel))?;
-                let _ = rfs::utimensat(&pfd, &name, &ts, AtFlags::SYMLINK_NOFOLLOW);
+                set_meta_at(&pfd, &name, uid, gid, None, &ts).map_err(io_err(&rel))?;
             }
             T::Link => {
                 let raw_target = entry
@@ -267,16 +259,7 @@ impl Applier<'_, '_> {
                 };
                 replace_non_dir(&pfd, &name).map_err(io_err(&rel))?;
                 rfs::mknodat(&pfd, &name, ft, mode, dev).map_err(errno_err(&rel))?;
-                rfs::chownat(
-                    &pfd,
-                    &name,
-                    Some(uid_of(uid)),
-                    Some(gid_of(gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(errno_err(&rel))?;
-                rfs::chmodat(&pfd, &name, mode, AtFlags::empty()).map_err(errno_err(&rel))?;
-                let _ = rfs::utimensat(&pfd, &name, &ts, AtFlags::SYMLINK_NOFOLLOW);
+                set_meta_at(&pfd, &name, uid, gid, Some(mode), &ts).map_err(io_err(&rel))?;
             }
             other => {
                 return Err(entry_err(

@@ -1,7 +1,9 @@
 //! Copying a whole tree with everything a layer holds: types, owners, modes, times,
 //! xattrs, hard links and holes. The vfs driver builds each snapshot this way.
 
-use crate::walk::{file_type, list_dir, lstat_at, open_dir_at, open_file_at, readlink_at, xattrs};
+use crate::walk::{
+    file_type, list_dir, lstat_at, open_dir_at, open_file_at, readlink_at, set_meta_at, xattrs,
+};
 use rustix::fs::{
     self as rfs, AtFlags, FileType, Mode, OFlags, SeekFrom, Stat, Timespec, Timestamps,
 };
@@ -125,29 +127,14 @@ fn copy_entry(
         FileType::Symlink => {
             let target = readlink_at(sfd, name)?;
             rfs::symlinkat(target.as_os_str(), dfd, name)?;
-            rfs::chownat(
-                dfd,
-                name,
-                Some(rfs::Uid::from_raw(st.st_uid)),
-                Some(rfs::Gid::from_raw(st.st_gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-            rfs::utimensat(dfd, name, &times(&st), AtFlags::SYMLINK_NOFOLLOW)?;
+            set_meta_at(dfd, name, st.st_uid, st.st_gid, None, &times(&st))?;
         }
         ft @ (FileType::CharacterDevice
         | FileType::BlockDevice
         | FileType::Fifo
         | FileType::Socket) => {
             rfs::mknodat(dfd, name, ft, mode, st.st_rdev)?;
-            rfs::chownat(
-                dfd,
-                name,
-                Some(rfs::Uid::from_raw(st.st_uid)),
-                Some(rfs::Gid::from_raw(st.st_gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-            rfs::chmodat(dfd, name, mode, AtFlags::empty())?;
-            rfs::utimensat(dfd, name, &times(&st), AtFlags::SYMLINK_NOFOLLOW)?;
+            set_meta_at(dfd, name, st.st_uid, st.st_gid, Some(mode), &times(&st))?;
         }
         FileType::Unknown => {}
     }

@@ -67,6 +67,31 @@ pub fn file_type(st: &Stat) -> FileType {
     FileType::from_raw_mode(st.st_mode)
 }
 
+/// Sets owner, permissions (when given) and times of `name` in `dfd` without following it:
+/// for symlinks, devices and FIFOs, which cannot be opened to be changed through an fd.
+pub fn set_meta_at(
+    dfd: &impl AsFd,
+    name: &OsStr,
+    uid: u32,
+    gid: u32,
+    mode: Option<Mode>,
+    times: &rustix::fs::Timestamps,
+) -> io::Result<()> {
+    rfs::chownat(
+        dfd,
+        name,
+        Some(rfs::Uid::from_raw(uid)),
+        Some(rfs::Gid::from_raw(gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    if let Some(mode) = mode {
+        // After chown, which clears set-id bits; the entry was just made by us, not a symlink.
+        rfs::chmodat(dfd, name, mode, AtFlags::empty())?;
+    }
+    rfs::utimensat(dfd, name, times, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
 /// Extended attributes of an open regular file or directory, sorted by name.
 pub fn xattrs(file: &File) -> io::Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();

@@ -105,6 +105,14 @@ pub fn default_driver() -> &'static str {
 
 pub const DRIVERS: &[&str] = &["overlay2", "vfs"];
 
+/// Helper for drivers: removes a directory tree; one that is already gone is fine.
+pub(crate) fn remove_tree(dir: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Helper for drivers: numeric directory names under `dir`.
 pub(crate) fn numeric_dirs(dir: &Path) -> io::Result<Vec<i64>> {
     let mut out = Vec::new();

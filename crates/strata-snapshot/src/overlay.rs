@@ -9,7 +9,7 @@
 
 use crate::mount::Mount;
 use crate::usage::{tree_usage, Usage};
-use crate::{numeric_dirs, Driver, Kind, Layout, PrepareOpts};
+use crate::{numeric_dirs, remove_tree, Driver, Kind, Layout, PrepareOpts};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -109,17 +109,11 @@ impl Driver for Overlay {
 
     fn commit(&self, s: &Layout) -> io::Result<()> {
         // The work dir only serves an upper dir; a committed layer is only ever a lower.
-        match fs::remove_dir_all(self.dir(s.id).join("work")) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        remove_tree(&self.dir(s.id).join("work"))
     }
 
     fn remove(&self, id: i64) -> io::Result<()> {
-        match fs::remove_dir_all(self.dir(id)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        remove_tree(&self.dir(id))
     }
 
     fn usage(&self, s: &Layout) -> io::Result<Usage> {

@@ -3,7 +3,7 @@
 
 use crate::mount::Mount;
 use crate::usage::{tree_usage, Usage};
-use crate::{numeric_dirs, Driver, Kind, Layout, PrepareOpts};
+use crate::{numeric_dirs, remove_tree, Driver, Kind, Layout, PrepareOpts};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -62,10 +62,7 @@ impl Driver for Vfs {
     }
 
     fn remove(&self, id: i64) -> io::Result<()> {
-        match fs::remove_dir_all(self.home.join(id.to_string())) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        remove_tree(&self.home.join(id.to_string()))
     }
 
     fn usage(&self, s: &Layout) -> io::Result<Usage> {
