@@ -50,8 +50,9 @@ fn killed_mid_load_recovers(driver: &'static str) {
         let out = s.run(&["system", "check"]);
         assert!(
             out.status.success(),
-            "after a kill at {delay_ms} ms: {}",
-            String::from_utf8_lossy(&out.stdout)
+            "after a kill at {delay_ms} ms: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
         let images = s.ok(&["images", "-q"]);
         assert!(

@@ -3,7 +3,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::records;
-use crate::{Engine, EXTRACT_PREFIX};
+use crate::Engine;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::io;
@@ -106,19 +106,15 @@ impl Engine {
                 Err(e) => r.errors.push(format!("image {}: {e}", img.id)),
             }
         }
-        // Snapshots no layer owns, and storage no snapshot owns.
-        let mut stray = Vec::new();
-        self.snapshots.walk(&mut |info| {
-            let is_layer = layer_ids.contains(&info.name);
-            if !is_layer && (info.kind == Kind::Committed || info.name.starts_with(EXTRACT_PREFIX))
-            {
-                stray.push(info.name.clone());
-            }
-            Ok(())
-        })?;
-        for s in &stray {
+        // Snapshots no layer owns, storage no snapshot owns, work a dead process left.
+        for s in self.stray_snapshots()? {
             r.leftovers
                 .push(format!("snapshot {s} belongs to no layer"));
+        }
+        for op in records::interrupted_operations(&self.db)? {
+            r.leftovers.push(format!(
+                "operation {op} was interrupted and is not recovered yet"
+            ));
         }
         for id in self.snapshots.orphans()? {
             r.leftovers.push(format!(
@@ -138,29 +134,8 @@ impl Engine {
             r.leftovers.push(format!("layer {l} is used by no image"));
         }
         if repair && !r.leftovers.is_empty() {
-            r.repaired
-                .extend(self.snapshots.remove_prefixed(EXTRACT_PREFIX)?);
-            r.repaired.extend(
-                self.snapshots
-                    .remove_orphans()?
-                    .iter()
-                    .map(|id| format!("storage #{id}")),
-            );
-            for s in stray.iter().rev() {
-                if !s.starts_with(EXTRACT_PREFIX) && self.snapshots.remove(s).is_ok() {
-                    r.repaired.push(format!("snapshot {s}"));
-                }
-            }
-            for p in self
-                .content
-                .abandoned_ingests()
-                .map_err(|e| EngineError::io("listing ingests", e))?
-            {
-                let _ = std::fs::remove_file(&p);
-                r.repaired.push(format!("ingest {}", p.display()));
-            }
-            r.repaired
-                .extend(self.gc_layers()?.iter().map(|l| format!("layer {l}")));
+            r.repaired.extend(self.clean_leftovers()?);
+            records::clear_operations(&self.db)?;
             r.repaired.push("unused blobs".into());
         }
         Ok(r)

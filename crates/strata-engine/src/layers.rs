@@ -90,18 +90,25 @@ impl Engine {
             compression: applied.compression.name().to_string(),
             size: applied.size,
         };
-        match self.snapshots.commit(&chain_id.to_string(), &key) {
+        // The layer row is written in the commit's own transaction: a committed layer
+        // snapshot never exists without its record.
+        match self
+            .snapshots
+            .commit_with(&chain_id.to_string(), &key, |tx| {
+                records::insert_layer(tx, &row)
+            }) {
             Ok(()) => {}
             Err(SnapshotError::AlreadyExists(_)) => {
-                // Another process made the same layer meanwhile: keep theirs.
+                // Another process made the same layer meanwhile: keep theirs (reviving its
+                // record if an interrupted removal left it `removing`).
                 self.snapshots.remove(&key)?;
+                records::insert_layer(&self.db.conn(), &row)?;
             }
             Err(e) => {
                 let _ = self.snapshots.remove(&key);
                 return Err(e.into());
             }
         }
-        records::insert_layer(&self.db, &row)?;
         Ok(records::layer(&self.db, &chain_id)?.unwrap_or(row))
     }
 

@@ -9,6 +9,7 @@ mod layers;
 mod load;
 mod mounts;
 mod records;
+mod recovery;
 mod save;
 mod system;
 
@@ -77,7 +78,9 @@ impl Engine {
             lock,
         };
         if alone {
-            engine.recover()?;
+            // Best effort: what cannot be finished now stays in the intent log, is tried
+            // again by the next process, and is reported by `system check`.
+            let _ = engine.recover();
         }
         engine
             .lock
@@ -151,35 +154,5 @@ impl Engine {
         let out = f();
         records::end_operation(&self.db, id)?;
         out
-    }
-
-    /// Finishes or rolls back what interrupted processes left. Runs on every open that has
-    /// the store to itself; the intent log says whether a process died mid-operation, and
-    /// only then is there anything to do: remove half-applied layers (`extract-`
-    /// snapshots), abandoned ingests, half-removed images, layers no image uses, blobs
-    /// nothing points to, storage no snapshot owns and stray temporary mounts.
-    fn recover(&self) -> Result<()> {
-        if records::interrupted_operations(&self.db)?.is_empty() {
-            return Ok(());
-        }
-        self.snapshots.remove_prefixed(EXTRACT_PREFIX)?;
-        for p in self
-            .content
-            .abandoned_ingests()
-            .map_err(|e| EngineError::io("listing ingests", e))?
-        {
-            let _ = std::fs::remove_file(p);
-        }
-        records::finish_removals(&self.db)?;
-        self.gc_layers()?;
-        self.snapshots.remove_orphans()?;
-        let mounts = self.tmp_dir().join("mounts");
-        if let Ok(rd) = std::fs::read_dir(&mounts) {
-            for e in rd.flatten() {
-                let _ = strata_snapshot::mount::unmount(&e.path());
-                let _ = std::fs::remove_dir(e.path());
-            }
-        }
-        records::clear_operations(&self.db)
     }
 }

@@ -112,8 +112,8 @@ pub fn all_layers(db: &Db) -> Result<Vec<LayerRow>> {
 /// Records a layer whose snapshot was just committed. A concurrent process may have
 /// recorded the same layer first; that is the same layer. A row an interrupted removal left
 /// `removing` is ready again: its snapshot was just committed (or found committed).
-pub fn insert_layer(db: &Db, l: &LayerRow) -> Result<()> {
-    db.conn().execute(
+pub fn insert_layer(tx: &rusqlite::Connection, l: &LayerRow) -> rusqlite::Result<()> {
+    tx.execute(
         "INSERT INTO layers (chain_id, diff_id, parent, blob, compression, size, created, state)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'ready') ON CONFLICT(chain_id) DO UPDATE SET state = 'ready'",
         params![

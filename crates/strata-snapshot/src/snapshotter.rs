@@ -181,6 +181,17 @@ impl Snapshotter {
 
     /// Freezes active snapshot `key` as committed snapshot `name`.
     pub fn commit(&self, name: &str, key: &str) -> Result<()> {
+        self.commit_with(name, key, |_| Ok(()))
+    }
+
+    /// Commits like `commit`, running `record` in the same database transaction, so what
+    /// the caller records about the snapshot exists exactly when the commit does.
+    pub fn commit_with(
+        &self,
+        name: &str,
+        key: &str,
+        record: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<()> {
         let r = self.row(key)?;
         if r.kind != Kind::Active {
             return Err(SnapshotError::FailedPrecondition(format!(
@@ -204,6 +215,7 @@ impl Snapshotter {
             if n != 1 {
                 return Err(SnapshotError::NotFound(key.to_string()));
             }
+            record(tx)?;
             Ok(())
         })
     }
