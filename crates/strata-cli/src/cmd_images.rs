@@ -563,15 +563,22 @@ fn inspect_images(
 }
 
 pub fn inspect(engine: &Engine, a: InspectArgs) -> CmdResult {
-    if let Some(k) = a.kind.as_deref().filter(|k| *k != "image") {
+    if let Some(k) = a
+        .kind
+        .as_deref()
+        .filter(|k| !["image", "container"].contains(k))
+    {
         return Err(usage(format!(
-            "\"{k}\" is not a valid value for --type: strata can inspect images"
+            "\"{k}\" is not a valid value for --type: strata can inspect containers and images"
         )));
     }
-    let _ = a.size;
-    inspect_images(engine, &a.names, a.format.as_deref(), |n| {
-        format!("No such object: {n}")
-    })
+    crate::cmd_containers::inspect_any(
+        engine,
+        &a.names,
+        a.kind.as_deref(),
+        a.size,
+        a.format.as_deref(),
+    )
 }
 
 pub fn image_inspect(engine: &Engine, a: ImageInspectArgs) -> CmdResult {

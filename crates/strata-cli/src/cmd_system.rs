@@ -23,7 +23,7 @@ pub fn info(engine: &Engine, a: InfoArgs) -> CmdResult {
         let status: Vec<serde_json::Value> =
             i.driver_status.iter().map(|(k, v)| json!([k, v])).collect();
         let row = json!({
-            "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0,
+            "Containers": i.containers, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": i.containers,
             "Images": i.images, "Layers": i.layers, "Driver": i.storage_driver, "DriverStatus": status,
             "DockerRootDir": i.root_dir, "ServerVersion": i.server_version, "KernelVersion": i.kernel_version,
             "OperatingSystem": i.operating_system, "OSType": "linux", "Architecture": i.architecture,
@@ -37,7 +37,10 @@ pub fn info(engine: &Engine, a: InfoArgs) -> CmdResult {
         "Client:\n Version:    {}\n Context:    default\n Debug Mode: false\n\n",
         i.server_version
     );
-    s += "Server:\n Containers: 0\n  Running: 0\n  Paused: 0\n  Stopped: 0\n";
+    s += &format!(
+        "Server:\n Containers: {0}\n  Running: 0\n  Paused: 0\n  Stopped: {0}\n",
+        i.containers
+    );
     s += &format!(
         " Images: {}\n Server Version: {}\n Storage Driver: {}\n",
         i.images, i.server_version, i.storage_driver
@@ -89,14 +92,23 @@ pub fn df(engine: &Engine, a: DfArgs) -> CmdResult {
         let rows: Vec<Row> = du
             .images
             .iter()
-            .map(|u| image_row(&u.summary, false))
+            .map(|u| {
+                let mut r = image_row(&u.summary, false);
+                r.insert("Containers".into(), u.containers.to_string().into());
+                r
+            })
             .collect();
         Formatter::new(
             "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t{{.SharedSize}}\t{{.UniqueSize}}\t{{.Containers}}",
             &[("Repository", "REPOSITORY"), ("Tag", "TAG"), ("ID", "IMAGE ID"), ("CreatedSince", "CREATED"), ("Size", "SIZE"), ("SharedSize", "SHARED SIZE"), ("UniqueSize", "UNIQUE SIZE"), ("Containers", "CONTAINERS")],
         )?
         .render(&rows, &mut out)?;
-        writeln!(out, "\nContainers space usage:\n\nCONTAINER ID   IMAGE     COMMAND   LOCAL VOLUMES   SIZE      CREATED   STATUS    NAMES")?;
+        writeln!(out, "\nContainers space usage:\n")?;
+        Formatter::new(
+            "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.LocalVolumes}}\t{{.Size}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}",
+            &[("ID", "CONTAINER ID"), ("Image", "IMAGE"), ("Command", "COMMAND"), ("LocalVolumes", "LOCAL VOLUMES"), ("Size", "SIZE"), ("RunningFor", "CREATED"), ("Status", "STATUS"), ("Names", "NAMES")],
+        )?
+        .render(&crate::cmd_containers::df_rows(engine)?, &mut out)?;
         writeln!(
             out,
             "\nLocal Volumes space usage:\n\nVOLUME NAME   LINKS     SIZE"
@@ -110,6 +122,7 @@ pub fn df(engine: &Engine, a: DfArgs) -> CmdResult {
             .cloned()
             .expect("object")
     };
+    let containers_size: u64 = du.containers.iter().map(|c| c.size.rw).sum();
     let mut ids = std::collections::HashSet::new();
     du.images.iter().for_each(|u| {
         ids.insert(u.summary.id.clone());
@@ -122,7 +135,13 @@ pub fn df(engine: &Engine, a: DfArgs) -> CmdResult {
             du.images_size,
             percent(du.images_reclaimable, du.images_size),
         ),
-        row("Containers", 0, 0, 0, "0B".into()),
+        row(
+            "Containers",
+            du.containers.len(),
+            0,
+            containers_size,
+            percent(containers_size, containers_size),
+        ),
         row("Local Volumes", 0, 0, 0, "0B".into()),
         row("Build Cache", 0, 0, 0, "0B".into()),
     ];

@@ -2,6 +2,7 @@
 //! docker user's habits carry over; every command opens the store, does its work through
 //! the engine and exits (there is no daemon).
 
+mod cmd_containers;
 mod cmd_images;
 mod cmd_system;
 mod format;
@@ -56,6 +57,28 @@ enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Create a new container
+    Create(cmd_containers::CreateArgs),
+    /// List containers
+    Ps(cmd_containers::PsArgs),
+    /// Remove one or more containers
+    Rm(cmd_containers::RmArgs),
+    /// Create a new image from a container's changes
+    Commit(cmd_containers::CommitArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(cmd_containers::ContainerArg),
+    /// Export a container's filesystem as a tar archive
+    Export(cmd_containers::ExportArgs),
+    /// Mount a container's root filesystem and print where (as podman's)
+    Mount(cmd_containers::MountArgs),
+    /// Unmount a container's root filesystem
+    #[command(visible_alias = "unmount")]
+    Umount(cmd_containers::UmountArgs),
+    /// Rename a container
+    Rename(cmd_containers::RenameArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Display system-wide information
     Info(cmd_system::InfoArgs),
     /// Manage strata
@@ -92,6 +115,47 @@ enum ImageCommand {
     /// Unmount an image's root filesystem
     #[command(visible_alias = "unmount")]
     Umount(cmd_images::MountArgs),
+}
+
+#[derive(Subcommand)]
+enum ContainerCommand {
+    /// Create a new container
+    Create(cmd_containers::CreateArgs),
+    /// List containers
+    #[command(visible_aliases = ["list", "ps"])]
+    Ls(cmd_containers::PsArgs),
+    /// Remove one or more containers
+    #[command(visible_alias = "remove")]
+    Rm(cmd_containers::RmArgs),
+    /// Remove all stopped containers
+    Prune(cmd_containers::PruneArgs),
+    /// Display detailed information on one or more containers
+    Inspect(ContainerInspectArgs),
+    /// Create a new image from a container's changes
+    Commit(cmd_containers::CommitArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(cmd_containers::ContainerArg),
+    /// Export a container's filesystem as a tar archive
+    Export(cmd_containers::ExportArgs),
+    /// Mount a container's root filesystem and print where
+    Mount(cmd_containers::MountArgs),
+    /// Unmount a container's root filesystem
+    #[command(visible_alias = "unmount")]
+    Umount(cmd_containers::UmountArgs),
+    /// Rename a container
+    Rename(cmd_containers::RenameArgs),
+}
+
+#[derive(clap::Args)]
+struct ContainerInspectArgs {
+    /// Format output using a custom template
+    #[arg(short, long)]
+    format: Option<String>,
+    /// Display total file sizes
+    #[arg(short, long)]
+    size: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -197,6 +261,41 @@ fn run(cli: Cli) -> CmdResult {
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => cmd_images::tag(&engine, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => cmd_images::rmi(&engine, a),
         Command::Inspect(a) => cmd_images::inspect(&engine, a),
+        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
+            cmd_containers::create(&engine, a)
+        }
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => {
+            cmd_containers::ps(&engine, a)
+        }
+        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => {
+            cmd_containers::rm(&engine, a)
+        }
+        Command::Container(ContainerCommand::Prune(a)) => cmd_containers::prune(&engine, a),
+        Command::Container(ContainerCommand::Inspect(a)) => cmd_containers::inspect_any(
+            &engine,
+            &a.containers,
+            Some("container"),
+            a.size,
+            a.format.as_deref(),
+        ),
+        Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
+            cmd_containers::commit(&engine, a)
+        }
+        Command::Diff(a) | Command::Container(ContainerCommand::Diff(a)) => {
+            cmd_containers::diff(&engine, a)
+        }
+        Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => {
+            cmd_containers::export(&engine, a)
+        }
+        Command::Mount(a) | Command::Container(ContainerCommand::Mount(a)) => {
+            cmd_containers::mount(&engine, a)
+        }
+        Command::Umount(a) | Command::Container(ContainerCommand::Umount(a)) => {
+            cmd_containers::umount(&engine, a)
+        }
+        Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => {
+            cmd_containers::rename(&engine, a)
+        }
         Command::Image(ImageCommand::Inspect(a)) => cmd_images::image_inspect(&engine, a),
         Command::Image(ImageCommand::Prune(a)) => cmd_images::prune(&engine, a),
         Command::Image(ImageCommand::Mount(a)) => cmd_images::mount(&engine, a),

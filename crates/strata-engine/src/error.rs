@@ -7,6 +7,8 @@ pub enum EngineError {
     /// The user asked for something that does not exist.
     #[error("No such image: {0}")]
     NoSuchImage(String),
+    #[error("No such container: {0}")]
+    NoSuchContainer(String),
     /// Bad input: a reference, flag value, archive or config.
     #[error("{0}")]
     Invalid(String),

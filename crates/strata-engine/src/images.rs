@@ -390,6 +390,23 @@ impl Engine {
             .filter_map(|t| t.parse::<Reference>().ok())
             .map(|r| r.familiar())
             .collect();
+        let users = crate::containers::using_image(&self.db, &id)?;
+        if let Some(user) = users.first() {
+            if !force {
+                return Err(EngineError::Conflict(match &tag {
+                    Some(t) => format!(
+                        "conflict: unable to remove repository reference \"{}\" (must force) - container {} is using its referenced image {}",
+                        t.familiar(), &user[..12], id.short()
+                    ),
+                    None => format!("conflict: unable to delete {} (must be forced) - image is being used by stopped container {}", id.short(), &user[..12]),
+                }));
+            }
+            // Forced, as docker: the names go, the image stays for its containers.
+            for t in &tags {
+                records::remove_tag(&self.db, t)?;
+            }
+            return Ok(report);
+        }
         records::delete_image(&self.db, &id)?;
         report.deleted.push(id);
         report.deleted.extend(self.gc_layers()?);
@@ -408,7 +425,9 @@ impl Engine {
         let mut removed = Vec::new();
         for img in records::images(&self.db)? {
             let tagged = !records::tags_of(&self.db, &img.id)?.is_empty();
-            if (!tagged || all) && !self.is_image_mounted(&img.id)? {
+            let in_use = self.is_image_mounted(&img.id)?
+                || !crate::containers::using_image(&self.db, &img.id)?.is_empty();
+            if (!tagged || all) && !in_use {
                 records::delete_image(&self.db, &img.id)?;
                 removed.push(img.id);
             }

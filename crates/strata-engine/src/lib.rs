@@ -2,23 +2,28 @@
 //! the storage drivers together. The CLI (and later the API server) call in here.
 
 mod check;
+mod container_fs;
+mod containers;
 mod error;
 mod images;
 mod import;
 mod layers;
 mod load;
 mod mounts;
+mod names;
 mod records;
 mod recovery;
 mod save;
 mod system;
 
 pub use check::CheckReport;
+pub use container_fs::{Change, CommitOptions};
+pub use containers::{Container, ContainerConfig, ContainerSize, CreateOptions};
 pub use error::{EngineError, Result};
 pub use images::{HistoryRow, ImageDetails, ImageSummary, RemoveReport};
 pub use import::ImportOptions;
 pub use load::LoadReport;
-pub use system::{DiskUsage, ImageUsage, SystemInfo};
+pub use system::{ContainerUsage, DiskUsage, ImageUsage, SystemInfo};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! `image mount` / `image umount` (as podman's): an image's filesystem mounted read-only,
 //! at a path printed for the user, until unmounted.
 
+use crate::container_fs::is_mount_point;
 use crate::error::{EngineError, Result};
 use crate::records;
 use crate::Engine;
@@ -59,18 +60,5 @@ impl Engine {
         Ok(self
             .snapshots
             .exists(&format!("{IMAGE_MOUNT_PREFIX}{}", id.hex()))?)
-    }
-}
-
-/// `path` is the root of a mount: its parent is on another mount or it is the same inode
-/// seen through a different device.
-fn is_mount_point(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (
-        std::fs::metadata(path),
-        path.parent().map(std::fs::metadata),
-    ) {
-        (Ok(m), Some(Ok(p))) => m.dev() != p.dev() || m.ino() == p.ino(),
-        _ => false,
     }
 }

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS operations (
 
 pub fn migrate(db: &Db) -> Result<()> {
     db.conn().execute_batch(SCHEMA)?;
+    db.conn().execute_batch(crate::containers::SCHEMA)?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SystemInfo {
+    pub containers: usize,
     pub images: usize,
     pub layers: usize,
     pub server_version: String,
@@ -25,6 +26,14 @@ pub struct SystemInfo {
 pub struct ImageUsage {
     pub summary: crate::ImageSummary,
     pub unique_size: u64,
+    /// Containers made from the image.
+    pub containers: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerUsage {
+    pub container: crate::Container,
+    pub size: crate::ContainerSize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -32,9 +41,11 @@ pub struct DiskUsage {
     pub images: Vec<ImageUsage>,
     /// Bytes all images take together, shared layers counted once.
     pub images_size: u64,
-    /// Of that, what no container uses (all of it, until containers exist).
+    /// Of that, the layers no container's image uses.
     pub images_reclaimable: u64,
+    /// Images with at least one container.
     pub images_active: usize,
+    pub containers: Vec<ContainerUsage>,
 }
 
 impl Engine {
@@ -59,6 +70,7 @@ impl Engine {
             })
             .unwrap_or_else(|| "Linux".into());
         Ok(SystemInfo {
+            containers: crate::containers::all(&self.db)?.len(),
             images: records::images(&self.db)?.len(),
             layers: records::all_layers(&self.db)?.len(),
             server_version: crate::VERSION.to_string(),
@@ -77,22 +89,52 @@ impl Engine {
     }
 
     pub fn disk_usage(&self) -> Result<DiskUsage> {
-        let list = self.list_images()?;
-        let mut seen = std::collections::HashSet::new();
-        let mut images = Vec::new();
-        for s in list {
-            seen.insert(s.id.clone());
-            images.push(ImageUsage {
-                unique_size: s.size - s.shared_size,
-                summary: s,
-            });
+        let containers = crate::containers::all(&self.db)?;
+        let mut per_image: std::collections::HashMap<_, usize> = std::collections::HashMap::new();
+        for c in &containers {
+            *per_image.entry(c.image.clone()).or_default() += 1;
         }
-        let images_size = records::all_layers(&self.db)?.iter().map(|l| l.size).sum();
+        let mut used_layers = std::collections::HashSet::new();
+        for id in per_image.keys() {
+            if let Some(top) = records::image(&self.db, id)?.and_then(|i| i.top_layer) {
+                used_layers.extend(
+                    records::layer_chain(&self.db, &top)?
+                        .into_iter()
+                        .map(|l| l.chain_id),
+                );
+            }
+        }
+        let images = self
+            .list_images()?
+            .into_iter()
+            .map(|s| ImageUsage {
+                unique_size: s.size - s.shared_size,
+                containers: per_image.get(&s.id).copied().unwrap_or(0),
+                summary: s,
+            })
+            .collect();
+        let layers = records::all_layers(&self.db)?;
+        let images_size = layers.iter().map(|l| l.size).sum();
+        let images_reclaimable = layers
+            .iter()
+            .filter(|l| !used_layers.contains(&l.chain_id))
+            .map(|l| l.size)
+            .sum();
+        let containers = containers
+            .into_iter()
+            .map(|c| {
+                Ok(ContainerUsage {
+                    size: self.container_size(&c)?,
+                    container: c,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(DiskUsage {
             images,
             images_size,
-            images_reclaimable: images_size,
-            images_active: 0,
+            images_reclaimable,
+            images_active: per_image.len(),
+            containers,
         })
     }
 }

@@ -1,0 +1,444 @@
+//! Containers on disk: an image plus a thin writable layer (an active snapshot keyed by the
+//! container ID on the image's top layer), with a record of its config. Running processes
+//! in them is the exec driver's job; everything here works on stopped containers.
+
+use crate::error::{EngineError, Result};
+use crate::records::{self, now};
+use crate::{names, Engine};
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use strata_snapshot::{PrepareOpts, SnapshotError};
+use strata_store::{Db, Digest};
+
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS containers (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    image       TEXT NOT NULL REFERENCES images(id) ON DELETE RESTRICT,
+    image_name  TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    created     TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('created', 'removing')),
+    mount_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS containers_image ON containers(image);
+";
+
+/// The part of a container's config docker keeps in `Config`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerConfig {
+    pub hostname: String,
+    pub domainname: String,
+    pub user: String,
+    pub env: Vec<String>,
+    pub cmd: Vec<String>,
+    pub image: String,
+    pub working_dir: String,
+    pub entrypoint: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+}
+
+/// What `create` is asked for, beyond the image's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub name: Option<String>,
+    pub image: String,
+    /// Replaces the image's Cmd when not empty.
+    pub cmd: Vec<String>,
+    /// `Some("")` clears the image's entrypoint.
+    pub entrypoint: Option<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub image: Digest,
+    /// The image as the user named it at create time.
+    pub image_name: String,
+    pub config: ContainerConfig,
+    pub created: String,
+    pub mount_count: u32,
+}
+
+impl Container {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+
+    /// Entrypoint and Cmd together, as docker shows COMMAND.
+    pub fn command(&self) -> Vec<String> {
+        self.config
+            .entrypoint
+            .iter()
+            .chain(self.config.cmd.iter())
+            .cloned()
+            .collect()
+    }
+}
+
+/// A container's writable layer and the image below it, in bytes.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ContainerSize {
+    pub rw: u64,
+    pub root_fs: u64,
+}
+
+fn container_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Container> {
+    let image: String = r.get(2)?;
+    let config: String = r.get(4)?;
+    Ok(Container {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        image: image.parse().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        image_name: r.get(3)?,
+        config: serde_json::from_str(&config).unwrap_or_default(),
+        created: r.get(5)?,
+        mount_count: r.get::<_, i64>(6)? as u32,
+    })
+}
+
+const COLS: &str = "id, name, image, image_name, config, created, mount_count";
+
+pub(crate) fn all(db: &Db) -> Result<Vec<Container>> {
+    let conn = db.conn();
+    let mut st = conn.prepare(&format!(
+        "SELECT {COLS} FROM containers WHERE state = 'created' ORDER BY created DESC, id"
+    ))?;
+    let rows = st
+        .query_map([], container_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+pub(crate) fn using_image(db: &Db, image: &Digest) -> Result<Vec<String>> {
+    let conn = db.conn();
+    let mut st = conn.prepare("SELECT id FROM containers WHERE image = ?1")?;
+    let rows = st
+        .query_map([image.to_string()], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(rows)
+}
+
+impl Engine {
+    /// Finds a container by full or unique short ID, or by name (with or without `/`).
+    pub fn container(&self, name_or_id: &str) -> Result<Container> {
+        let key = name_or_id.strip_prefix('/').unwrap_or(name_or_id);
+        let conn = self.db.conn();
+        if let Some(c) = conn.query_row(&format!("SELECT {COLS} FROM containers WHERE state = 'created' AND (id = ?1 OR name = ?1)"), [key], container_row).optional()? {
+            return Ok(c);
+        }
+        if !key.is_empty() && key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut st = conn.prepare(&format!(
+                "SELECT {COLS} FROM containers WHERE state = 'created' AND substr(id, 1, ?2) = ?1"
+            ))?;
+            let found = st
+                .query_map(params![key, key.len() as i64], container_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            match found.len() {
+                1 => return Ok(found.into_iter().next().expect("one")),
+                n if n > 1 => {
+                    return Err(EngineError::Invalid(format!(
+                        "container ID prefix {key:?} is ambiguous: give more digits"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Err(EngineError::NoSuchContainer(name_or_id.to_string()))
+    }
+
+    pub fn list_containers(&self) -> Result<Vec<Container>> {
+        all(&self.db)
+    }
+
+    /// `create`: records a container and prepares its writable layer. Returns its ID.
+    pub fn create_container(&self, opts: &CreateOptions) -> Result<Container> {
+        self.operation("create", || self.create_container_inner(opts))
+    }
+
+    fn create_container_inner(&self, opts: &CreateOptions) -> Result<Container> {
+        let image = self.resolve_image(&opts.image)?;
+        let img = records::image(&self.db, &image)?
+            .ok_or_else(|| EngineError::NoSuchImage(opts.image.clone()))?;
+        let cfg = self.config_of(&image)?;
+        let icfg = cfg.oci.config().clone().unwrap_or_default();
+        let id = hex_id();
+        let mut config = ContainerConfig {
+            hostname: opts
+                .hostname
+                .clone()
+                .unwrap_or_else(|| id[..12].to_string()),
+            user: opts
+                .user
+                .clone()
+                .or_else(|| icfg.user().clone())
+                .unwrap_or_default(),
+            env: icfg.env().clone().unwrap_or_default(),
+            cmd: icfg.cmd().clone().unwrap_or_default(),
+            image: opts.image.clone(),
+            working_dir: opts
+                .working_dir
+                .clone()
+                .or_else(|| icfg.working_dir().clone())
+                .unwrap_or_default(),
+            entrypoint: icfg.entrypoint().clone().unwrap_or_default(),
+            labels: icfg
+                .labels()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            stop_signal: icfg.stop_signal().clone(),
+            ..Default::default()
+        };
+        if let Some(ep) = &opts.entrypoint {
+            // As docker: a new entrypoint drops the image's Cmd unless one is given.
+            config.entrypoint = if ep.is_empty() {
+                Vec::new()
+            } else {
+                vec![ep.clone()]
+            };
+            config.cmd = Vec::new();
+        }
+        if !opts.cmd.is_empty() {
+            config.cmd = opts.cmd.clone();
+        }
+        for e in &opts.env {
+            let key = e.split('=').next().unwrap_or(e);
+            config.env.retain(|x| x.split('=').next() != Some(key));
+            config.env.push(e.clone());
+        }
+        for (k, v) in &opts.labels {
+            config.labels.insert(k.clone(), v.clone());
+        }
+        if config.entrypoint.is_empty() && config.cmd.is_empty() {
+            return Err(EngineError::Invalid(
+                "no command specified: the image has no CMD or ENTRYPOINT; give a command".into(),
+            ));
+        }
+        let name = match &opts.name {
+            Some(n) => {
+                if !names::valid(n) {
+                    return Err(EngineError::Invalid(format!(
+                        "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                    )));
+                }
+                n.clone()
+            }
+            None => self.free_name()?,
+        };
+        let created = now();
+        let inserted = self.db.conn().execute(
+            "INSERT INTO containers (id, name, image, image_name, config, created, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created')",
+            params![id, name, image.to_string(), opts.image, serde_json::to_string(&config).expect("config serialises"), created],
+        );
+        match inserted {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                let other = self.container(&name).map(|c| c.id).unwrap_or_default();
+                return Err(EngineError::Conflict(format!(
+                    "Conflict. The container name \"/{name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+                )));
+            }
+            other => other?,
+        };
+        let parent = img.top_layer.map(|t| t.to_string());
+        if let Err(e) = self
+            .snapshots
+            .prepare(&id, parent.as_deref(), &PrepareOpts::default())
+        {
+            let _ = self
+                .db
+                .conn()
+                .execute("DELETE FROM containers WHERE id = ?1", [&id]);
+            return Err(e.into());
+        }
+        self.container(&id)
+    }
+
+    fn free_name(&self) -> Result<String> {
+        for attempt in 0..20 {
+            let n = names::generate(attempt / 5);
+            let taken: bool = self.db.conn().query_row(
+                "SELECT EXISTS(SELECT 1 FROM containers WHERE name = ?1)",
+                [&n],
+                |r| r.get(0),
+            )?;
+            if !taken {
+                return Ok(n);
+            }
+        }
+        Ok(format!("strata_{}", &hex_id()[..12]))
+    }
+
+    /// Removes a container and its writable layer. A mounted container is unmounted first.
+    pub fn remove_container(&self, name_or_id: &str) -> Result<Container> {
+        let c = self.container(name_or_id)?;
+        self.operation("rm", || {
+            self.db.conn().execute(
+                "UPDATE containers SET state = 'removing' WHERE id = ?1",
+                [&c.id],
+            )?;
+            let target = self.container_mount_point(&c.id);
+            strata_snapshot::mount::unmount(&target)
+                .map_err(|e| EngineError::io("unmounting the container", e))?;
+            let _ = std::fs::remove_dir(&target);
+            let _ = std::fs::remove_dir(target.parent().expect("mount point has a parent"));
+            match self.snapshots.remove(&c.id) {
+                Ok(()) | Err(SnapshotError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.db
+                .conn()
+                .execute("DELETE FROM containers WHERE id = ?1", [&c.id])?;
+            Ok(c.clone())
+        })
+    }
+
+    pub fn rename_container(&self, old: &str, new: &str) -> Result<()> {
+        let c = self.container(old)?;
+        if !names::valid(new) {
+            return Err(EngineError::Invalid(format!(
+                "Invalid container name ({new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        match self.db.conn().execute("UPDATE containers SET name = ?1 WHERE id = ?2", [new, &c.id]) {
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => Err(EngineError::Conflict(format!(
+                "Error when allocating new name: Conflict. The container name \"/{new}\" is already in use"
+            ))),
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    /// The size of a container's writable layer and of everything it sees.
+    pub fn container_size(&self, c: &Container) -> Result<ContainerSize> {
+        let rw = self.snapshots.usage(&c.id)?.size;
+        let image = records::image(&self.db, &c.image)?
+            .map(|i| i.size)
+            .unwrap_or(0);
+        Ok(ContainerSize {
+            rw,
+            root_fs: rw + image,
+        })
+    }
+
+    pub(crate) fn container_mount_point(&self, id: &str) -> PathBuf {
+        self.root
+            .join("mounts")
+            .join("containers")
+            .join(id)
+            .join("merged")
+    }
+
+    /// Where a container's layers are, as docker's GraphDriver.Data shows them.
+    pub fn container_graph_data(&self, c: &Container) -> Result<serde_json::Value> {
+        let mut data = serde_json::Map::new();
+        for m in self.snapshots.mounts(&c.id)? {
+            for o in &m.options {
+                if let Some((k, v)) = o.split_once('=') {
+                    let key = match k {
+                        "lowerdir+" => "LowerDir",
+                        "upperdir" => "UpperDir",
+                        "workdir" => "WorkDir",
+                        _ => continue,
+                    };
+                    let entry = data
+                        .entry(key.to_string())
+                        .or_insert_with(|| serde_json::Value::String(String::new()));
+                    let joined = match entry.as_str() {
+                        Some("") | None => v.to_string(),
+                        Some(prev) => format!("{prev}:{v}"),
+                    };
+                    *entry = serde_json::Value::String(joined);
+                }
+            }
+            if m.kind == "bind" {
+                data.insert("UpperDir".into(), m.source.clone().into());
+            }
+        }
+        data.insert(
+            "MergedDir".into(),
+            self.container_mount_point(&c.id)
+                .display()
+                .to_string()
+                .into(),
+        );
+        Ok(serde_json::Value::Object(data))
+    }
+}
+
+/// A new container ID: 64 random hex digits that do not look like a number.
+fn hex_id() -> String {
+    loop {
+        let id = format!(
+            "{:032x}{:032x}",
+            rand::random::<u128>(),
+            rand::random::<u128>()
+        );
+        // docker avoids all-digit short IDs (they read as numbers).
+        if id[..12].bytes().any(|b| b.is_ascii_alphabetic()) {
+            return id;
+        }
+    }
+}
+
+impl Engine {
+    /// `inspect` of a container, in docker's JSON shape (with sizes when `size` is set).
+    pub fn inspect_container(&self, name_or_id: &str, size: bool) -> Result<serde_json::Value> {
+        let c = self.container(name_or_id)?;
+        let cmd = c.command();
+        let (path, args) = match cmd.split_first() {
+            Some((p, a)) => (p.clone(), a.to_vec()),
+            None => (String::new(), Vec::new()),
+        };
+        const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+        let mut v = serde_json::json!({
+            "Id": c.id,
+            "Created": c.created,
+            "Path": path,
+            "Args": args,
+            "State": {
+                "Status": "created", "Running": false, "Paused": false, "Restarting": false, "OOMKilled": false,
+                "Dead": false, "Pid": 0, "ExitCode": 0, "Error": "", "StartedAt": ZERO_TIME, "FinishedAt": ZERO_TIME
+            },
+            "Image": c.image.to_string(),
+            "ResolvConfPath": "",
+            "HostnamePath": "",
+            "HostsPath": "",
+            "LogPath": "",
+            "Name": format!("/{}", c.name),
+            "RestartCount": 0,
+            "Driver": self.driver,
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": null,
+            "HostConfig": {"NetworkMode": "none", "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "AutoRemove": false},
+            "GraphDriver": {"Data": self.container_graph_data(&c)?, "Name": self.driver},
+            "Mounts": [],
+            "Config": c.config,
+            "NetworkSettings": {"Networks": {}},
+        });
+        if size {
+            let s = self.container_size(&c)?;
+            v["SizeRw"] = s.rw.into();
+            v["SizeRootFs"] = s.root_fs.into();
+        }
+        Ok(v)
+    }
+}
