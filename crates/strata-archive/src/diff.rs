@@ -11,28 +11,82 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
+fn open_dir(p: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        p,
+        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?)
+}
+
 pub fn diff_trees<W: Write>(lower: &Path, upper: &Path, w: W) -> io::Result<W> {
-    let open = |p: &Path| -> io::Result<OwnedFd> {
-        Ok(rustix::fs::open(
-            p,
-            rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )?)
-    };
-    let (lfd, ufd) = (open(lower)?, open(upper)?);
+    let (lfd, ufd) = (open_dir(lower)?, open_dir(upper)?);
     let mut tw = TreeWriter::new(w, WhiteoutFormat::Apply);
     compare_dirs(&mut tw, &lfd, &ufd, Path::new(""))?;
     tw.finish()
 }
 
-fn compare_dirs<W: Write>(
-    tw: &mut TreeWriter<W>,
-    lfd: &impl AsFd,
-    ufd: &impl AsFd,
-    rel: &Path,
-) -> io::Result<()> {
+/// Bytes of the regular files a layer on `lower` would carry to give `upper`: the size
+/// docker reports for a writable layer on drivers without an upper dir (its naive
+/// `DiffSize`), without writing the layer.
+pub fn changes_size(lower: &Path, upper: &Path) -> io::Result<u64> {
+    let (lfd, ufd) = (open_dir(lower)?, open_dir(upper)?);
+    let mut counter = SizeCounter(0);
+    compare_dirs(&mut counter, &lfd, &ufd, Path::new(""))?;
+    Ok(counter.0)
+}
+
+/// Where the comparison reports what differs.
+trait DiffSink {
+    fn whiteout(&mut self, rel: &Path, like: &Stat) -> io::Result<()>;
+    fn entry(&mut self, dfd: &OwnedFd, name: &OsStr, rel: &Path, recursive: bool)
+        -> io::Result<()>;
+}
+
+impl<W: Write> DiffSink for TreeWriter<W> {
+    fn whiteout(&mut self, rel: &Path, like: &Stat) -> io::Result<()> {
+        self.append_whiteout(rel, like)
+    }
+    fn entry(
+        &mut self,
+        dfd: &OwnedFd,
+        name: &OsStr,
+        rel: &Path,
+        recursive: bool,
+    ) -> io::Result<()> {
+        self.append(dfd, name, rel, recursive)
+    }
+}
+
+struct SizeCounter(u64);
+
+impl DiffSink for SizeCounter {
+    fn whiteout(&mut self, _rel: &Path, _like: &Stat) -> io::Result<()> {
+        Ok(())
+    }
+    fn entry(
+        &mut self,
+        dfd: &OwnedFd,
+        name: &OsStr,
+        rel: &Path,
+        recursive: bool,
+    ) -> io::Result<()> {
+        let st = lstat_at(dfd, name)?;
+        match file_type(&st) {
+            FileType::RegularFile => self.0 += st.st_size as u64,
+            FileType::Directory if recursive => {
+                let sub = open_dir_at(dfd, name)?;
+                for child in list_dir(&sub)? {
+                    self.entry(&sub, &child, Path::new(""), true)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn compare_dirs(tw: &mut dyn DiffSink, lfd: &OwnedFd, ufd: &OwnedFd, rel: &Path) -> io::Result<()> {
     let lower = list_dir(lfd)?;
     let upper = list_dir(ufd)?;
     let (mut i, mut j) = (0, 0);
@@ -40,7 +94,7 @@ fn compare_dirs<W: Write>(
         let take_lower_only = j >= upper.len() || (i < lower.len() && lower[i] < upper[j]);
         if take_lower_only {
             let st = lstat_at(lfd, &lower[i])?;
-            tw.append_whiteout(&rel.join(&lower[i]), &st)?;
+            tw.whiteout(&rel.join(&lower[i]), &st)?;
             i += 1;
             continue;
         }
@@ -48,7 +102,7 @@ fn compare_dirs<W: Write>(
         let in_lower = i < lower.len() && lower[i] == *name;
         let child = rel.join(name);
         if !in_lower {
-            tw.append(ufd, name, &child, true)?;
+            tw.entry(ufd, name, &child, true)?;
         } else {
             let ls = lstat_at(lfd, name)?;
             let us = lstat_at(ufd, name)?;
@@ -60,11 +114,11 @@ fn compare_dirs<W: Write>(
                 if meta_differs(&ls, &us)
                     || xattrs(&ld.try_clone()?.into())? != xattrs(&ud.try_clone()?.into())?
                 {
-                    tw.append(ufd, name, &child, false)?;
+                    tw.entry(ufd, name, &child, false)?;
                 }
                 compare_dirs(tw, &ld, &ud, &child)?;
             } else if file_type(&ls) != file_type(&us) || entry_differs(lfd, ufd, name, &ls, &us)? {
-                tw.append(ufd, name, &child, true)?;
+                tw.entry(ufd, name, &child, true)?;
             }
             i += 1;
         }

@@ -296,8 +296,11 @@ impl Engine {
             let target = self.container_mount_point(&c.id);
             strata_snapshot::mount::unmount(&target)
                 .map_err(|e| EngineError::io("unmounting the container", e))?;
+            // Only known, empty entries: never a recursive delete next to a mount point.
+            let dir = target.parent().expect("mount point has a parent");
             let _ = std::fs::remove_dir(&target);
-            let _ = std::fs::remove_dir(target.parent().expect("mount point has a parent"));
+            let _ = std::fs::remove_file(dir.join("lock"));
+            let _ = std::fs::remove_dir(dir);
             match self.snapshots.remove(&c.id) {
                 Ok(()) | Err(SnapshotError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -326,7 +329,7 @@ impl Engine {
 
     /// The size of a container's writable layer and of everything it sees.
     pub fn container_size(&self, c: &Container) -> Result<ContainerSize> {
-        let rw = self.snapshots.usage(&c.id)?.size;
+        let rw = self.snapshots.changes_size(&c.id)?;
         let image = records::image(&self.db, &c.image)?
             .map(|i| i.size)
             .unwrap_or(0);

@@ -73,6 +73,11 @@ pub trait Driver: Send + Sync {
     fn remove(&self, id: i64) -> io::Result<()>;
     /// What the snapshot holds on its own, without its parents.
     fn usage(&self, s: &Layout) -> io::Result<Usage>;
+    /// Bytes of regular files changed against the parent: a writable layer's size as docker
+    /// reports it. Where a snapshot stores only its changes this is its usage.
+    fn changes_size(&self, s: &Layout) -> io::Result<u64> {
+        Ok(self.usage(s)?.size)
+    }
     /// A directory where a layer can be applied without mounting, with its whiteout form.
     fn apply_dir(&self, s: &Layout) -> Option<(PathBuf, WhiteoutFormat)>;
     /// Writes the snapshot's changes against its parent as a layer tar when the driver can

@@ -288,6 +288,12 @@ impl Snapshotter {
         }
     }
 
+    /// Bytes a snapshot changed against its parent (a writable layer's size).
+    pub fn changes_size(&self, key: &str) -> Result<u64> {
+        let r = self.row(key)?;
+        Ok(self.driver.changes_size(&self.layout(&r)?)?)
+    }
+
     /// Calls `f` for every snapshot. The records are read first, so `f` may call back in.
     pub fn walk(&self, f: &mut dyn FnMut(&Info) -> Result<()>) -> Result<()> {
         let rows = metastore::all(&self.db.conn())?;

@@ -69,6 +69,14 @@ impl Driver for Vfs {
         tree_usage(&self.fs_dir(s.id))
     }
 
+    /// A vfs snapshot is a full copy: its changes are found by comparing it with its parent.
+    fn changes_size(&self, s: &Layout) -> io::Result<u64> {
+        match s.parents.first() {
+            Some(p) => strata_archive::changes_size(&self.fs_dir(*p), &self.fs_dir(s.id)),
+            None => Ok(self.usage(s)?.size),
+        }
+    }
+
     fn apply_dir(&self, s: &Layout) -> Option<(PathBuf, WhiteoutFormat)> {
         (s.kind == Kind::Active).then(|| (self.fs_dir(s.id), WhiteoutFormat::Apply))
     }

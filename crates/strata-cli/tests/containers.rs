@@ -1,0 +1,381 @@
+//! Containers on disk, on every storage driver: isolation, copy-on-write through commit,
+//! sizes, removal, and crash safety. Needs root.
+
+mod common;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn base_image(s: &Store) {
+    let layer = Layer::new()
+        .dir("etc/")
+        .file("etc/conf", b"original\n")
+        .file("etc/remove-me", b"bye\n")
+        .dir("data/")
+        .file("data/a", b"a")
+        .dir("data/sub/")
+        .file("data/sub/b", b"b")
+        .dir("olddir/")
+        .file("olddir/x", b"x")
+        .file("owned", b"chown me")
+        .file("big", &vec![7u8; 64 * 1024])
+        .hardlink("big-link", "big")
+        .symlink("conf-link", "etc/conf")
+        .build();
+    s.ok(&[
+        "import",
+        "-c",
+        "CMD [\"sh\"]",
+        s.file("base.tar", &layer).to_str().unwrap(),
+        "base:1",
+    ]);
+}
+
+fn describe(p: &Path) -> std::collections::BTreeMap<String, String> {
+    let out = Command::new("find")
+        .arg(p)
+        .arg("-printf")
+        .arg("%P %y %m %U:%G %s %l\\n")
+        .output()
+        .unwrap();
+    let mut m = std::collections::BTreeMap::new();
+    for line in String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+    {
+        let (path, rest) = line.split_once(' ').unwrap();
+        let full = p.join(path);
+        let content = if full.is_file() && !full.is_symlink() {
+            sha256_hex(&std::fs::read(&full).unwrap())
+        } else {
+            String::new()
+        };
+        let (kind, meta) = rest.split_once(' ').unwrap();
+        // Directory sizes vary by filesystem; compare what a layer carries.
+        let meta = if kind == "d" {
+            meta.rsplit_once(' ')
+                .map(|x| x.0)
+                .unwrap()
+                .rsplit_once(' ')
+                .map(|x| x.0)
+                .unwrap()
+                .to_string()
+        } else {
+            meta.to_string()
+        };
+        m.insert(path.to_string(), format!("{kind} {meta} {content}"));
+    }
+    m
+}
+
+/// The same changes, made in a container's mounted root and in a plain directory.
+fn change_tree(p: &Path) {
+    std::fs::write(p.join("etc/conf"), "modified\n").unwrap(); // copy-up
+    std::fs::remove_file(p.join("etc/remove-me")).unwrap(); // whiteout
+    std::fs::remove_dir_all(p.join("data")).unwrap(); // replaced directory: opaque
+    std::fs::create_dir(p.join("data")).unwrap();
+    std::fs::write(p.join("data/new"), "new").unwrap();
+    let moved = Command::new("mv")
+        .arg(p.join("olddir"))
+        .arg(p.join("newdir"))
+        .status()
+        .unwrap(); // rename a lower dir
+    assert!(moved.success());
+    std::os::unix::fs::chown(p.join("owned"), Some(1234), Some(5678)).unwrap(); // metadata-only copy-up
+    std::fs::set_permissions(p.join("etc"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::fs::write(p.join("fresh"), "fresh").unwrap();
+    std::fs::hard_link(p.join("fresh"), p.join("fresh-link")).unwrap();
+    let fifo = Command::new("mkfifo").arg(p.join("pipe")).status().unwrap();
+    assert!(fifo.success());
+    std::os::unix::fs::symlink("/nowhere", p.join("dangling")).unwrap();
+}
+
+fn fifty_containers_are_isolated(driver: &'static str) {
+    let s = Store::new(driver);
+    base_image(&s);
+    let ids: Vec<String> = (0..50)
+        .map(|i| {
+            s.ok(&["create", "--name", &format!("c{i}"), "base:1"])
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(s.ok(&["ps", "-a", "-q"]).lines().count(), 50);
+    for (i, id) in ids.iter().enumerate() {
+        let m = s.ok(&["mount", id]);
+        let m = Path::new(m.trim());
+        std::fs::write(m.join(format!("only-in-{i}")), format!("{i}")).unwrap();
+        std::fs::write(m.join("etc/conf"), format!("container {i}\n")).unwrap();
+        s.ok(&["umount", id]);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let m = s.ok(&["mount", id]);
+        let m = Path::new(m.trim());
+        let own: Vec<String> = std::fs::read_dir(m)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("only-in-"))
+            .collect();
+        assert_eq!(
+            own,
+            vec![format!("only-in-{i}")],
+            "container {i} sees only its own file"
+        );
+        assert_eq!(
+            std::fs::read_to_string(m.join("etc/conf")).unwrap(),
+            format!("container {i}\n")
+        );
+        s.ok(&["umount", id]);
+    }
+    let img = s.ok(&["image", "mount", "base:1"]);
+    assert_eq!(
+        std::fs::read_to_string(Path::new(img.trim()).join("etc/conf")).unwrap(),
+        "original\n",
+        "the image is unchanged"
+    );
+    s.ok(&["image", "umount", "base:1"]);
+    // Sizes: a fresh container is 0B; one that wrote 10 MB shows about 10 MB.
+    let fresh = s.ok(&["create", "base:1"]).trim().to_string();
+    let out = s.ok(&[
+        "ps",
+        "-a",
+        "-s",
+        "--no-trunc",
+        "--filter",
+        &format!("id={fresh}"),
+        "--format",
+        "{{.Size}}",
+    ]);
+    assert!(out.starts_with("0B (virtual "), "{out}");
+    let m = s.ok(&["mount", &fresh]);
+    std::fs::write(Path::new(m.trim()).join("ten-mb"), vec![1u8; 10_000_000]).unwrap();
+    s.ok(&["umount", &fresh]);
+    let out = s.ok(&[
+        "ps",
+        "-a",
+        "-s",
+        "--filter",
+        &format!("id={fresh}"),
+        "--format",
+        "{{.Size}}",
+    ]);
+    assert!(out.starts_with("10MB (virtual 10.1MB)"), "{out}");
+    assert!(mounted_under(s.dir.path()).is_empty());
+}
+
+fn copy_on_write_through_commit(driver: &'static str) {
+    let s = Store::new(driver);
+    base_image(&s);
+    let reference = s.dir.path().join("reference");
+    let img = s.ok(&["image", "mount", "base:1"]);
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(img.trim())
+        .arg(&reference)
+        .status()
+        .unwrap()
+        .success());
+    s.ok(&["image", "umount", "base:1"]);
+    let before = describe(&reference);
+    change_tree(&reference);
+    let want = describe(&reference);
+
+    let id = s
+        .ok(&["create", "--name", "work", "base:1"])
+        .trim()
+        .to_string();
+    let m = s.ok(&["mount", "work"]);
+    change_tree(Path::new(m.trim()));
+    assert_eq!(describe(Path::new(m.trim())), want, "the container's view");
+    s.ok(&["umount", "work"]);
+    let diff = s.ok(&["diff", "work"]);
+    for line in [
+        "C /etc",
+        "C /etc/conf",
+        "D /etc/remove-me",
+        "A /fresh",
+        "A /pipe",
+        "C /owned",
+    ] {
+        assert!(diff.lines().any(|l| l == line), "{line} in:\n{diff}");
+    }
+    let new_id = s
+        .ok(&["commit", "-m", "changed", "work", "changed:1"])
+        .trim()
+        .to_string();
+    assert!(new_id.starts_with("sha256:"));
+    let hist = s.ok(&["history", "--format", "{{.Comment}}", "changed:1"]);
+    assert_eq!(hist.lines().next(), Some("changed"));
+    let mnt = s.ok(&["image", "mount", "changed:1"]);
+    assert_eq!(describe(Path::new(mnt.trim())), want, "the committed image");
+    s.ok(&["image", "umount", "changed:1"]);
+    let mnt = s.ok(&["image", "mount", "base:1"]);
+    assert_eq!(
+        describe(Path::new(mnt.trim())),
+        before,
+        "the base image is unchanged"
+    );
+    s.ok(&["image", "umount", "base:1"]);
+    // Through save and load into another store.
+    let archive = s.dir.path().join("changed.tar");
+    s.ok(&["save", "-o", archive.to_str().unwrap(), "changed:1"]);
+    let t = Store::new(driver);
+    t.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let mnt = t.ok(&["image", "mount", "changed:1"]);
+    assert_eq!(describe(Path::new(mnt.trim())), want, "after save and load");
+    t.ok(&["image", "umount", "changed:1"]);
+    // Export flattens the container.
+    let exported = s.dir.path().join("export.tar");
+    s.ok(&["export", "-o", exported.to_str().unwrap(), &id]);
+    let flat = s.dir.path().join("flat");
+    std::fs::create_dir(&flat).unwrap();
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&flat)
+        .arg("-xpf")
+        .arg(&exported)
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(describe(&flat), want, "export");
+    s.check_clean();
+    t.check_clean();
+}
+
+fn removal_and_references(driver: &'static str) {
+    let s = Store::new(driver);
+    base_image(&s);
+    let layers_before: Vec<_> = std::fs::read_dir(s.root().join(driver)).unwrap().collect();
+    let id = s
+        .ok(&["create", "--name", "keep", "-l", "team=a", "base:1"])
+        .trim()
+        .to_string();
+    let err = s.fails(&["rmi", "base:1"]);
+    assert!(
+        err.contains("container") && err.contains("is using its referenced image"),
+        "{err}"
+    );
+    let err = s.fails(&["create", "--name", "keep", "base:1"]);
+    assert!(err.contains("is already in use"), "{err}");
+    assert!(s
+        .fails(&["create", "--name", "bad/name", "base:1"])
+        .contains("Invalid container name"));
+    assert!(s.fails(&["rm", "nope"]).contains("No such container: nope"));
+    assert_eq!(
+        s.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "label=team=a",
+            "--format",
+            "{{.Names}}"
+        ])
+        .trim(),
+        "keep"
+    );
+    assert_eq!(
+        s.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "ancestor=base:1",
+            "-q",
+            "--no-trunc"
+        ])
+        .trim(),
+        id
+    );
+    assert_eq!(s.ok(&["ps", "-q"]), "", "nothing runs yet");
+    s.ok(&["rename", "keep", "kept"]);
+    assert!(s
+        .ok(&[
+            "inspect",
+            "--format",
+            "{{.Name}} {{.GraphDriver.Name}}",
+            "kept"
+        ])
+        .starts_with(&format!("/kept {driver}")));
+    let m = s.ok(&["mount", "kept"]);
+    assert!(Path::new(m.trim()).join("etc/conf").exists());
+    s.ok(&["rm", "kept"]);
+    assert_eq!(
+        std::fs::read_dir(s.root().join(driver)).unwrap().count(),
+        layers_before.len(),
+        "no storage left"
+    );
+    assert!(!s.root().join("mounts/containers").join(&id).exists());
+    assert!(mounted_under(s.dir.path()).is_empty(), "rm unmounts");
+    s.ok(&["rmi", "base:1"]);
+    s.check_clean();
+}
+
+fn killed_commit_and_rm_recover(driver: &'static str) {
+    let s = Store::new(driver);
+    base_image(&s);
+    let id = s
+        .ok(&["create", "--name", "busy", "base:1"])
+        .trim()
+        .to_string();
+    let m = s.ok(&["mount", "busy"]);
+    for i in 0..40 {
+        let data: Vec<u8> = (0..(1 << 20))
+            .map(|j: u32| (j.wrapping_mul(2654435761).wrapping_add(i) >> 13) as u8)
+            .collect();
+        std::fs::write(Path::new(m.trim()).join(format!("f{i}")), data).unwrap();
+    }
+    s.ok(&["umount", "busy"]);
+    for delay_ms in [0u64, 20, 60, 120, 250] {
+        let mut child = s
+            .cmd(&["commit", "busy", "snap:1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        s.check_clean();
+        assert_eq!(
+            s.ok(&["ps", "-a", "-q", "--no-trunc"]).trim(),
+            id,
+            "the container is untouched"
+        );
+        let _ = s.run(&["rmi", "snap:1"]);
+    }
+    for delay_ms in [0u64, 5, 15] {
+        let mut child = s
+            .cmd(&["rm", "busy"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        s.check_clean();
+        let left = s.ok(&["ps", "-a", "-q"]);
+        assert!(
+            left.is_empty() || left.lines().count() == 1,
+            "fully there or fully gone"
+        );
+    }
+    let _ = s.run(&["rm", "busy"]);
+    s.check_clean();
+    assert!(s.ok(&["ps", "-a", "-q"]).is_empty());
+}
+
+macro_rules! per_driver {
+    ($($test:ident),*) => {
+        mod overlay2 { $(#[test] fn $test() { super::$test("overlay2") })* }
+        mod vfs { $(#[test] fn $test() { super::$test("vfs") })* }
+    };
+}
+
+per_driver!(
+    fifty_containers_are_isolated,
+    copy_on_write_through_commit,
+    removal_and_references,
+    killed_commit_and_rm_recover
+);
