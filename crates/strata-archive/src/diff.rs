@@ -68,7 +68,7 @@ impl DiffSink for SizeCounter {
         &mut self,
         dfd: &OwnedFd,
         name: &OsStr,
-        rel: &Path,
+        _rel: &Path,
         recursive: bool,
     ) -> io::Result<()> {
         let st = lstat_at(dfd, name)?;
