@@ -90,6 +90,70 @@ fn concurrent_loads_share_layers(driver: &'static str) {
     s.check_clean();
 }
 
+fn concurrent_mixed_work(driver: &'static str) {
+    let s = Store::new(driver);
+    let mut a = Archive::new();
+    a.image(&["base:1"], &[Layer::new().file("f", b"x").build()]);
+    s.ok(&[
+        "load",
+        "-i",
+        s.file("base.tar", &a.build()).to_str().unwrap(),
+    ]);
+    let archive = s.file("big.tar", &big_archive(4, 1 << 20));
+    let mut children = Vec::new();
+    for w in 0..4 {
+        let script = format!(
+            "for i in $(seq 10); do \"$0\" create --name w{w}-$i base:1 >/dev/null || exit 1; done; \"$0\" system df >/dev/null"
+        );
+        children.push(
+            s.cmd(&[])
+                .arg("unused")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn_shell(&script),
+        );
+    }
+    children.push(
+        s.cmd(&["load", "-i", archive.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(s.ok(&["ps", "-a", "-q"]).lines().count(), 40);
+    s.check_clean();
+}
+
+trait SpawnShell {
+    fn spawn_shell(&mut self, script: &str) -> std::process::Child;
+}
+
+impl SpawnShell for std::process::Command {
+    /// Runs `script` under sh with $0 set to the strata binary and this command's environment.
+    fn spawn_shell(&mut self, script: &str) -> std::process::Child {
+        let bin = self.get_program().to_owned();
+        let mut sh = std::process::Command::new("sh");
+        sh.arg("-c").arg(script).arg(bin);
+        for (k, v) in self.get_envs() {
+            if let Some(v) = v {
+                sh.env(k, v);
+            }
+        }
+        sh.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
 fn cli_contract(driver: &'static str) {
     let s = Store::new(driver);
     // Unknown flags are usage errors: 125, as docker.
@@ -241,5 +305,6 @@ per_driver!(
     concurrent_loads_share_layers,
     cli_contract,
     newer_store_is_refused,
-    check_finds_damage_and_repairs_leftovers
+    check_finds_damage_and_repairs_leftovers,
+    concurrent_mixed_work
 );

@@ -66,6 +66,13 @@ impl Engine {
         let alone = lock
             .try_lock(LockMode::Exclusive)
             .map_err(|e| EngineError::io("locking the store", e))?;
+        // Opening is serialised between processes: switching a new database to WAL and
+        // creating its tables can fail at once with "database is locked" (SQLite does not
+        // wait on its busy timeout there) when processes race through them. Held briefly.
+        let init = StoreLock::open(&root.join("strata.init.lock"))
+            .map_err(|e| EngineError::io("opening the store lock", e))?;
+        init.lock(LockMode::Exclusive)
+            .map_err(|e| EngineError::io("locking the store", e))?;
         let db = Arc::new(Db::open(&root.join("strata.db"))?);
         records::migrate(&db)?;
         let driver = Self::choose_driver(&db, opts)?;
@@ -74,6 +81,7 @@ impl Engine {
         let drv = strata_snapshot::open_driver(&driver, &root.join(&driver))
             .map_err(|e| EngineError::io(format!("opening storage driver {driver}"), e))?;
         let snapshots = Snapshotter::new(db.clone(), drv, &root.join("tmp").join("mounts"))?;
+        drop(init);
         let engine = Engine {
             root: root.clone(),
             db,
