@@ -53,6 +53,10 @@ struct Applier<'a, 'b> {
     created: HashSet<PathBuf>,
     dir_times: Vec<(PathBuf, Timestamps)>,
     stats: ApplyStats,
+    /// The directory the previous entry went into: entries of one directory come together,
+    /// so this saves a lookup per entry. Dropped whenever anything is removed, since a
+    /// removal could replace it or an ancestor.
+    last_dir: Option<(PathBuf, std::rc::Rc<OwnedFd>)>,
 }
 
 /// Applies the tar stream `r` to the directory `target`. Returns the stats and the reader,
@@ -74,6 +78,7 @@ pub fn apply_layer<R: Read>(
         created: HashSet::new(),
         dir_times: Vec::new(),
         stats: ApplyStats::default(),
+        last_dir: None,
     };
     let mut archive = tar::Archive::new(r);
     for entry in archive.entries().map_err(ApplyError::Tar)? {
@@ -141,7 +146,7 @@ impl Applier<'_, '_> {
 
         let header = entry.header().clone();
         let kind = header.entry_type();
-        let pfd = self.root.open_dir(&parent, true).map_err(io_err(&rel))?;
+        let pfd = self.parent_dir(&parent).map_err(io_err(&rel))?;
         let mode = Mode::from_raw_mode(header.mode().map_err(ApplyError::Tar)? & 0o7777);
         let uid = header.uid().map_err(ApplyError::Tar)? as u32;
         let gid = header.gid().map_err(ApplyError::Tar)? as u32;
@@ -165,6 +170,7 @@ impl Applier<'_, '_> {
                 match existing {
                     Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
                     Ok(_) => {
+                        self.last_dir = None;
                         remove_entry(&pfd, &name).map_err(io_err(&rel))?;
                         rfs::mkdirat(&pfd, &name, mode).map_err(errno_err(&rel))?;
                     }
@@ -181,18 +187,20 @@ impl Applier<'_, '_> {
                 self.dir_times.push((rel.clone(), ts));
             }
             T::Regular | T::Continuous | T::GNUSparse => {
-                replace_non_dir(&pfd, &name).map_err(io_err(&rel))?;
-                let fd = rfs::openat(
-                    &pfd,
-                    &name,
-                    OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::WRONLY
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(errno_err(&rel))?;
+                let fd = self
+                    .create_replacing(&pfd, &name, || {
+                        rfs::openat(
+                            &*pfd,
+                            &name,
+                            OFlags::CREATE
+                                | OFlags::EXCL
+                                | OFlags::WRONLY
+                                | OFlags::NOFOLLOW
+                                | OFlags::CLOEXEC,
+                            Mode::from_raw_mode(0o600),
+                        )
+                    })
+                    .map_err(io_err(&rel))?;
                 let mut file = File::from(fd);
                 let len = self.copy_sparse(entry, &mut file, &rel)?;
                 self.stats.size += len;
@@ -204,8 +212,10 @@ impl Applier<'_, '_> {
                     .link_name()
                     .map_err(ApplyError::Tar)?
                     .ok_or_else(|| entry_err(&rel, "symlink without a target"))?;
-                replace_non_dir(&pfd, &name).map_err(io_err(&rel))?;
-                rfs::symlinkat(target.as_ref(), &pfd, &name).map_err(errno_err(&rel))?;
+                self.create_replacing(&pfd, &name, || {
+                    rfs::symlinkat(target.as_ref(), &*pfd, &name)
+                })
+                .map_err(io_err(&rel))?;
                 set_meta_at(&pfd, &name, uid, gid, None, &ts).map_err(io_err(&rel))?;
             }
             T::Link => {
@@ -238,9 +248,10 @@ impl Applier<'_, '_> {
                 if target == rel {
                     return Ok(());
                 }
-                replace_non_dir(&pfd, &name).map_err(io_err(&rel))?;
-                rfs::linkat(&tparent, tname, &pfd, &name, AtFlags::empty())
-                    .map_err(errno_err(&rel))?;
+                self.create_replacing(&pfd, &name, || {
+                    rfs::linkat(&tparent, tname, &*pfd, &name, AtFlags::empty())
+                })
+                .map_err(io_err(&rel))?;
             }
             T::Char | T::Block | T::Fifo => {
                 let ft = match kind {
@@ -257,8 +268,8 @@ impl Applier<'_, '_> {
                         header.device_minor().map_err(ApplyError::Tar)?.unwrap_or(0),
                     )
                 };
-                replace_non_dir(&pfd, &name).map_err(io_err(&rel))?;
-                rfs::mknodat(&pfd, &name, ft, mode, dev).map_err(errno_err(&rel))?;
+                self.create_replacing(&pfd, &name, || rfs::mknodat(&*pfd, &name, ft, mode, dev))
+                    .map_err(io_err(&rel))?;
                 set_meta_at(&pfd, &name, uid, gid, Some(mode), &ts).map_err(io_err(&rel))?;
             }
             other => {
@@ -272,6 +283,36 @@ impl Applier<'_, '_> {
             self.created.insert(rel);
         }
         Ok(())
+    }
+
+    /// The directory `parent` (created if missing), resolved inside the root.
+    fn parent_dir(&mut self, parent: &Path) -> io::Result<std::rc::Rc<OwnedFd>> {
+        if let Some((p, fd)) = &self.last_dir {
+            if p == parent {
+                return Ok(fd.clone());
+            }
+        }
+        let fd = std::rc::Rc::new(self.root.open_dir(parent, true)?);
+        self.last_dir = Some((parent.to_path_buf(), fd.clone()));
+        Ok(fd)
+    }
+
+    /// Runs `create`; if the name is taken, removes what is there (a directory with all in
+    /// it) and runs it again. New names, the common case, cost one call.
+    fn create_replacing<T>(
+        &mut self,
+        dfd: &OwnedFd,
+        name: &OsStr,
+        create: impl Fn() -> rustix::io::Result<T>,
+    ) -> io::Result<T> {
+        match create() {
+            Err(Errno::EXIST) => {
+                self.last_dir = None;
+                replace_non_dir(dfd, name)?;
+                Ok(create()?)
+            }
+            other => Ok(other?),
+        }
     }
 
     fn whiteout(&mut self, rel: &Path, parent: &Path, name: &OsStr) -> Result<(), ApplyError> {
@@ -288,6 +329,7 @@ impl Applier<'_, '_> {
                     // Everything below that this layer did not itself create goes.
                     for child in list_dir(&dfd).map_err(io_err(rel))? {
                         if !self.created.contains(&parent.join(&child)) {
+                            self.last_dir = None;
                             remove_entry(&dfd, &child).map_err(io_err(rel))?;
                         }
                     }
@@ -312,6 +354,7 @@ impl Applier<'_, '_> {
         match self.opts.whiteouts {
             WhiteoutFormat::Overlay => {
                 let dfd = self.root.open_dir(parent, true).map_err(io_err(rel))?;
+                self.last_dir = None;
                 replace_non_dir(&dfd, target).map_err(io_err(rel))?;
                 rfs::mknodat(
                     &dfd,
@@ -325,7 +368,10 @@ impl Applier<'_, '_> {
             _ => {
                 // Resolved inside the root: a whiteout under a symlinked ancestor cannot reach out.
                 match self.root.open_dir(parent, false) {
-                    Ok(dfd) => remove_entry(&dfd, target).map_err(io_err(rel))?,
+                    Ok(dfd) => {
+                        self.last_dir = None;
+                        remove_entry(&dfd, target).map_err(io_err(rel))?
+                    }
                     Err(e)
                         if e.kind() == io::ErrorKind::NotFound
                             || e.raw_os_error() == Some(libc::ENOTDIR) => {}

@@ -226,8 +226,13 @@ pub fn ps(engine: &Engine, a: PsArgs) -> CmdResult {
         return Ok(());
     }
     let want_size = a.size || a.format.as_deref().is_some_and(|f| f.contains(".Size"));
+    let sizes = if want_size {
+        engine.container_sizes(&kept)?
+    } else {
+        Vec::new()
+    };
     let mut rows = Vec::new();
-    for c in &kept {
+    for (i, c) in kept.iter().enumerate() {
         let command = c.command().join(" ");
         let quoted = format!("\"{command}\"");
         let shown = if a.no_trunc || quoted.chars().count() <= 20 {
@@ -235,11 +240,9 @@ pub fn ps(engine: &Engine, a: PsArgs) -> CmdResult {
         } else {
             format!("{}…\"", quoted.chars().take(19).collect::<String>())
         };
-        let size = if want_size {
-            let s = engine.container_size(c)?;
-            format!("{} (virtual {})", human_size(s.rw), human_size(s.root_fs))
-        } else {
-            String::new()
+        let size = match sizes.get(i) {
+            Some(s) => format!("{} (virtual {})", human_size(s.rw), human_size(s.root_fs)),
+            None => String::new(),
         };
         let labels: Vec<String> = c
             .config

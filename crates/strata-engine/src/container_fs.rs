@@ -221,11 +221,22 @@ impl Engine {
         let mut w = self.content.writer()?;
         self.write_container_diff(c, &mut w)?;
         let blob = w.commit(None, None)?.digest().clone();
-        let mut f = self.content.open_blob(&blob)?;
         let parent = image.top_layer.clone();
-        let layer = self.create_layer(parent.as_ref(), &mut f, None, Some(&blob), || {
-            Ok(blob.clone())
-        })?;
+        // The diff is uncompressed, so its digest is its diff ID and the layer's chain ID is
+        // known before applying it: the same changes committed again reuse the layer.
+        let chain = match &parent {
+            Some(p) => Digest::of(format!("{p} {blob}").as_bytes()),
+            None => blob.clone(),
+        };
+        let layer = match records::layer(&self.db, &chain)? {
+            Some(l) => l,
+            None => {
+                let mut f = self.content.open_blob(&blob)?;
+                self.create_layer(parent.as_ref(), &mut f, None, Some(&blob), || {
+                    Ok(blob.clone())
+                })?
+            }
+        };
         // The config: the image's, with the container's settings, the new layer and history.
         let base = self.config_of(&c.image)?;
         let mut cfg = base.raw.clone();

@@ -120,15 +120,12 @@ impl Engine {
             .filter(|l| !used_layers.contains(&l.chain_id))
             .map(|l| l.size)
             .sum();
+        let sizes = self.container_sizes(&containers)?;
         let containers = containers
             .into_iter()
-            .map(|c| {
-                Ok(ContainerUsage {
-                    size: self.container_size(&c)?,
-                    container: c,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+            .zip(sizes)
+            .map(|(container, size)| ContainerUsage { container, size })
+            .collect();
         Ok(DiskUsage {
             images,
             images_size,
