@@ -131,12 +131,14 @@ impl Applier<'_, '_> {
         let name_bytes = name.as_bytes();
 
         if name_bytes.starts_with(whiteout::PREFIX.as_bytes())
-            && self.opts.whiteouts != WhiteoutFormat::Aufs
+            && !matches!(
+                self.opts.whiteouts,
+                WhiteoutFormat::Aufs | WhiteoutFormat::Literal
+            )
         {
             return self.whiteout(&rel, &parent, &name);
         }
-        if name_bytes.starts_with(whiteout::PREFIX.as_bytes())
-            && name_bytes == whiteout::PREFIX.as_bytes()
+        if self.opts.whiteouts == WhiteoutFormat::Aufs && name_bytes == whiteout::PREFIX.as_bytes()
         {
             return Err(entry_err(
                 &rel,

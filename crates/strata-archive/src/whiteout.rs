@@ -17,4 +17,6 @@ pub enum WhiteoutFormat {
     Overlay,
     /// aufs branch: whiteouts are kept as the `.wh.` files themselves.
     Aufs,
+    /// Not a layer at all (`cp`): `.wh.` names are ordinary files.
+    Literal,
 }

@@ -80,7 +80,10 @@ impl<W: Write> TreeWriter<W> {
         recursive: bool,
     ) -> io::Result<()> {
         let nb = name.as_bytes();
-        if nb.starts_with(whiteout::META_PREFIX.as_bytes()) && nb != whiteout::OPAQUE.as_bytes() {
+        if self.format == WhiteoutFormat::Aufs
+            && nb.starts_with(whiteout::META_PREFIX.as_bytes())
+            && nb != whiteout::OPAQUE.as_bytes()
+        {
             return Ok(()); // aufs metadata never leaves its branch
         }
         let st = lstat_at(dfd, name)?;

@@ -556,3 +556,84 @@ pub(crate) fn df_rows(engine: &Engine) -> Result<Vec<Row>, Failure> {
         })
         .collect())
 }
+
+#[derive(Args)]
+pub struct CpArgs {
+    /// Archive mode (copy all uid/gid information)
+    #[arg(short, long)]
+    archive: bool,
+    /// Always follow symbol link in SRC_PATH
+    #[arg(short = 'L', long)]
+    follow_link: bool,
+    /// CONTAINER:SRC_PATH, or a host path, or - for a tar stream on stdin
+    src: String,
+    /// CONTAINER:DEST_PATH, or a host path, or - for a tar stream on stdout
+    dest: String,
+}
+
+/// `CONTAINER:PATH` as docker reads it: a colon before any slash, not a local path.
+fn container_part(arg: &str) -> Option<(&str, &str)> {
+    if arg.starts_with('/') || arg.starts_with('.') {
+        return None;
+    }
+    arg.split_once(':')
+        .filter(|(c, _)| !c.is_empty() && !c.contains('/'))
+}
+
+pub fn cp(engine: &Engine, a: CpArgs) -> CmdResult {
+    let opts = strata_engine::CopyOptions {
+        archive: a.archive,
+        follow_link: a.follow_link,
+    };
+    match (container_part(&a.src), container_part(&a.dest)) {
+        (Some((c, path)), None) => {
+            if a.dest == "-" {
+                let mut w = io::BufWriter::new(io::stdout().lock());
+                engine.copy_from_container(c, path, opts, None, &mut w)?;
+                w.flush()?;
+                return Ok(());
+            }
+            let dest = PathBuf::from(&a.dest);
+            let contents_only = path.ends_with("/.");
+            let mut tar_bytes = Vec::new();
+            if dest.is_dir() {
+                engine.copy_from_container(c, path, opts, None, &mut tar_bytes)?;
+                strata_engine::extract_on_host(&mut tar_bytes.as_slice(), &dest)?;
+            } else if contents_only {
+                std::fs::create_dir_all(&dest)
+                    .map_err(|e| usage(format!("{}: {e}", dest.display())))?;
+                engine.copy_from_container(c, path, opts, None, &mut tar_bytes)?;
+                strata_engine::extract_on_host(&mut tar_bytes.as_slice(), &dest)?;
+            } else {
+                let parent = dest
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."))
+                    .to_path_buf();
+                if !parent.is_dir() {
+                    return Err(Failure {
+                        code: 1,
+                        message: format!(
+                            "destination directory {} does not exist",
+                            parent.display()
+                        ),
+                    });
+                }
+                let name = dest.file_name().map(|n| n.to_os_string());
+                engine.copy_from_container(c, path, opts, name.as_ref(), &mut tar_bytes)?;
+                strata_engine::extract_on_host(&mut tar_bytes.as_slice(), &parent)?;
+            }
+            Ok(())
+        }
+        (None, Some((c, path))) => {
+            if a.src == "-" {
+                engine.copy_tar_into_container(c, path, &mut io::stdin().lock(), opts)?;
+            } else {
+                engine.copy_into_container(std::path::Path::new(&a.src), c, path, opts)?;
+            }
+            Ok(())
+        }
+        (Some(_), Some(_)) => Err(usage("copying between containers is not supported")),
+        (None, None) => Err(usage("must specify at least one container source")),
+    }
+}

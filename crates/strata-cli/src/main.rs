@@ -76,6 +76,8 @@ enum Command {
     Umount(cmd_containers::UmountArgs),
     /// Rename a container
     Rename(cmd_containers::RenameArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cmd_containers::CpArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -144,6 +146,8 @@ enum ContainerCommand {
     Umount(cmd_containers::UmountArgs),
     /// Rename a container
     Rename(cmd_containers::RenameArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cmd_containers::CpArgs),
 }
 
 #[derive(clap::Args)]
@@ -295,6 +299,9 @@ fn run(cli: Cli) -> CmdResult {
         }
         Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => {
             cmd_containers::rename(&engine, a)
+        }
+        Command::Cp(a) | Command::Container(ContainerCommand::Cp(a)) => {
+            cmd_containers::cp(&engine, a)
         }
         Command::Image(ImageCommand::Inspect(a)) => cmd_images::image_inspect(&engine, a),
         Command::Image(ImageCommand::Prune(a)) => cmd_images::prune(&engine, a),

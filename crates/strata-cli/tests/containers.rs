@@ -366,6 +366,101 @@ fn killed_commit_and_rm_recover(driver: &'static str) {
     assert!(s.ok(&["ps", "-a", "-q"]).is_empty());
 }
 
+fn cp_stays_inside_the_container(driver: &'static str) {
+    let s = Store::new(driver);
+    let layer = Layer::new()
+        .dir("etc/")
+        .file("etc/passwd", b"container-passwd\n")
+        .symlink("lnk-root", "/")
+        .symlink("lnk-etc", "/etc")
+        .symlink("lnk-up", "../..")
+        .build();
+    s.ok(&[
+        "import",
+        "-c",
+        "CMD [\"sh\"]",
+        s.file("cp.tar", &layer).to_str().unwrap(),
+        "cp:1",
+    ]);
+    s.ok(&["create", "--name", "c", "cp:1"]);
+    let host_file = s.file("note.txt", b"from host\n");
+    let host_before = std::fs::read("/etc/passwd").ok();
+    // Into the container, through every link: the files land in the container.
+    s.ok(&["cp", host_file.to_str().unwrap(), "c:/lnk-etc/"]);
+    s.ok(&["cp", host_file.to_str().unwrap(), "c:/lnk-up/up.txt"]);
+    s.ok(&["cp", host_file.to_str().unwrap(), "c:/lnk-root/etc/passwd"]);
+    assert!(!Path::new("/etc/note.txt").exists() && !Path::new("/up.txt").exists());
+    assert_eq!(
+        std::fs::read("/etc/passwd").ok(),
+        host_before,
+        "the host's /etc/passwd is untouched"
+    );
+    let m = s.ok(&["mount", "c"]);
+    let m = Path::new(m.trim());
+    assert_eq!(
+        std::fs::read_to_string(m.join("etc/note.txt")).unwrap(),
+        "from host\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.join("up.txt")).unwrap(),
+        "from host\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.join("etc/passwd")).unwrap(),
+        "from host\n"
+    );
+    std::fs::write(m.join("etc/passwd"), "container-passwd\n").unwrap();
+    s.ok(&["umount", "c"]);
+    // Out of the container, through the links: the container's files, not the host's.
+    let out = s.dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    s.ok(&["cp", "c:/lnk-etc/passwd", out.join("p1").to_str().unwrap()]);
+    s.ok(&[
+        "cp",
+        "c:/lnk-up/etc/passwd",
+        out.join("p2").to_str().unwrap(),
+    ]);
+    s.ok(&[
+        "cp",
+        "-L",
+        "c:/lnk-etc",
+        out.join("etc-copy").to_str().unwrap(),
+    ]);
+    s.ok(&[
+        "cp",
+        "c:/lnk-root",
+        out.join("link-itself").to_str().unwrap(),
+    ]);
+    for p in ["p1", "p2", "etc-copy/passwd"] {
+        assert_eq!(
+            std::fs::read_to_string(out.join(p)).unwrap(),
+            "container-passwd\n",
+            "{p}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_link(out.join("link-itself")).unwrap(),
+        Path::new("/"),
+        "without -L the link is copied"
+    );
+    // Tar streams both ways.
+    let streamed = s.run(&["cp", "c:/etc", "-"]);
+    let names: Vec<String> = tar::Archive::new(&streamed.stdout[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.contains(&"etc/passwd".to_string()), "{names:?}");
+    let stream = Layer::new().file("streamed", b"s").build();
+    let o = s.run_stdin(&["cp", "-", "c:/lnk-etc"], &stream);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(s.ok(&["diff", "c"]).lines().any(|l| l == "A /etc/streamed"));
+    assert!(s
+        .fails(&["cp", "c:/nope", out.to_str().unwrap()])
+        .contains("Could not find the file"));
+    assert!(mounted_under(s.dir.path()).is_empty());
+}
+
 macro_rules! per_driver {
     ($($test:ident),*) => {
         mod overlay2 { $(#[test] fn $test() { super::$test("overlay2") })* }
@@ -377,5 +472,6 @@ per_driver!(
     fifty_containers_are_isolated,
     copy_on_write_through_commit,
     removal_and_references,
-    killed_commit_and_rm_recover
+    killed_commit_and_rm_recover,
+    cp_stays_inside_the_container
 );

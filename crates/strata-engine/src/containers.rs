@@ -293,23 +293,50 @@ impl Engine {
                 "UPDATE containers SET state = 'removing' WHERE id = ?1",
                 [&c.id],
             )?;
-            let target = self.container_mount_point(&c.id);
-            strata_snapshot::mount::unmount(&target)
-                .map_err(|e| EngineError::io("unmounting the container", e))?;
-            // Only known, empty entries: never a recursive delete next to a mount point.
-            let dir = target.parent().expect("mount point has a parent");
-            let _ = std::fs::remove_dir(&target);
-            let _ = std::fs::remove_file(dir.join("lock"));
-            let _ = std::fs::remove_dir(dir);
-            match self.snapshots.remove(&c.id) {
-                Ok(()) | Err(SnapshotError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
+            let res = self.remove_container_storage(&c.id);
+            match res {
+                Ok(()) => {
+                    self.db
+                        .conn()
+                        .execute("DELETE FROM containers WHERE id = ?1", [&c.id])?;
+                    Ok(c.clone())
+                }
+                Err(e) => {
+                    // A failed removal leaves the container as it was.
+                    self.db.conn().execute(
+                        "UPDATE containers SET state = 'created' WHERE id = ?1",
+                        [&c.id],
+                    )?;
+                    Err(e)
+                }
             }
-            self.db
-                .conn()
-                .execute("DELETE FROM containers WHERE id = ?1", [&c.id])?;
-            Ok(c.clone())
         })
+    }
+
+    /// Unmounts a container and removes its writable layer and mount point.
+    pub(crate) fn remove_container_storage(&self, id: &str) -> Result<()> {
+        let target = self.container_mount_point(id);
+        strata_snapshot::mount::unmount(&target)
+            .map_err(|e| EngineError::io("unmounting the container", e))?;
+        // Only known, empty entries: never a recursive delete next to a mount point.
+        let dir = target.parent().expect("mount point has a parent");
+        let _ = std::fs::remove_dir(&target);
+        let _ = std::fs::remove_file(dir.join("lock"));
+        let _ = std::fs::remove_dir(dir);
+        match self.snapshots.remove(id) {
+            Ok(()) | Err(SnapshotError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Containers whose removal was interrupted.
+    pub(crate) fn half_removed_containers(&self) -> Result<Vec<String>> {
+        let conn = self.db.conn();
+        let mut st = conn.prepare("SELECT id FROM containers WHERE state = 'removing'")?;
+        let ids = st
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(ids)
     }
 
     pub fn rename_container(&self, old: &str, new: &str) -> Result<()> {

@@ -4,6 +4,7 @@
 mod check;
 mod container_fs;
 mod containers;
+mod copy;
 mod error;
 mod images;
 mod import;
@@ -19,6 +20,7 @@ mod system;
 pub use check::CheckReport;
 pub use container_fs::{Change, CommitOptions};
 pub use containers::{Container, ContainerConfig, ContainerSize, CreateOptions};
+pub use copy::{extract_on_host, CopyOptions};
 pub use error::{EngineError, Result};
 pub use images::{HistoryRow, ImageDetails, ImageSummary, RemoveReport};
 pub use import::ImportOptions;

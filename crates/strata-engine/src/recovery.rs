@@ -52,6 +52,13 @@ impl Engine {
                 let _ = std::fs::remove_dir(e.path());
             }
         }
+        for id in self.half_removed_containers()? {
+            self.remove_container_storage(&id)?;
+            self.db
+                .conn()
+                .execute("DELETE FROM containers WHERE id = ?1", [&id])?;
+            done.push(format!("container {id}"));
+        }
         for s in self.stray_snapshots()? {
             self.snapshots.remove(&s)?;
             done.push(format!("snapshot {s}"));

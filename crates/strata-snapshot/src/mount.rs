@@ -119,7 +119,8 @@ pub fn unmount(target: &Path) -> io::Result<()> {
     for attempt in 0..50 {
         match m::unmount(target, UnmountFlags::empty()) {
             Ok(()) => return Ok(()),
-            Err(rustix::io::Errno::INVAL) => return Ok(()), // not a mount point
+            // Not a mount point, or no such path: nothing is mounted there.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => return Ok(()),
             Err(rustix::io::Errno::BUSY) if attempt < 49 => {
                 std::thread::sleep(std::time::Duration::from_millis(20))
             }
