@@ -58,6 +58,9 @@ pub struct CreateArgs {
     /// Container host name
     #[arg(short = 'h', long)]
     hostname: Option<String>,
+    /// Automatically remove the container when it exits (its writable layer is volatile)
+    #[arg(long)]
+    rm: bool,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -100,6 +103,7 @@ pub fn create(engine: &Engine, a: CreateArgs) -> CmdResult {
         user: a.user.clone(),
         labels: parse_labels(&a.label),
         hostname: a.hostname.clone(),
+        auto_remove: a.rm,
     };
     let c = engine.create_container(&opts)?;
     println!("{}", c.id);

@@ -475,3 +475,28 @@ per_driver!(
     killed_commit_and_rm_recover,
     cp_stays_inside_the_container
 );
+
+#[test]
+fn auto_remove_containers_are_volatile_on_overlay2() {
+    let s = Store::new("overlay2");
+    base_image(&s);
+    s.ok(&["create", "--rm", "--name", "v", "base:1"]);
+    s.ok(&["create", "--name", "d", "base:1"]);
+    let opts = |name: &str| {
+        let m = s.ok(&["mount", name]);
+        let o = Command::new("findmnt")
+            .args(["-no", "OPTIONS"])
+            .arg(m.trim())
+            .output()
+            .unwrap();
+        s.ok(&["umount", name]);
+        String::from_utf8(o.stdout).unwrap()
+    };
+    assert!(opts("v").contains("volatile"), "--rm: volatile");
+    assert!(!opts("d").contains("volatile"), "otherwise durable");
+    assert_eq!(
+        s.ok(&["inspect", "-f", "{{.HostConfig.AutoRemove}}", "v"])
+            .trim(),
+        "true"
+    );
+}

@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS containers (
     config      TEXT NOT NULL,
     created     TEXT NOT NULL,
     state       TEXT NOT NULL CHECK (state IN ('created', 'removing')),
-    mount_count INTEGER NOT NULL DEFAULT 0
+    mount_count INTEGER NOT NULL DEFAULT 0,
+    auto_remove INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS containers_image ON containers(image);
 ";
@@ -57,6 +58,8 @@ pub struct CreateOptions {
     pub user: Option<String>,
     pub labels: Vec<(String, String)>,
     pub hostname: Option<String>,
+    /// `--rm`: removed when it exits; its writable layer is not synced (overlay volatile).
+    pub auto_remove: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +72,7 @@ pub struct Container {
     pub config: ContainerConfig,
     pub created: String,
     pub mount_count: u32,
+    pub auto_remove: bool,
 }
 
 impl Container {
@@ -107,10 +111,11 @@ fn container_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Container> {
         config: serde_json::from_str(&config).unwrap_or_default(),
         created: r.get(5)?,
         mount_count: r.get::<_, i64>(6)? as u32,
+        auto_remove: r.get::<_, i64>(7)? != 0,
     })
 }
 
-const COLS: &str = "id, name, image, image_name, config, created, mount_count";
+const COLS: &str = "id, name, image, image_name, config, created, mount_count, auto_remove";
 
 pub(crate) fn all(db: &Db) -> Result<Vec<Container>> {
     let conn = db.conn();
@@ -242,8 +247,8 @@ impl Engine {
         };
         let created = now();
         let inserted = self.db.conn().execute(
-            "INSERT INTO containers (id, name, image, image_name, config, created, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created')",
-            params![id, name, image.to_string(), opts.image, serde_json::to_string(&config).expect("config serialises"), created],
+            "INSERT INTO containers (id, name, image, image_name, config, created, state, auto_remove) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', ?7)",
+            params![id, name, image.to_string(), opts.image, serde_json::to_string(&config).expect("config serialises"), created, opts.auto_remove],
         );
         match inserted {
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -257,10 +262,14 @@ impl Engine {
             other => other?,
         };
         let parent = img.top_layer.map(|t| t.to_string());
-        if let Err(e) = self
-            .snapshots
-            .prepare(&id, parent.as_deref(), &PrepareOpts::default())
-        {
+        let mut prepare = PrepareOpts::default();
+        if opts.auto_remove {
+            prepare.labels.push((
+                strata_snapshot::VOLATILE_LABEL.to_string(),
+                "true".to_string(),
+            ));
+        }
+        if let Err(e) = self.snapshots.prepare(&id, parent.as_deref(), &prepare) {
             let _ = self
                 .db
                 .conn()
@@ -473,7 +482,7 @@ impl Engine {
             "ProcessLabel": "",
             "AppArmorProfile": "",
             "ExecIDs": null,
-            "HostConfig": {"NetworkMode": "none", "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "AutoRemove": false},
+            "HostConfig": {"NetworkMode": "none", "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "AutoRemove": c.auto_remove},
             "GraphDriver": {"Data": self.container_graph_data(&c)?, "Name": self.driver},
             "Mounts": [],
             "Config": c.config,

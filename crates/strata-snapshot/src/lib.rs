@@ -48,7 +48,13 @@ pub struct Layout {
     pub id: i64,
     pub parents: Vec<i64>,
     pub kind: Kind,
+    /// Labelled [`VOLATILE_LABEL`]: its data need not survive a crash (a container removed
+    /// when it exits), so drivers may skip syncing it (overlay's `volatile`).
+    pub volatile: bool,
 }
+
+/// Label marking a snapshot whose data dies with its container.
+pub const VOLATILE_LABEL: &str = "strata.io/snapshot/volatile";
 
 /// Options for a new snapshot.
 #[derive(Debug, Clone, Default)]

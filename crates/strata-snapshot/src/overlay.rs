@@ -98,6 +98,12 @@ impl Driver for Overlay {
                     options.push(format!("workdir={}", self.dir(s.id).join("work").display()));
                 }
                 options.extend(["index=off", "redirect_dir=off", "metacopy=off"].map(String::from));
+                if s.volatile && !readonly {
+                    // No syncs for data that dies with its container (as podman does for
+                    // --rm). After a host crash the kernel refuses to mount such an upper
+                    // dir again (work/incompat/volatile): the container was to go anyway.
+                    options.push("volatile".into());
+                }
                 Ok(vec![Mount {
                     kind: "overlay".into(),
                     source: "overlay".into(),

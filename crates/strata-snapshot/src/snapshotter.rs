@@ -93,6 +93,7 @@ impl Snapshotter {
             id: r.id,
             parents: metastore::ancestors(&self.db.conn(), r.id)?,
             kind: r.kind,
+            volatile: r.labels.contains_key(crate::VOLATILE_LABEL),
         })
     }
 
@@ -151,7 +152,12 @@ impl Snapshotter {
             Ok(metastore::insert(tx, key, kind, parent_id, &labels, &now())?)
         })?;
         let parents = metastore::ancestors(&self.db.conn(), id)?;
-        let layout = Layout { id, parents, kind };
+        let layout = Layout {
+            id,
+            parents,
+            kind,
+            volatile: labels.contains_key(crate::VOLATILE_LABEL),
+        };
         let made = self
             .driver
             .create(&layout, opts)
@@ -317,6 +323,7 @@ impl Snapshotter {
                     id: r.id,
                     parents,
                     kind: r.kind,
+                    volatile: r.labels.contains_key(crate::VOLATILE_LABEL),
                 })?))
             })
             .collect()
