@@ -52,6 +52,29 @@ fn describe(p: &Path) -> std::collections::BTreeMap<String, String> {
         } else {
             String::new()
         };
+        // Non-directories also carry their mtime and xattrs (directory mtimes move with
+        // every change made in them).
+        let extra = match std::fs::symlink_metadata(&full) {
+            Ok(md) if !md.is_dir() => {
+                use std::os::unix::fs::MetadataExt;
+                let mut attrs: Vec<String> = xattr::list(&full)
+                    .map(|l| {
+                        l.map(|n| {
+                            format!(
+                                "{}={:?}",
+                                n.to_string_lossy(),
+                                xattr::get(&full, &n).ok().flatten()
+                            )
+                        })
+                        .collect()
+                    })
+                    .unwrap_or_default();
+                attrs.sort();
+                format!(" mtime={} rdev={} xattrs={attrs:?}", md.mtime(), md.rdev())
+            }
+            _ => String::new(),
+        };
+        let content = format!("{content}{extra}");
         let (kind, meta) = rest.split_once(' ').unwrap();
         // Directory sizes vary by filesystem; compare what a layer carries.
         let meta = if kind == "d" {
@@ -90,6 +113,27 @@ fn change_tree(p: &Path) {
     let fifo = Command::new("mkfifo").arg(p.join("pipe")).status().unwrap();
     assert!(fifo.success());
     std::os::unix::fs::symlink("/nowhere", p.join("dangling")).unwrap();
+    assert!(Command::new("mknod")
+        .arg(p.join("null-dev"))
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap()
+        .success());
+    xattr::set(p.join("fresh"), "user.note", b"kept").unwrap();
+    // A file capability (cap_net_bind_service, effective): what `setcap` writes.
+    let cap = [1u8, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    xattr::set(p.join("fresh"), "security.capability", &cap).unwrap();
+    // Fixed times on what changed, so both trees agree to the second.
+    for changed in [
+        "etc/conf", "data/new", "fresh", "pipe", "dangling", "null-dev",
+    ] {
+        assert!(Command::new("touch")
+            .args(["-h", "-m", "-d", "@1600000000"])
+            .arg(p.join(changed))
+            .status()
+            .unwrap()
+            .success());
+    }
 }
 
 fn fifty_containers_are_isolated(driver: &'static str) {
@@ -234,7 +278,7 @@ fn copy_on_write_through_commit(driver: &'static str) {
     assert!(Command::new("tar")
         .arg("-C")
         .arg(&flat)
-        .arg("-xpf")
+        .args(["--xattrs", "--xattrs-include=*", "-xpf"])
         .arg(&exported)
         .status()
         .unwrap()
@@ -499,4 +543,65 @@ fn auto_remove_containers_are_volatile_on_overlay2() {
             .trim(),
         "true"
     );
+}
+
+/// CVE-2018-15664's class: a directory in the container swapped for a symlink to a host
+/// directory while `cp` runs. Resolution inside the container root means neither direction
+/// ever reaches the host directory.
+#[test]
+fn cp_races_with_symlink_swaps_stay_inside() {
+    let s = Store::new("overlay2");
+    base_image(&s);
+    s.ok(&["create", "--name", "racy", "base:1"]);
+    let host_dir = s.dir.path().join("host-secret");
+    std::fs::create_dir(&host_dir).unwrap();
+    std::fs::write(host_dir.join("secret"), "HOST SECRET").unwrap();
+    let m = s.ok(&["mount", "racy"]);
+    let root = std::path::PathBuf::from(m.trim());
+    std::fs::create_dir(root.join("target")).unwrap();
+    std::fs::write(root.join("target/secret"), "container file").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (root, host_dir, stop) = (root.clone(), host_dir.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Swap the directory for a symlink to the host directory, and back.
+                let _ = std::fs::rename(root.join("target"), root.join("target-real"));
+                let _ = std::os::unix::fs::symlink(&host_dir, root.join("target"));
+                let _ = std::fs::remove_file(root.join("target"));
+                let _ = std::fs::rename(root.join("target-real"), root.join("target"));
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let note = s.file("note", b"written by cp");
+    let out_dir = s.dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    for i in 0..100 {
+        let _ = s.run(&[
+            "cp",
+            note.to_str().unwrap(),
+            &format!("racy:/target/pwned{i}"),
+        ]);
+        let dest = out_dir.join(format!("got{i}"));
+        let _ = s.run(&["cp", "racy:/target/secret", dest.to_str().unwrap()]);
+        if let Ok(got) = std::fs::read_to_string(&dest) {
+            assert_ne!(got, "HOST SECRET", "copy {i} read the host's file");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(swaps > 100, "the race ran ({swaps} swaps)");
+    let names: Vec<String> = std::fs::read_dir(&host_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["secret".to_string()],
+        "nothing was written into the host directory"
+    );
+    s.ok(&["umount", "racy"]);
 }

@@ -344,17 +344,20 @@ pub fn now() -> String {
 /// Records that a mutating operation started; the row goes when it ends. A row left behind
 /// names an operation whose process died, which recovery then finishes or rolls back.
 pub fn begin_operation(db: &Db, kind: &str) -> Result<i64> {
-    let conn = db.conn();
-    conn.execute(
-        "INSERT INTO operations (kind, pid, started) VALUES (?1, ?2, ?3)",
-        params![kind, std::process::id(), now()],
-    )?;
-    Ok(conn.last_insert_rowid())
+    // Unsynced: if a power cut loses the row, the work it announced was not synced either,
+    // and what is left of it is an orphan that `system check` finds.
+    Ok(db.unsynced(|conn| {
+        conn.execute(
+            "INSERT INTO operations (kind, pid, started) VALUES (?1, ?2, ?3)",
+            params![kind, std::process::id(), now()],
+        )?;
+        Ok(conn.last_insert_rowid())
+    })?)
 }
 
 pub fn end_operation(db: &Db, id: i64) -> Result<()> {
-    db.conn()
-        .execute("DELETE FROM operations WHERE id = ?1", [id])?;
+    // Unsynced: losing this delete only makes the next process check for leftovers.
+    db.unsynced(|conn| conn.execute("DELETE FROM operations WHERE id = ?1", [id]))?;
     Ok(())
 }
 

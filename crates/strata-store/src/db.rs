@@ -44,6 +44,20 @@ impl Db {
         Ok(out)
     }
 
+    /// Runs `f` with commits that are not synced on their own: for bookkeeping whose loss
+    /// in a power cut costs nothing lasting (the intent log). In WAL mode the commit still
+    /// lands in order, and the next synced commit makes it durable.
+    pub fn unsynced<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let conn = self.conn();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let out = f(&conn);
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        out
+    }
+
     pub fn get_meta(&self, key: &str) -> rusqlite::Result<Option<String>> {
         self.conn()
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
