@@ -66,16 +66,18 @@ fi
 # aside, not removed, so no run follows a large delete (see bench/images.sh on ext4).
 MOD=usr/share/perl/5.36.0/unicore/Name.pl
 aside() { echo "$1 rename $2 old-\$(date +%s%N) >/dev/null 2>&1"; }
+# Staging directories are new every run and deleted only after the section, for the same
+# reason.
 prep_big() { # engine
-    echo "$(aside "$1" c-big); rm -rf $BENCH/big; mkdir -p $BENCH/big/new $BENCH/big/mod;
-      for i in \$(seq 10); do head -c 1048576 /dev/urandom > $BENCH/big/new/f\$i; done;
-      cp $BENCH/rootfs/$MOD $BENCH/big/mod/Name.pl; head -c 16 /dev/urandom | dd of=$BENCH/big/mod/Name.pl bs=1 seek=100 conv=notrunc 2>/dev/null;
-      $1 create --name c-big ctr:1 sh >/dev/null; $1 cp $BENCH/big/new c-big:/ ; $1 cp $BENCH/big/mod/Name.pl c-big:/$MOD; sync"
+    echo "$(aside "$1" c-big); d=$BENCH/stage/\$(date +%s%N); mkdir -p \$d/new \$d/mod;
+      for i in \$(seq 10); do head -c 1048576 /dev/urandom > \$d/new/f\$i; done;
+      cp $BENCH/rootfs/$MOD \$d/mod/Name.pl; head -c 16 /dev/urandom | dd of=\$d/mod/Name.pl bs=1 seek=100 conv=notrunc 2>/dev/null;
+      $1 create --name c-big ctr:1 sh >/dev/null; $1 cp \$d/new c-big:/ ; $1 cp \$d/mod/Name.pl c-big:/$MOD; sync"
 }
 prep_small() {
-    echo "$(aside "$1" c-small); rm -rf $BENCH/small; mkdir -p $BENCH/small/many;
-      n=\$RANDOM; for i in \$(seq 1000); do echo \$n-\$i > $BENCH/small/many/f\$i; done;
-      $1 create --name c-small ctr:1 sh >/dev/null; $1 cp $BENCH/small/many c-small:/ ; sync"
+    echo "$(aside "$1" c-small); d=$BENCH/stage/\$(date +%s%N); mkdir -p \$d/many;
+      n=\$(date +%s%N); for i in \$(seq 1000); do echo \$n-\$i > \$d/many/f\$i; done;
+      $1 create --name c-small ctr:1 sh >/dev/null; $1 cp \$d/many c-small:/ ; sync"
 }
 if run_section commit; then
 hf commit-10x1MiB --runs "$RUNS" \
@@ -87,6 +89,7 @@ hf commit-1000-files --runs "$RUNS" \
     --prepare "$(prep_small "$DOCKER")" -n docker "$DOCKER commit c-small c-small:1" \
     --prepare "$(prep_small "$PODMAN")" -n podman "$PODMAN commit c-small c-small:1"
 for e in "$S" "$DOCKER" "$PODMAN"; do rm_all "$e"; $e image prune -f >/dev/null 2>&1 || true; done
+rm -rf "$BENCH/stage"
 fi
 
 names=()
