@@ -57,6 +57,31 @@ struct Applier<'a, 'b> {
     /// so this saves a lookup per entry. Dropped whenever anything is removed, since a
     /// removal could replace it or an ancestor.
     last_dir: Option<(PathBuf, std::rc::Rc<OwnedFd>)>,
+    /// The owner a new file in `last_dir` gets (computed once per directory).
+    last_dir_owner: Option<(u32, u32)>,
+    /// Who owns a file this process creates in `last_dir`, and the umask, to skip chown and
+    /// chmod calls that would change nothing (most files of most layers).
+    creator: Creator,
+}
+
+#[derive(Clone, Copy)]
+struct Creator {
+    uid: u32,
+    gid: u32,
+    umask: u32,
+}
+
+/// The process umask, read without changing it (umask(2) would, process-wide).
+fn current_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Umask:")
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+        })
+        .unwrap_or(0o777)
 }
 
 /// Applies the tar stream `r` to the directory `target`. Returns the stats and the reader,
@@ -79,6 +104,12 @@ pub fn apply_layer<R: Read>(
         dir_times: Vec::new(),
         stats: ApplyStats::default(),
         last_dir: None,
+        last_dir_owner: None,
+        creator: Creator {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            umask: current_umask(),
+        },
     };
     let mut archive = tar::Archive::new(r);
     for entry in archive.entries().map_err(ApplyError::Tar)? {
@@ -199,14 +230,25 @@ impl Applier<'_, '_> {
                                 | OFlags::WRONLY
                                 | OFlags::NOFOLLOW
                                 | OFlags::CLOEXEC,
-                            Mode::from_raw_mode(0o600),
+                            Mode::from_raw_mode(mode.as_raw_mode() & 0o777),
                         )
                     })
                     .map_err(io_err(&rel))?;
                 let mut file = File::from(fd);
+                let fresh = self.new_file_owner(&pfd).map_err(io_err(&rel))?;
                 let len = self.copy_sparse(entry, &mut file, &rel)?;
                 self.stats.size += len;
-                self.set_owner_mode_xattrs(&file, &rel, uid, gid, mode, &xattrs)?;
+                // Skip what creation already got right: the owner, and permission bits the
+                // umask let through (set-id bits always need a chmod, after any chown).
+                let needs_chown = (uid, gid) != fresh;
+                let needs_chmod = needs_chown
+                    || mode.as_raw_mode() & 0o7000 != 0
+                    || mode.as_raw_mode() & self.creator.umask != 0;
+                if needs_chown || needs_chmod {
+                    self.set_owner_mode_xattrs(&file, &rel, uid, gid, mode, &xattrs)?;
+                } else {
+                    self.set_owner_mode_xattrs_with(&file, &rel, None, None, &xattrs)?;
+                }
                 rfs::futimens(&file, &ts).map_err(errno_err(&rel))?;
             }
             T::Symlink => {
@@ -296,7 +338,31 @@ impl Applier<'_, '_> {
         }
         let fd = std::rc::Rc::new(self.root.open_dir(parent, true)?);
         self.last_dir = Some((parent.to_path_buf(), fd.clone()));
+        self.last_dir_owner = None;
         Ok(fd)
+    }
+
+    /// The owner a file created in `dir` gets: ours, or the directory's group when the
+    /// directory is set-gid.
+    fn new_file_owner(&mut self, dir: &OwnedFd) -> io::Result<(u32, u32)> {
+        let cached = self
+            .last_dir
+            .as_ref()
+            .is_some_and(|(_, fd)| std::ptr::eq(&**fd, dir));
+        if let (true, Some(owner)) = (cached, self.last_dir_owner) {
+            return Ok(owner);
+        }
+        let st = rfs::fstat(dir)?;
+        let gid = if st.st_mode & 0o2000 != 0 {
+            st.st_gid
+        } else {
+            self.creator.gid
+        };
+        let owner = (self.creator.uid, gid);
+        if cached {
+            self.last_dir_owner = Some(owner);
+        }
+        Ok(owner)
     }
 
     /// Runs `create`; if the name is taken, removes what is there (a directory with all in
@@ -393,9 +459,24 @@ impl Applier<'_, '_> {
         mode: Mode,
         xattrs: &[(String, Vec<u8>)],
     ) -> Result<(), ApplyError> {
+        self.set_owner_mode_xattrs_with(fd, rel, Some((uid, gid)), Some(mode), xattrs)
+    }
+
+    fn set_owner_mode_xattrs_with(
+        &self,
+        fd: &impl AsFd,
+        rel: &Path,
+        owner: Option<(u32, u32)>,
+        mode: Option<Mode>,
+        xattrs: &[(String, Vec<u8>)],
+    ) -> Result<(), ApplyError> {
         // chown before chmod: chown clears set-id bits.
-        rfs::fchown(fd, Some(uid_of(uid)), Some(gid_of(gid))).map_err(errno_err(rel))?;
-        rfs::fchmod(fd, mode).map_err(errno_err(rel))?;
+        if let Some((uid, gid)) = owner {
+            rfs::fchown(fd, Some(uid_of(uid)), Some(gid_of(gid))).map_err(errno_err(rel))?;
+        }
+        if let Some(mode) = mode {
+            rfs::fchmod(fd, mode).map_err(errno_err(rel))?;
+        }
         if !xattrs.is_empty() {
             let file = File::from(fd.as_fd().try_clone_to_owned().map_err(io_err(rel))?);
             for (k, v) in xattrs {
