@@ -33,8 +33,9 @@ pub struct Row {
     pub labels: BTreeMap<String, String>,
     pub created: String,
     pub updated: String,
-    pub size: u64,
-    pub inodes: u64,
+    /// What a committed snapshot holds; `None` until first asked for (commit does not walk
+    /// the tree: its cost stays with the changes).
+    pub usage: Option<crate::Usage>,
 }
 
 const SELECT: &str =
@@ -53,8 +54,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         labels: serde_json::from_str(&labels).unwrap_or_default(),
         created: r.get(6)?,
         updated: r.get(7)?,
-        size: r.get::<_, i64>(8)? as u64,
-        inodes: r.get::<_, i64>(9)? as u64,
+        usage: match (r.get::<_, i64>(8)?, r.get::<_, i64>(9)?) {
+            (size, inodes) if size >= 0 && inodes >= 0 => Some(crate::Usage {
+                size: size as u64,
+                inodes: inodes as u64,
+            }),
+            _ => None,
+        },
     })
 }
 

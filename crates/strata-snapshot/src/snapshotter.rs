@@ -208,15 +208,14 @@ impl Snapshotter {
             return Err(SnapshotError::AlreadyExists(name.to_string()));
         }
         let layout = self.layout(&r)?;
-        let usage = self.driver.usage(&layout)?;
         self.driver.commit(&layout)?;
         self.db.write(|tx| -> Result<()> {
             if metastore::get(tx, name)?.is_some() {
                 return Err(SnapshotError::AlreadyExists(name.to_string()));
             }
             let n = tx.execute(
-                "UPDATE snapshots SET key = ?1, kind = 'committed', size = ?2, inodes = ?3, updated = ?4 WHERE id = ?5 AND kind = 'active'",
-                rusqlite::params![name, usage.size as i64, usage.inodes as i64, now(), r.id],
+                "UPDATE snapshots SET key = ?1, kind = 'committed', size = -1, inodes = -1, updated = ?2 WHERE id = ?3 AND kind = 'active'",
+                rusqlite::params![name, now(), r.id],
             )?;
             if n != 1 {
                 return Err(SnapshotError::NotFound(key.to_string()));
@@ -285,11 +284,17 @@ impl Snapshotter {
     /// measured for active ones.
     pub fn usage(&self, key: &str) -> Result<Usage> {
         let r = self.row(key)?;
-        match r.kind {
-            Kind::Committed => Ok(Usage {
-                size: r.size,
-                inodes: r.inodes,
-            }),
+        match (r.kind, r.usage) {
+            (Kind::Committed, Some(u)) => Ok(u),
+            (Kind::Committed, None) => {
+                // Measured once, then kept: a committed snapshot never changes.
+                let u = self.driver.usage(&self.layout(&r)?)?;
+                self.db.conn().execute(
+                    "UPDATE snapshots SET size = ?1, inodes = ?2 WHERE id = ?3",
+                    rusqlite::params![u.size as i64, u.inodes as i64, r.id],
+                )?;
+                Ok(u)
+            }
             _ => Ok(self.driver.usage(&self.layout(&r)?)?),
         }
     }
