@@ -295,20 +295,11 @@ pub struct RmArgs {
 
 pub fn rm(engine: &Engine, a: RmArgs) -> CmdResult {
     let _ = (a.force, a.volumes); // no running containers or volumes exist yet to act on
-    let mut failed = None;
-    for name in &a.containers {
-        match engine.remove_container(name) {
-            Ok(_) => println!("{name}"),
-            Err(e) => {
-                eprintln!("Error response from strata: {e}");
-                failed = Some(Failure {
-                    code: e.exit_code() as u8,
-                    message: String::new(),
-                });
-            }
-        }
-    }
-    failed.map_or(Ok(()), Err)
+    crate::each_name(&a.containers, |name| {
+        engine.remove_container(name)?;
+        println!("{name}");
+        Ok(())
+    })
 }
 
 #[derive(Args)]
@@ -322,13 +313,8 @@ pub struct PruneArgs {
 }
 
 pub fn prune(engine: &Engine, a: PruneArgs) -> CmdResult {
-    if !a.force {
-        eprint!("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
-        let mut answer = String::new();
-        io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(());
-        }
+    if !a.force && !crate::confirm("all stopped containers")? {
+        return Ok(());
     }
     let mut removed = Vec::new();
     let mut freed = 0;

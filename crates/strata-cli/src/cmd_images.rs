@@ -489,27 +489,16 @@ pub struct RmiArgs {
 }
 
 pub fn rmi(engine: &Engine, a: RmiArgs) -> CmdResult {
-    let mut failed = None;
-    for name in &a.images {
-        match engine.remove_image(name, a.force) {
-            Ok(r) => {
-                for t in r.untagged {
-                    println!("Untagged: {t}");
-                }
-                for d in r.deleted {
-                    println!("Deleted: {d}");
-                }
-            }
-            Err(e) => {
-                eprintln!("Error response from strata: {e}");
-                failed = Some(Failure {
-                    code: e.exit_code() as u8,
-                    message: String::new(),
-                });
-            }
+    crate::each_name(&a.images, |name| {
+        let r = engine.remove_image(name, a.force)?;
+        for t in r.untagged {
+            println!("Untagged: {t}");
         }
-    }
-    failed.map_or(Ok(()), Err)
+        for d in r.deleted {
+            println!("Deleted: {d}");
+        }
+        Ok(())
+    })
 }
 
 #[derive(Args)]
@@ -598,18 +587,13 @@ pub struct PruneArgs {
 }
 
 pub fn prune(engine: &Engine, a: PruneArgs) -> CmdResult {
-    if !a.force {
-        let what = if a.all {
-            "all images without at least one container associated to them"
-        } else {
-            "all dangling images"
-        };
-        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-        let mut answer = String::new();
-        io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(());
-        }
+    let what = if a.all {
+        "all images without at least one container associated to them"
+    } else {
+        "all dangling images"
+    };
+    if !a.force && !crate::confirm(what)? {
+        return Ok(());
     }
     let (removed, freed) = engine.prune_images(a.all)?;
     if !removed.is_empty() {

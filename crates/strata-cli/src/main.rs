@@ -207,6 +207,33 @@ impl From<std::io::Error> for Failure {
 
 pub type CmdResult = Result<(), Failure>;
 
+/// Runs `f` for every name, as docker's multi-name commands do: an error is printed for its
+/// name and the others still run; the command fails at the end if any did.
+pub fn each_name(
+    names: &[String],
+    mut f: impl FnMut(&str) -> Result<(), EngineError>,
+) -> CmdResult {
+    let mut failed = None;
+    for name in names {
+        if let Err(e) = f(name) {
+            eprintln!("Error response from strata: {e}");
+            failed = Some(Failure {
+                code: e.exit_code() as u8,
+                message: String::new(),
+            });
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// docker's prune question, on stderr; true when the answer is yes.
+pub fn confirm(what: &str) -> std::io::Result<bool> {
+    eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,

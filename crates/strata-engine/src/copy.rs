@@ -37,36 +37,47 @@ fn spec(raw: &str) -> Result<Spec> {
     Ok(Spec { rel, contents_only })
 }
 
-/// Rewrites owners to root unless `-a` was given: a tar filter between writer and reader.
-fn chown_to_root(tar_bytes: &mut dyn Read, out: &mut dyn Write) -> io::Result<()> {
-    let mut a = tar::Archive::new(tar_bytes);
+/// Copies a tar from `input` to `out` entry by entry: owners become root unless `keep_owners`
+/// (`-a`), every entry path (and hard link target) is put under `under`, xattrs are kept.
+fn retar(input: &mut dyn Read, out: &mut dyn Write, keep_owners: bool, under: &Path) -> Result<()> {
+    let bad = |e: io::Error| EngineError::Invalid(format!("copy is not a valid tar: {e}"));
+    let mut a = tar::Archive::new(input);
     let mut b = tar::Builder::new(out);
-    for e in a.entries()? {
-        let mut e = e?;
+    for e in a.entries().map_err(bad)? {
+        let mut e = e.map_err(bad)?;
         let mut h = e.header().clone();
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_cksum();
-        let path = e.path()?.into_owned();
-        if let Some(exts) = e.pax_extensions()? {
+        if !keep_owners {
+            h.set_uid(0);
+            h.set_gid(0);
+        }
+        let path =
+            under.join(clean_relative(&e.path().map_err(bad)?).map_err(EngineError::Invalid)?);
+        if let Some(exts) = e.pax_extensions().map_err(bad)? {
             let kept: Vec<(String, Vec<u8>)> = exts
                 .filter_map(|x| x.ok())
                 .filter_map(|x| Some((x.key().ok()?.to_string(), x.value_bytes().to_vec())))
                 .filter(|(k, _)| k.starts_with("SCHILY.xattr."))
                 .collect();
             if !kept.is_empty() {
-                b.append_pax_extensions(kept.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+                b.append_pax_extensions(kept.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                    .map_err(bad)?;
             }
         }
+        let link = e
+            .link_name()
+            .map_err(bad)?
+            .map(|t| t.into_owned())
+            .unwrap_or_default();
         match h.entry_type() {
-            tar::EntryType::Link | tar::EntryType::Symlink => {
-                let target = e.link_name()?.map(|t| t.into_owned()).unwrap_or_default();
-                b.append_link(&mut h, &path, target)?;
+            tar::EntryType::Symlink => b.append_link(&mut h, &path, link).map_err(bad)?,
+            tar::EntryType::Link => {
+                let target = under.join(clean_relative(&link).map_err(EngineError::Invalid)?);
+                b.append_link(&mut h, &path, target).map_err(bad)?
             }
-            _ => b.append_data(&mut h, &path, &mut e)?,
+            _ => b.append_data(&mut h, &path, &mut e).map_err(bad)?,
         }
     }
-    b.finish()
+    b.finish().map_err(bad)
 }
 
 impl Engine {
@@ -119,12 +130,7 @@ impl Engine {
                 }
                 tw.finish().map_err(io_err)?;
             }
-            let res = if opts.archive {
-                out.write_all(&tar_bytes)
-            } else {
-                chown_to_root(&mut tar_bytes.as_slice(), out)
-            };
-            res.map_err(|e| EngineError::io("writing the copy", e))
+            retar(&mut tar_bytes.as_slice(), out, opts.archive, Path::new(""))
         })
     }
 
@@ -146,39 +152,7 @@ impl Engine {
             // Entries are renamed to their full path from the root, so each one is resolved
             // inside the root by itself.
             let mut renamed = Vec::new();
-            {
-                let mut a = tar::Archive::new(&mut *input);
-                let mut b = tar::Builder::new(&mut renamed);
-                let bad = |e: io::Error| EngineError::Invalid(format!("copy source is not a valid tar: {e}"));
-                for e in a.entries().map_err(bad)? {
-                    let mut e = e.map_err(bad)?;
-                    let mut h = e.header().clone();
-                    if !opts.archive {
-                        h.set_uid(0);
-                        h.set_gid(0);
-                    }
-                    let rel = clean_relative(&e.path().map_err(bad)?).map_err(EngineError::Invalid)?;
-                    let path = dest.join(rel);
-                    if let Some(exts) = e.pax_extensions().map_err(bad)? {
-                        let kept: Vec<(String, Vec<u8>)> = exts.filter_map(|x| x.ok()).filter_map(|x| Some((x.key().ok()?.to_string(), x.value_bytes().to_vec()))).filter(|(k, _)| k.starts_with("SCHILY.xattr.")).collect();
-                        if !kept.is_empty() {
-                            b.append_pax_extensions(kept.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).map_err(bad)?;
-                        }
-                    }
-                    match h.entry_type() {
-                        tar::EntryType::Symlink => {
-                            let t = e.link_name().map_err(bad)?.map(|t| t.into_owned()).unwrap_or_default();
-                            b.append_link(&mut h, &path, t).map_err(bad)?;
-                        }
-                        tar::EntryType::Link => {
-                            let t = clean_relative(&e.link_name().map_err(bad)?.map(|t| t.into_owned()).unwrap_or_default()).map_err(EngineError::Invalid)?;
-                            b.append_link(&mut h, &path, dest.join(t)).map_err(bad)?;
-                        }
-                        _ => b.append_data(&mut h, &path, &mut e).map_err(bad)?,
-                    }
-                }
-                b.finish().map_err(bad)?;
-            }
+            retar(input, &mut renamed, opts.archive, &dest)?;
             strata_archive::apply_layer(renamed.as_slice(), root_path, ApplyOptions { whiteouts: WhiteoutFormat::Literal, budget: None })
                 .map_err(|e| EngineError::Invalid(format!("copying into the container: {e}")))?;
             Ok(())
