@@ -73,11 +73,23 @@ step "strata image mount app:1.0   (the union of both layers, read-only)"
 mnt=$(strata image mount app:1.0)
 echo "$mnt"; ls "$mnt"; cat "$mnt/etc/motd"; [ ! -e "$mnt/etc/passwd" ] && echo "/etc/passwd: removed by the app layer's whiteout"
 strata image umount app:1.0 >/dev/null
+step "strata create --name demo app:1.0; strata cp note.txt demo:/etc/; strata diff demo"
+strata rm demo >/dev/null 2>&1 || true
+strata create --name demo app:1.0 >/dev/null
+echo "written into the container's thin layer" > "$work/note.txt"
+strata cp "$work/note.txt" demo:/etc/
+strata diff demo
+step "strata ps -a -s   (the container's own size, and what it sees)"
+strata ps -a -s
+step "strata commit -m 'add a note' demo app:1.1; strata history app:1.1"
+strata commit -m "add a note" demo app:1.1
+strata history app:1.1
+strata rm demo >/dev/null
 step "strata info | grep -A6 'Storage Driver'"
 strata info | grep -A6 'Storage Driver'
-step "strata save app:1.0 busybox | strata --root other load"
+step "strata save app:1.1 busybox | strata --root other load"
 other=$(mktemp -d)
-strata save app:1.0 busybox:latest | STRATA_ROOT="$other" ./target/release/strata load
+strata save app:1.1 busybox:latest | STRATA_ROOT="$other" ./target/release/strata load
 STRATA_ROOT="$other" ./target/release/strata images
 rm -rf "$other"
 step strata system check
