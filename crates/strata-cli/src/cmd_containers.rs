@@ -328,14 +328,7 @@ pub fn prune(engine: &Engine, a: PruneArgs) -> CmdResult {
             removed.push(engine.remove_container(&c.id)?.id);
         }
     }
-    if !removed.is_empty() {
-        println!("Deleted Containers:");
-        for id in &removed {
-            println!("{id}");
-        }
-        println!();
-    }
-    println!("Total reclaimed space: {}", human_size(freed));
+    crate::print_prune_report("Deleted Containers:", removed, freed);
     Ok(())
 }
 

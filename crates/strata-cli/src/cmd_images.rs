@@ -596,14 +596,11 @@ pub fn prune(engine: &Engine, a: PruneArgs) -> CmdResult {
         return Ok(());
     }
     let (removed, freed) = engine.prune_images(a.all)?;
-    if !removed.is_empty() {
-        println!("Deleted Images:");
-        for d in &removed {
-            println!("deleted: {d}");
-        }
-        println!();
-    }
-    println!("Total reclaimed space: {}", human_size(freed));
+    crate::print_prune_report(
+        "Deleted Images:",
+        removed.iter().map(|d| format!("deleted: {d}")),
+        freed,
+    );
     Ok(())
 }
 

@@ -226,6 +226,19 @@ pub fn each_name(
     failed.map_or(Ok(()), Err)
 }
 
+/// docker's prune report: the heading, one line per removed object, the space reclaimed.
+pub fn print_prune_report(heading: &str, lines: impl IntoIterator<Item = String>, freed: u64) {
+    let lines: Vec<String> = lines.into_iter().collect();
+    if !lines.is_empty() {
+        println!("{heading}");
+        for l in &lines {
+            println!("{l}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", units::human_size(freed));
+}
+
 /// docker's prune question, on stderr; true when the answer is yes.
 pub fn confirm(what: &str) -> std::io::Result<bool> {
     eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
