@@ -48,13 +48,21 @@ impl Root {
         } else {
             rel
         };
-        Ok(openat2(
-            &self.fd,
-            rel,
-            flags | OFlags::CLOEXEC,
-            Mode::empty(),
-            RESOLVE,
-        )?)
+        // With RESOLVE_IN_ROOT the kernel answers a `..` lookup with EAGAIN when any mount
+        // or rename happened meanwhile (anywhere on the system), asking the caller to retry.
+        let mut attempts = 0;
+        loop {
+            match openat2(
+                &self.fd,
+                rel,
+                flags | OFlags::CLOEXEC,
+                Mode::empty(),
+                RESOLVE,
+            ) {
+                Err(Errno::AGAIN) if attempts < 1000 => attempts += 1,
+                other => return Ok(other?),
+            }
+        }
     }
 
     /// Opens directory `rel`, creating missing components (mode 0755) when `create` is set.
