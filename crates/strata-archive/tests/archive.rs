@@ -616,3 +616,43 @@ fn truncated_and_garbage_archives_fail_cleanly() {
             || fs::read_dir(&s.root).unwrap().count() == 0
     );
 }
+
+/// The kernel answers an in-root `..` lookup with EAGAIN when a mount or rename races it;
+/// `Root` retries, so lookups through `..` never fail spuriously while others mount.
+#[test]
+fn in_root_lookups_survive_concurrent_mounts() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let churn_dir = t.path().join("churn");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::create_dir_all(&churn_dir).unwrap();
+    fs::write(root.join("etc/f"), "x").unwrap();
+    std::os::unix::fs::symlink("../..", root.join("up")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (stop, dir) = (stop.clone(), churn_dir.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                rustix::mount::mount(
+                    "none",
+                    &dir,
+                    "tmpfs",
+                    rustix::mount::MountFlags::empty(),
+                    None,
+                )
+                .unwrap();
+                rustix::mount::unmount(&dir, rustix::mount::UnmountFlags::empty()).unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let r = strata_archive::Root::open(&root).unwrap();
+    for _ in 0..200_000 {
+        r.open_at(Path::new("up/etc/f"), rustix::fs::OFlags::RDONLY)
+            .expect("lookup through .. while mounts change");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(churn.join().unwrap() > 0, "mounts really changed meanwhile");
+}
