@@ -211,16 +211,6 @@ impl Reference {
         }
         s
     }
-
-    /// The same repository with another tag.
-    pub fn with_tag(&self, tag: &str) -> Reference {
-        Reference {
-            registry: self.registry.clone(),
-            repository: self.repository.clone(),
-            tag: Some(tag.to_string()),
-            digest: None,
-        }
-    }
 }
 
 impl fmt::Display for Reference {

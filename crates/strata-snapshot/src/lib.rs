@@ -53,6 +53,23 @@ pub struct Layout {
     pub volatile: bool,
 }
 
+impl Layout {
+    /// The layout of snapshot `id` given its ancestors and labels.
+    pub(crate) fn new(
+        id: i64,
+        parents: Vec<i64>,
+        kind: Kind,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Layout {
+        Layout {
+            id,
+            parents,
+            kind,
+            volatile: labels.contains_key(VOLATILE_LABEL),
+        }
+    }
+}
+
 /// Label marking a snapshot whose data dies with its container.
 pub const VOLATILE_LABEL: &str = "strata.io/snapshot/volatile";
 

@@ -89,12 +89,12 @@ impl Snapshotter {
     }
 
     fn layout(&self, r: &Row) -> Result<Layout> {
-        Ok(Layout {
-            id: r.id,
-            parents: metastore::ancestors(&self.db.conn(), r.id)?,
-            kind: r.kind,
-            volatile: r.labels.contains_key(crate::VOLATILE_LABEL),
-        })
+        Ok(Layout::new(
+            r.id,
+            metastore::ancestors(&self.db.conn(), r.id)?,
+            r.kind,
+            &r.labels,
+        ))
     }
 
     pub fn stat(&self, key: &str) -> Result<Info> {
@@ -152,12 +152,7 @@ impl Snapshotter {
             Ok(metastore::insert(tx, key, kind, parent_id, &labels, &now())?)
         })?;
         let parents = metastore::ancestors(&self.db.conn(), id)?;
-        let layout = Layout {
-            id,
-            parents,
-            kind,
-            volatile: labels.contains_key(crate::VOLATILE_LABEL),
-        };
+        let layout = Layout::new(id, parents, kind, &labels);
         let made = self
             .driver
             .create(&layout, opts)
@@ -299,13 +294,8 @@ impl Snapshotter {
         }
     }
 
-    /// Bytes a snapshot changed against its parent (a writable layer's size).
-    pub fn changes_size(&self, key: &str) -> Result<u64> {
-        let r = self.row(key)?;
-        Ok(self.driver.changes_size(&self.layout(&r)?)?)
-    }
-
-    /// `changes_size` of many snapshots, reading the records once (for `ps -s` over
+    /// Bytes each snapshot changed against its parent (a writable layer's size, as `ps -s`
+    /// shows it) for many snapshots, reading the records once (for `ps -s` over
     /// thousands of containers). Unknown keys give `None`.
     pub fn changes_sizes(&self, keys: &[&str]) -> Result<Vec<Option<u64>>> {
         let rows = metastore::all(&self.db.conn())?;
@@ -324,12 +314,9 @@ impl Snapshotter {
                     parents.push(p);
                     next = parent_of.get(&p).copied().flatten();
                 }
-                Ok(Some(self.driver.changes_size(&Layout {
-                    id: r.id,
-                    parents,
-                    kind: r.kind,
-                    volatile: r.labels.contains_key(crate::VOLATILE_LABEL),
-                })?))
+                Ok(Some(self.driver.changes_size(&Layout::new(
+                    r.id, parents, r.kind, &r.labels,
+                ))?))
             })
             .collect()
     }

@@ -187,10 +187,6 @@ pub struct BlobWriter {
 }
 
 impl BlobWriter {
-    pub fn written(&self) -> u64 {
-        self.inner.as_ref().map_or(0, |w| w.count())
-    }
-
     /// Verifies and publishes the blob. Always consumes the ingest, even on error.
     pub fn commit(
         mut self,

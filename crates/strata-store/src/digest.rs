@@ -139,9 +139,6 @@ impl<W: Write> DigestWriter<W> {
             count: 0,
         }
     }
-    pub fn count(&self) -> u64 {
-        self.count
-    }
     pub fn finish(self) -> (W, Digest, u64) {
         (
             self.inner,
