@@ -152,16 +152,15 @@ impl Engine {
         &self,
         images: &[ImageRow],
     ) -> Result<(HashMap<Digest, u64>, HashMap<Digest, Chain>)> {
+        let index = records::LayerIndex::load(&self.db)?;
         let mut uses: HashMap<Digest, u64> = HashMap::new();
         let mut chains = HashMap::new();
         for img in images {
-            let chain: Vec<(Digest, u64)> = match &img.top_layer {
-                Some(top) => records::layer_chain(&self.db, top)?
-                    .into_iter()
-                    .map(|l| (l.chain_id, l.size))
-                    .collect(),
-                None => Vec::new(),
-            };
+            let chain: Chain = index
+                .chain(img.top_layer.as_ref())
+                .into_iter()
+                .map(|l| (l.chain_id.clone(), l.size))
+                .collect();
             for (c, _) in &chain {
                 *uses.entry(c.clone()).or_default() += 1;
             }

@@ -130,6 +130,36 @@ pub fn insert_layer(tx: &rusqlite::Connection, l: &LayerRow) -> rusqlite::Result
     Ok(())
 }
 
+/// Every layer by chain ID, read in one query, for listings that need many images' chains
+/// (one recursive query per image would grow with the store).
+pub struct LayerIndex(std::collections::HashMap<Digest, LayerRow>);
+
+impl LayerIndex {
+    pub fn load(db: &Db) -> Result<LayerIndex> {
+        Ok(LayerIndex(
+            all_layers(db)?
+                .into_iter()
+                .map(|l| (l.chain_id.clone(), l))
+                .collect(),
+        ))
+    }
+
+    /// The chain ending in `top`, top first.
+    pub fn chain(&self, top: Option<&Digest>) -> Vec<&LayerRow> {
+        let mut out = Vec::new();
+        let mut next = top;
+        while let Some(l) = next.and_then(|c| self.0.get(c)) {
+            out.push(l);
+            next = l.parent.as_ref();
+        }
+        out
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &LayerRow> {
+        self.0.values()
+    }
+}
+
 /// The chain of a layer, bottom first.
 pub fn layer_chain(db: &Db, top: &Digest) -> Result<Vec<LayerRow>> {
     let conn = db.conn();

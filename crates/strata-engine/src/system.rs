@@ -4,6 +4,7 @@ use crate::error::Result;
 use crate::records;
 use crate::Engine;
 use serde::Serialize;
+use strata_store::Digest;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SystemInfo {
@@ -94,16 +95,17 @@ impl Engine {
         for c in &containers {
             *per_image.entry(c.image.clone()).or_default() += 1;
         }
-        let mut used_layers = std::collections::HashSet::new();
-        for id in per_image.keys() {
-            if let Some(top) = records::image(&self.db, id)?.and_then(|i| i.top_layer) {
-                used_layers.extend(
-                    records::layer_chain(&self.db, &top)?
-                        .into_iter()
-                        .map(|l| l.chain_id),
-                );
-            }
-        }
+        let index = records::LayerIndex::load(&self.db)?;
+        let image_tops: std::collections::HashMap<_, _> = records::images(&self.db)?
+            .into_iter()
+            .map(|i| (i.id, i.top_layer))
+            .collect();
+        let used_layers: std::collections::HashSet<&Digest> = per_image
+            .keys()
+            .filter_map(|id| image_tops.get(id))
+            .flat_map(|top| index.chain(top.as_ref()))
+            .map(|l| &l.chain_id)
+            .collect();
         let images = self
             .list_images()?
             .into_iter()
@@ -113,10 +115,9 @@ impl Engine {
                 summary: s,
             })
             .collect();
-        let layers = records::all_layers(&self.db)?;
-        let images_size = layers.iter().map(|l| l.size).sum();
-        let images_reclaimable = layers
-            .iter()
+        let images_size = index.all().map(|l| l.size).sum();
+        let images_reclaimable = index
+            .all()
             .filter(|l| !used_layers.contains(&l.chain_id))
             .map(|l| l.size)
             .sum();
