@@ -17,6 +17,8 @@ pub struct TreeWriter<W: Write> {
     /// (dev, ino) of files with several links -> the first path written, so later ones
     /// become hard link entries.
     links: HashMap<(u64, u64), PathBuf>,
+    /// Owner written for every entry instead of the file's own (`cp` without `-a`).
+    owner: Option<(u64, u64)>,
 }
 
 /// Writes everything below `dir` (not `dir` itself) to `w` as a tar.
@@ -52,7 +54,23 @@ impl<W: Write> TreeWriter<W> {
             builder,
             format,
             links: HashMap::new(),
+            owner: None,
         }
+    }
+
+    /// Writes every entry as owned by `uid:gid` instead of its owner on disk.
+    pub fn with_owner(mut self, uid: u64, gid: u64) -> Self {
+        self.owner = Some((uid, gid));
+        self
+    }
+
+    fn header(&self, st: &Stat, kind: tar::EntryType) -> tar::Header {
+        let mut h = base_header(st, kind);
+        if let Some((uid, gid)) = self.owner {
+            h.set_uid(uid);
+            h.set_gid(gid);
+        }
+        h
     }
 
     pub fn finish(self) -> io::Result<W> {
@@ -65,7 +83,7 @@ impl<W: Write> TreeWriter<W> {
         let mut wh = std::ffi::OsString::from(whiteout::PREFIX);
         wh.push(name);
         let path = rel.with_file_name(wh);
-        let mut h = base_header(like, tar::EntryType::Regular);
+        let mut h = self.header(like, tar::EntryType::Regular);
         h.set_mode(like.st_mode & 0o777);
         self.builder.append_data(&mut h, path, io::empty())
     }
@@ -98,12 +116,12 @@ impl<W: Write> TreeWriter<W> {
                         .iter()
                         .any(|(k, v)| k == whiteout::OVERLAY_OPAQUE_XATTR && v == b"y");
                 self.pax(&attrs)?;
-                let mut h = base_header(&st, tar::EntryType::Directory);
+                let mut h = self.header(&st, tar::EntryType::Directory);
                 let mut dir_path = rel.as_os_str().to_os_string();
                 dir_path.push("/");
                 self.builder.append_data(&mut h, &dir_path, io::empty())?;
                 if opaque {
-                    let mut oh = base_header(&st, tar::EntryType::Regular);
+                    let mut oh = self.header(&st, tar::EntryType::Regular);
                     oh.set_mode(st.st_mode & 0o777);
                     self.builder
                         .append_data(&mut oh, rel.join(whiteout::OPAQUE), io::empty())?;
@@ -119,7 +137,7 @@ impl<W: Write> TreeWriter<W> {
                 if st.st_nlink > 1 {
                     if let Some(first) = self.links.get(&key) {
                         let first = first.clone();
-                        let mut h = base_header(&st, tar::EntryType::Link);
+                        let mut h = self.header(&st, tar::EntryType::Link);
                         return self.builder.append_link(&mut h, rel, first);
                     }
                     self.links.insert(key, rel.to_path_buf());
@@ -127,7 +145,7 @@ impl<W: Write> TreeWriter<W> {
                 let file = open_file_at(dfd, name)?;
                 let attrs = xattrs(&file)?;
                 self.pax(&attrs)?;
-                let mut h = base_header(&st, tar::EntryType::Regular);
+                let mut h = self.header(&st, tar::EntryType::Regular);
                 h.set_size(st.st_size as u64);
                 self.builder.append_data(
                     &mut h,
@@ -140,7 +158,7 @@ impl<W: Write> TreeWriter<W> {
             }
             FileType::Symlink => {
                 let target = readlink_at(dfd, name)?;
-                let mut h = base_header(&st, tar::EntryType::Symlink);
+                let mut h = self.header(&st, tar::EntryType::Symlink);
                 self.builder.append_link(&mut h, rel, target)?;
             }
             FileType::CharacterDevice
@@ -154,7 +172,7 @@ impl<W: Write> TreeWriter<W> {
                     FileType::BlockDevice => tar::EntryType::Block,
                     _ => tar::EntryType::Fifo,
                 };
-                let mut h = base_header(&st, kind);
+                let mut h = self.header(&st, kind);
                 h.set_device_major(rustix::fs::major(st.st_rdev))?;
                 h.set_device_minor(rustix::fs::minor(st.st_rdev))?;
                 self.builder.append_data(&mut h, rel, io::empty())?;

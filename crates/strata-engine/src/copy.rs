@@ -112,25 +112,24 @@ impl Engine {
                 .map_err(|e| EngineError::io("opening the container root", e))?;
             let sp = spec(src)?;
             let (parent_fd, name) = resolve_source(&root, &sp.rel, opts.follow_link, src)?;
-            let mut tar_bytes = Vec::new();
-            {
-                let mut tw = TreeWriter::new(&mut tar_bytes, WhiteoutFormat::Literal);
-                let io_err = |e: io::Error| EngineError::io(format!("copying {src}"), e);
-                if sp.contents_only {
-                    let dir =
-                        strata_archive::walk::open_dir_at(&parent_fd, &name).map_err(io_err)?;
-                    for child in strata_archive::walk::list_dir(&dir).map_err(io_err)? {
-                        tw.append(&dir, &child, Path::new(&child), true)
-                            .map_err(io_err)?;
-                    }
-                } else {
-                    let shown = as_name.cloned().unwrap_or_else(|| name.clone());
-                    tw.append(&parent_fd, &name, Path::new(&shown), true)
+            let mut tw = TreeWriter::new(out, WhiteoutFormat::Literal);
+            if !opts.archive {
+                tw = tw.with_owner(0, 0);
+            }
+            let io_err = |e: io::Error| EngineError::io(format!("copying {src}"), e);
+            if sp.contents_only {
+                let dir = strata_archive::walk::open_dir_at(&parent_fd, &name).map_err(io_err)?;
+                for child in strata_archive::walk::list_dir(&dir).map_err(io_err)? {
+                    tw.append(&dir, &child, Path::new(&child), true)
                         .map_err(io_err)?;
                 }
-                tw.finish().map_err(io_err)?;
+            } else {
+                let shown = as_name.cloned().unwrap_or_else(|| name.clone());
+                tw.append(&parent_fd, &name, Path::new(&shown), true)
+                    .map_err(io_err)?;
             }
-            retar(&mut tar_bytes.as_slice(), out, opts.archive, Path::new(""))
+            tw.finish().map_err(io_err)?;
+            Ok(())
         })
     }
 
@@ -153,9 +152,7 @@ impl Engine {
             // inside the root by itself.
             let mut renamed = Vec::new();
             retar(input, &mut renamed, opts.archive, &dest)?;
-            strata_archive::apply_layer(renamed.as_slice(), root_path, ApplyOptions { whiteouts: WhiteoutFormat::Literal, budget: None })
-                .map_err(|e| EngineError::Invalid(format!("copying into the container: {e}")))?;
-            Ok(())
+            apply_in_root(root_path, &renamed)
         })
     }
 
@@ -168,9 +165,27 @@ impl Engine {
         dest: &str,
         opts: CopyOptions,
     ) -> Result<()> {
-        let (dest_dir, name) = self.with_container_root(container, |root_path| {
+        let contents_only = src.to_str().is_some_and(|s| s.ends_with("/."));
+        let src_clean: PathBuf = src
+            .components()
+            .filter(|c| *c != Component::CurDir)
+            .collect();
+        let md = std::fs::symlink_metadata(&src_clean).map_err(|e| {
+            EngineError::Invalid(format!("could not find the file {}: {e}", src.display()))
+        })?;
+        let parent = src_clean
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base = src_clean
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        self.with_container_root(container, |root_path| {
             let root = Root::open(root_path)
                 .map_err(|e| EngineError::io("opening the container root", e))?;
+            // docker's rule: an existing directory (or a path ending in /) receives the copy
+            // under the source's name; anything else is the copy's new name.
             let d = clean_relative(Path::new(dest)).map_err(EngineError::Invalid)?;
             let is_dir = root
                 .open_at(
@@ -178,72 +193,64 @@ impl Engine {
                     rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY,
                 )
                 .is_ok();
-            Ok(if is_dir || dest.ends_with('/') {
-                (d, None)
+            let top = if is_dir || dest.ends_with('/') {
+                d.join(&base)
             } else {
-                (
-                    d.parent().map(Path::to_path_buf).unwrap_or_default(),
-                    d.file_name().map(|n| n.to_os_string()),
+                d
+            };
+            // Every entry carries its full path from the container root, so each one is
+            // resolved inside the root by itself.
+            let mut tar_bytes = Vec::new();
+            {
+                let pfd: OwnedFd = rustix::fs::open(
+                    parent,
+                    rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::RDONLY
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
                 )
-            })
-        })?;
-        let contents_only = src.to_str().is_some_and(|s| s.ends_with("/."));
-        let src_clean: PathBuf = src
-            .components()
-            .filter(|c| *c != Component::CurDir)
-            .collect();
-        // `dir/.` into an existing directory puts dir's children there; into a new name, it
-        // makes that directory with them.
-        let prefix = if contents_only {
-            name.clone().map(PathBuf::from).unwrap_or_default()
-        } else {
-            PathBuf::new()
-        };
-        let top = name
-            .or_else(|| src_clean.file_name().map(|n| n.to_os_string()))
-            .unwrap_or_else(|| OsString::from("."));
-        let md = std::fs::symlink_metadata(&src_clean).map_err(|e| {
-            EngineError::Invalid(format!("could not find the file {}: {e}", src.display()))
-        })?;
-        let mut tar_bytes = Vec::new();
-        {
-            let parent = src_clean
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let pfd: OwnedFd = rustix::fs::open(
-                parent,
-                rustix::fs::OFlags::DIRECTORY
-                    | rustix::fs::OFlags::RDONLY
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .map_err(|e| EngineError::io(format!("opening {}", parent.display()), e.into()))?;
-            let base = src_clean
-                .file_name()
-                .map(|n| n.to_os_string())
-                .unwrap_or_default();
-            let mut tw = TreeWriter::new(&mut tar_bytes, WhiteoutFormat::Literal);
-            let io_err = |e: io::Error| EngineError::io(format!("reading {}", src.display()), e);
-            if contents_only && md.is_dir() {
-                let dir = strata_archive::walk::open_dir_at(&pfd, &base).map_err(io_err)?;
-                for child in strata_archive::walk::list_dir(&dir).map_err(io_err)? {
-                    tw.append(&dir, &child, &prefix.join(&child), true)
-                        .map_err(io_err)?;
+                .map_err(|e| EngineError::io(format!("opening {}", parent.display()), e.into()))?;
+                let mut tw = TreeWriter::new(&mut tar_bytes, WhiteoutFormat::Literal);
+                if !opts.archive {
+                    tw = tw.with_owner(0, 0);
                 }
-            } else {
-                tw.append(&pfd, &base, Path::new(&top), true)
-                    .map_err(io_err)?;
+                let io_err =
+                    |e: io::Error| EngineError::io(format!("reading {}", src.display()), e);
+                if contents_only && md.is_dir() {
+                    // `dir/.` into an existing directory puts dir's children there; into a
+                    // new name, it makes that directory with them.
+                    let into = if is_dir {
+                        top.parent().map(Path::to_path_buf).unwrap_or_default()
+                    } else {
+                        top.clone()
+                    };
+                    let dir = strata_archive::walk::open_dir_at(&pfd, &base).map_err(io_err)?;
+                    for child in strata_archive::walk::list_dir(&dir).map_err(io_err)? {
+                        tw.append(&dir, &child, &into.join(&child), true)
+                            .map_err(io_err)?;
+                    }
+                } else {
+                    tw.append(&pfd, &base, &top, true).map_err(io_err)?;
+                }
+                tw.finish().map_err(io_err)?;
             }
-            tw.finish().map_err(io_err)?;
-        }
-        self.copy_tar_into_container(
-            container,
-            &dest_dir.display().to_string(),
-            &mut tar_bytes.as_slice(),
-            opts,
-        )
+            apply_in_root(root_path, &tar_bytes)
+        })
     }
+}
+
+/// Applies a tar whose entries carry their paths from the container root.
+fn apply_in_root(root_path: &Path, tar_bytes: &[u8]) -> Result<()> {
+    strata_archive::apply_layer(
+        tar_bytes,
+        root_path,
+        ApplyOptions {
+            whiteouts: WhiteoutFormat::Literal,
+            budget: None,
+        },
+    )
+    .map_err(|e| EngineError::Invalid(format!("copying into the container: {e}")))?;
+    Ok(())
 }
 
 /// The parent directory fd and final name of `rel` inside `root`; with `follow`, a symlink
@@ -293,14 +300,10 @@ fn resolve_source(
 
 /// Writes a tar read from a container onto the host at `dest` (a directory or a new name).
 pub fn extract_on_host(tar_bytes: &mut dyn Read, dest: &Path) -> Result<()> {
-    let mut file_buf = Vec::new();
-    tar_bytes
-        .read_to_end(&mut file_buf)
-        .map_err(|e| EngineError::io("reading the copy", e))?;
     std::fs::create_dir_all(dest)
         .map_err(|e| EngineError::io(format!("creating {}", dest.display()), e))?;
     strata_archive::apply_layer(
-        file_buf.as_slice(),
+        tar_bytes,
         dest,
         ApplyOptions {
             whiteouts: WhiteoutFormat::Literal,
