@@ -6,7 +6,7 @@ use crate::units::{created_at, human_size, since};
 use crate::{CmdResult, Failure};
 use clap::Args;
 use serde_json::json;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use strata_engine::{CommitOptions, Container, CreateOptions, Engine, EngineError};
 
@@ -388,32 +388,9 @@ pub struct ExportArgs {
 }
 
 pub fn export(engine: &Engine, a: ExportArgs) -> CmdResult {
-    match &a.output {
-        Some(p) => {
-            let mut f = io::BufWriter::with_capacity(
-                1 << 20,
-                std::fs::File::create(p).map_err(|e| Failure {
-                    code: 1,
-                    message: format!("{}: {e}", p.display()),
-                })?,
-            );
-            engine.export_container(&a.container, &mut f)?;
-            f.flush()?;
-        }
-        None => {
-            if io::stdout().is_terminal() {
-                return Err(Failure {
-                    code: 1,
-                    message: "cowardly refusing to save to a terminal. Use the -o flag or redirect"
-                        .into(),
-                });
-            }
-            let mut w = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
-            engine.export_container(&a.container, &mut w)?;
-            w.flush()?;
-        }
-    }
-    Ok(())
+    crate::write_archive(a.output.as_deref(), |w| {
+        Ok(engine.export_container(&a.container, w)?)
+    })
 }
 
 #[derive(Args)]

@@ -123,49 +123,7 @@ pub struct SaveArgs {
 }
 
 pub fn save(engine: &Engine, a: SaveArgs) -> CmdResult {
-    match &a.output {
-        Some(path) => {
-            // Written beside the target and renamed: a failed save leaves no half archive.
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
-            let tmp = dir.join(format!(
-                ".{}.strata-tmp",
-                path.file_name().and_then(|n| n.to_str()).unwrap_or("save")
-            ));
-            let res = (|| -> CmdResult {
-                let f = std::fs::File::create(&tmp).map_err(|e| Failure {
-                    code: 1,
-                    message: format!("failed to save image: {}: {e}", path.display()),
-                })?;
-                let mut w = io::BufWriter::with_capacity(1 << 20, f);
-                engine.save(&a.images, &mut w)?;
-                let f = w.into_inner().map_err(|e| Failure::from(e.into_error()))?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, path)?;
-                Ok(())
-            })();
-            if res.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            res
-        }
-        None => {
-            let stdout = io::stdout();
-            if stdout.is_terminal() {
-                return Err(Failure {
-                    code: 1,
-                    message: "cowardly refusing to save to a terminal. Use the -o flag or redirect"
-                        .into(),
-                });
-            }
-            let mut w = io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            engine.save(&a.images, &mut w)?;
-            w.flush()?;
-            Ok(())
-        }
-    }
+    crate::write_archive(a.output.as_deref(), |w| Ok(engine.save(&a.images, w)?))
 }
 
 #[derive(Args)]

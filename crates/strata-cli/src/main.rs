@@ -226,6 +226,55 @@ pub fn each_name(
     failed.map_or(Ok(()), Err)
 }
 
+/// Writes a tar made by `write` to `output` or, without one, to stdout (never a terminal),
+/// as `save` and `export` do. A file is written beside its target, synced and renamed, so a
+/// failure never leaves half an archive under the name asked for.
+pub fn write_archive(
+    output: Option<&std::path::Path>,
+    write: impl FnOnce(&mut dyn std::io::Write) -> CmdResult,
+) -> CmdResult {
+    use std::io::{IsTerminal, Write};
+    let Some(path) = output else {
+        let stdout = std::io::stdout();
+        if stdout.is_terminal() {
+            return Err(Failure {
+                code: 1,
+                message: "cowardly refusing to save to a terminal. Use the -o flag or redirect"
+                    .into(),
+            });
+        }
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        write(&mut w)?;
+        return Ok(w.flush()?);
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.strata-tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("archive")
+    ));
+    let res = (|| -> CmdResult {
+        let f = std::fs::File::create(&tmp).map_err(|e| Failure {
+            code: 1,
+            message: format!("{}: {e}", path.display()),
+        })?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        write(&mut w)?;
+        let f = w.into_inner().map_err(|e| Failure::from(e.into_error()))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
 /// docker's prune report: the heading, one line per removed object, the space reclaimed.
 pub fn print_prune_report(heading: &str, lines: impl IntoIterator<Item = String>, freed: u64) {
     let lines: Vec<String> = lines.into_iter().collect();
