@@ -5,6 +5,12 @@ set -euo pipefail
 need=()
 command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# The exec driver: libseccomp to build libcontainer, runc for `--runtime runc` (tested),
+# ps for `top`, pkg-config to find libseccomp.
+[ -e /usr/include/seccomp.h ] || need+=(libseccomp-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+command -v ps >/dev/null 2>&1 || need+=(procps)
 grep -qw overlay /proc/filesystems 2>/dev/null || modprobe overlay 2>/dev/null || true
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

@@ -21,3 +21,12 @@ if [ -n "$leftover" ]; then
     echo "$leftover" >&2
     exit 1
 fi
+# No container cgroup (v1 hierarchies or v2) nor shim may outlive the tests.
+cgroups=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -type d -path '*/strata/*' 2>/dev/null || true)
+shims=$(pgrep -f '^strata-shim' || true)
+if [ -n "$cgroups$shims" ]; then
+    echo "tests left containers behind:" >&2
+    echo "$cgroups" >&2
+    [ -z "$shims" ] || ps -o pid,args -p "$shims" >&2
+    exit 1
+fi

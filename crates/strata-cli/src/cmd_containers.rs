@@ -8,7 +8,9 @@ use clap::Args;
 use serde_json::json;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use strata_engine::{CommitOptions, Container, CreateOptions, Engine, EngineError};
+use strata_engine::{
+    CommitOptions, Container, CreateOptions, Engine, EngineError, HostConfig, RestartPolicyConfig,
+};
 
 fn usage(msg: impl Into<String>) -> Failure {
     Failure {
@@ -61,9 +63,210 @@ pub struct CreateArgs {
     /// Automatically remove the container when it exits (its writable layer is volatile)
     #[arg(long)]
     rm: bool,
+    /// Keep STDIN open even if not attached
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    tty: bool,
+    /// Signal to stop the container
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container
+    #[arg(long, allow_negative_numbers = true)]
+    stop_timeout: Option<i64>,
+    /// Restart policy to apply when a container exits (no, always, unless-stopped, on-failure[:N])
+    #[arg(long, default_value = "no")]
+    restart: String,
+    /// Runtime to use for this container (native, runc, or one added with --add-runtime)
+    #[arg(long)]
+    runtime: Option<String>,
+    /// Connect a container to a network (none, host, container:NAME)
+    #[arg(long, alias = "net", default_value = "none")]
+    network: String,
+    /// PID namespace to use (host)
+    #[arg(long)]
+    pid: Option<String>,
+    /// IPC mode to use (host, private, shareable)
+    #[arg(long)]
+    ipc: Option<String>,
+    /// UTS namespace to use (host)
+    #[arg(long)]
+    uts: Option<String>,
+    /// Add a custom host-to-IP mapping (host:ip)
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
+    /// Memory limit
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+    #[arg(long, allow_negative_numbers = true)]
+    memory_swap: Option<String>,
+    /// Memory soft limit
+    #[arg(long)]
+    memory_reservation: Option<String>,
+    /// Number of CPUs
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long)]
+    cpu_shares: Option<i64>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long, allow_negative_numbers = true)]
+    pids_limit: Option<i64>,
+    /// Block IO (relative weight), between 10 and 1000, or 0 to disable
+    #[arg(long)]
+    blkio_weight: Option<u16>,
+    /// Limit read rate (bytes per second) from a device (DEVICE:RATE)
+    #[arg(long = "device-read-bps")]
+    device_read_bps: Vec<String>,
+    /// Add Linux capabilities
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// Give extended privileges to this container
+    #[arg(long)]
+    privileged: bool,
+    /// Security Options (no-new-privileges, seccomp=unconfined|PROFILE.json)
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long)]
+    read_only: bool,
+    /// Mount a tmpfs directory (PATH[:OPTIONS])
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// Size of /dev/shm
+    #[arg(long)]
+    shm_size: Option<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+fn bytes_flag(flag: &str, v: &Option<String>) -> Result<i64, Failure> {
+    match v.as_deref() {
+        None => Ok(0),
+        Some("-1") => Ok(-1),
+        Some(s) => crate::units::parse_bytes(s).ok_or_else(|| {
+            usage(format!(
+                "invalid size for {flag}: {s:?}: use a number with an optional unit (b, k, m, g), e.g. 32m"
+            ))
+        }),
+    }
+}
+
+impl CreateArgs {
+    pub fn interactive(&self) -> bool {
+        self.interactive
+    }
+
+    pub fn tty(&self) -> bool {
+        self.tty
+    }
+
+    pub fn auto_remove(&self) -> bool {
+        self.rm
+    }
+
+    /// What the flags ask of `create`.
+    pub fn options(&self) -> Result<CreateOptions, Failure> {
+        let env = collect_env(self)?;
+        let (policy, retries) = match self.restart.split_once(':') {
+            Some((p, n)) => (
+                p.to_string(),
+                n.parse().map_err(|_| {
+                    usage(format!(
+                        "invalid restart policy {:?}: on-failure[:N] takes a number",
+                        self.restart
+                    ))
+                })?,
+            ),
+            None => (self.restart.clone(), 0),
+        };
+        if self.rm && policy != "no" {
+            return Err(usage("Conflicting options: --restart and --rm"));
+        }
+        let mut read_bps = Vec::new();
+        for d in &self.device_read_bps {
+            let (path, rate) = d.rsplit_once(':').ok_or_else(|| {
+                usage(format!(
+                    "invalid --device-read-bps {d:?}: use DEVICE:RATE, e.g. /dev/sda:1mb"
+                ))
+            })?;
+            let rate = crate::units::parse_bytes(rate).ok_or_else(|| {
+                usage(format!("invalid rate in --device-read-bps {d:?}: e.g. 1mb"))
+            })?;
+            read_bps.push(strata_exec::spec::ThrottleDevice {
+                path: path.to_string(),
+                rate: rate as u64,
+            });
+        }
+        let host = HostConfig {
+            runtime: self.runtime.clone().unwrap_or_default(),
+            network_mode: self.network.clone(),
+            pid_mode: self.pid.clone().unwrap_or_default(),
+            ipc_mode: self.ipc.clone().unwrap_or_default(),
+            uts_mode: self.uts.clone().unwrap_or_default(),
+            privileged: self.privileged,
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            security_opt: self.security_opt.clone(),
+            readonly_rootfs: self.read_only,
+            tmpfs: self
+                .tmpfs
+                .iter()
+                .map(|t| match t.split_once(':') {
+                    Some((p, o)) => (p.to_string(), o.to_string()),
+                    None => (t.clone(), String::new()),
+                })
+                .collect(),
+            extra_hosts: self.add_host.clone(),
+            restart_policy: RestartPolicyConfig {
+                name: policy,
+                maximum_retry_count: retries,
+            },
+            shm_size: bytes_flag("--shm-size", &self.shm_size)?.max(0) as u64,
+            resources: strata_exec::spec::Resources {
+                memory: bytes_flag("--memory", &self.memory)?,
+                memory_swap: bytes_flag("--memory-swap", &self.memory_swap)?,
+                memory_reservation: bytes_flag("--memory-reservation", &self.memory_reservation)?,
+                nano_cpus: self.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+                cpu_shares: self.cpu_shares.unwrap_or(0),
+                cpuset_cpus: self.cpuset_cpus.clone().unwrap_or_default(),
+                pids_limit: self.pids_limit,
+                blkio_weight: self.blkio_weight.unwrap_or(0),
+                blkio_device_read_bps: read_bps,
+            },
+            ..Default::default()
+        };
+        if let Some(s) = &self.stop_signal {
+            strata_engine::parse_signal(s).ok_or_else(|| usage(format!("invalid signal: {s}")))?;
+        }
+        Ok(CreateOptions {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            cmd: self.command.clone(),
+            entrypoint: self.entrypoint.clone(),
+            env,
+            working_dir: self.workdir.clone(),
+            user: self.user.clone(),
+            labels: parse_labels(&self.label),
+            hostname: self.hostname.clone(),
+            auto_remove: self.rm,
+            stop_signal: self.stop_signal.clone(),
+            stop_timeout: self.stop_timeout,
+            tty: self.tty,
+            open_stdin: self.interactive,
+            stdin_once: false,
+            host,
+        })
+    }
 }
 
 /// `-e NAME` takes NAME's value from the environment, as docker does; env files hold one
@@ -92,20 +295,7 @@ fn collect_env(a: &CreateArgs) -> Result<Vec<String>, Failure> {
 }
 
 pub fn create(engine: &Engine, a: CreateArgs) -> CmdResult {
-    let env = collect_env(&a)?;
-    let opts = CreateOptions {
-        name: a.name.clone(),
-        image: a.image.clone(),
-        cmd: a.command.clone(),
-        entrypoint: a.entrypoint.clone(),
-        env,
-        working_dir: a.workdir.clone(),
-        user: a.user.clone(),
-        labels: parse_labels(&a.label),
-        hostname: a.hostname.clone(),
-        auto_remove: a.rm,
-    };
-    let c = engine.create_container(&opts)?;
+    let c = engine.create_container(&a.options()?)?;
     println!("{}", c.id);
     Ok(())
 }
@@ -155,6 +345,38 @@ const PS_HEADERS: &[(&str, &str)] = &[
     ("LocalVolumes", "LOCAL VOLUMES"),
 ];
 
+/// docker's State ("running", "exited", ...) and Status ("Up 2 minutes") of a container.
+pub(crate) fn container_state(
+    engine: &Engine,
+    c: &Container,
+) -> Result<(&'static str, String), Failure> {
+    use strata_exec::state::Status;
+    let st = engine.run_state(c)?;
+    let ago = |t: &str| since(Some(t));
+    Ok(match st.status {
+        Status::Running if engine.is_paused(c) => {
+            ("paused", format!("Up {} (Paused)", up_for(&st.started_at)))
+        }
+        Status::Running => ("running", format!("Up {}", up_for(&st.started_at))),
+        Status::Restarting => (
+            "restarting",
+            format!("Restarting ({}) {}", st.exit_code, ago(&st.finished_at)),
+        ),
+        Status::Exited => (
+            "exited",
+            format!("Exited ({}) {}", st.exit_code, ago(&st.finished_at)),
+        ),
+        Status::Created => ("created", "Created".to_string()),
+    })
+}
+
+fn up_for(started: &str) -> String {
+    let secs = chrono::DateTime::parse_from_rfc3339(started)
+        .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
+        .unwrap_or(0);
+    crate::units::human_duration(secs)
+}
+
 fn matches_filter(engine: &Engine, c: &Container, spec: &str) -> Result<bool, Failure> {
     let (k, v) = spec.split_once('=').ok_or_else(|| {
         usage(format!(
@@ -176,7 +398,7 @@ fn matches_filter(engine: &Engine, c: &Container, spec: &str) -> Result<bool, Fa
             {
                 return Err(usage(format!("invalid filter 'status={v}'")));
             }
-            v == "created"
+            container_state(engine, c)?.0 == v
         }
         "name" => c.name.contains(v),
         "id" => c.id.starts_with(v),
@@ -200,21 +422,24 @@ fn matches_filter(engine: &Engine, c: &Container, spec: &str) -> Result<bool, Fa
 }
 
 pub fn ps(engine: &Engine, a: PsArgs) -> CmdResult {
-    let mut list = engine.list_containers()?;
+    let list = engine.list_containers()?;
     let explicit_all = a.all || a.latest || a.last >= 0;
-    // Every container is stopped until the exec driver runs them: `ps` alone lists the
-    // running ones, as docker's.
-    if !explicit_all && !a.filter.iter().any(|f| f.starts_with("status=")) {
-        list.clear();
-    }
+    // `ps` alone lists the running containers, as docker's.
+    let only_running = !explicit_all && !a.filter.iter().any(|f| f.starts_with("status="));
     let mut kept = Vec::new();
+    let mut states = Vec::new();
     for c in list {
+        let state = container_state(engine, &c)?;
+        if only_running && !matches!(state.0, "running" | "paused" | "restarting") {
+            continue;
+        }
         let mut ok = true;
         for f in &a.filter {
             ok &= matches_filter(engine, &c, f)?;
         }
         if ok {
             kept.push(c);
+            states.push(state);
         }
     }
     if a.latest {
@@ -260,8 +485,8 @@ pub fn ps(engine: &Engine, a: PsArgs) -> CmdResult {
             "Command": shown,
             "CreatedAt": created_at(Some(&c.created)),
             "RunningFor": since(Some(&c.created)),
-            "Status": "Created",
-            "State": "created",
+            "Status": states[i].1,
+            "State": states[i].0,
             "Ports": "",
             "Names": c.name,
             "Size": size,
@@ -294,9 +519,9 @@ pub struct RmArgs {
 }
 
 pub fn rm(engine: &Engine, a: RmArgs) -> CmdResult {
-    let _ = (a.force, a.volumes); // no running containers or volumes exist yet to act on
+    let _ = a.volumes; // no volumes exist yet to act on
     crate::each_name(&a.containers, |name| {
-        engine.remove_container(name)?;
+        engine.remove_container(name, a.force)?;
         println!("{name}");
         Ok(())
     })
@@ -323,9 +548,14 @@ pub fn prune(engine: &Engine, a: PruneArgs) -> CmdResult {
         for f in &a.filter {
             ok &= matches_filter(engine, &c, f)?;
         }
-        if ok {
+        if ok
+            && !matches!(
+                container_state(engine, &c)?.0,
+                "running" | "paused" | "restarting"
+            )
+        {
             freed += engine.container_size(&c)?.rw;
-            removed.push(engine.remove_container(&c.id)?.id);
+            removed.push(engine.remove_container(&c.id, false)?.id);
         }
     }
     crate::print_prune_report("Deleted Containers:", removed, freed);

@@ -4,6 +4,7 @@
 
 mod cmd_containers;
 mod cmd_images;
+mod cmd_run;
 mod cmd_system;
 mod format;
 mod units;
@@ -32,6 +33,17 @@ struct Cli {
     /// Storage driver (overlay2, vfs); recorded in the store at first use
     #[arg(long, global = true, env = "STRATA_STORAGE_DRIVER")]
     storage_driver: Option<String>,
+    /// Register an OCI runtime binary (NAME=PATH), as dockerd's --add-runtime
+    #[arg(
+        long = "add-runtime",
+        global = true,
+        env = "STRATA_ADD_RUNTIME",
+        value_delimiter = ','
+    )]
+    add_runtime: Vec<String>,
+    /// The runtime containers use unless --runtime says otherwise
+    #[arg(long, global = true, env = "STRATA_DEFAULT_RUNTIME")]
+    default_runtime: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,8 +69,36 @@ enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Create and run a new container from an image
+    Run(cmd_run::RunArgs),
+    /// Execute a command in a running container
+    Exec(cmd_run::ExecArgs),
     /// Create a new container
     Create(cmd_containers::CreateArgs),
+    /// Start one or more stopped containers
+    Start(cmd_run::StartArgs),
+    /// Stop one or more running containers
+    Stop(cmd_run::StopArgs),
+    /// Restart one or more containers
+    Restart(cmd_run::StopArgs),
+    /// Kill one or more running containers
+    Kill(cmd_run::KillArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(cmd_run::NamesArgs),
+    /// Fetch the logs of a container
+    Logs(cmd_run::LogsArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(cmd_run::AttachArgs),
+    /// Display the running processes of a container
+    Top(cmd_run::TopArgs),
+    /// Pause all processes within one or more containers
+    Pause(cmd_run::NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(cmd_run::NamesArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(cmd_run::StatsArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(cmd_run::PortArgs),
     /// List containers
     Ps(cmd_containers::PsArgs),
     /// Remove one or more containers
@@ -121,8 +161,39 @@ enum ImageCommand {
 
 #[derive(Subcommand)]
 enum ContainerCommand {
+    /// Create and run a new container from an image
+    Run(cmd_run::RunArgs),
+    /// Execute a command in a running container
+    Exec(cmd_run::ExecArgs),
     /// Create a new container
     Create(cmd_containers::CreateArgs),
+    /// Start one or more stopped containers
+    Start(cmd_run::StartArgs),
+    /// Stop one or more running containers
+    Stop(cmd_run::StopArgs),
+    /// Restart one or more containers
+    Restart(cmd_run::StopArgs),
+    /// Kill one or more running containers
+    Kill(cmd_run::KillArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(cmd_run::NamesArgs),
+    /// Fetch the logs of a container
+    Logs(cmd_run::LogsArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(cmd_run::AttachArgs),
+    /// Display the running processes of a container
+    Top(cmd_run::TopArgs),
+    /// Pause all processes within one or more containers
+    Pause(cmd_run::NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(cmd_run::NamesArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(cmd_run::StatsArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(cmd_run::PortArgs),
+    /// Finish after a container exits (run by its shim)
+    #[command(hide = true)]
+    Cleanup(cmd_run::CleanupArgs),
     /// List containers
     #[command(visible_aliases = ["list", "ps"])]
     Ls(cmd_containers::PsArgs),
@@ -331,6 +402,20 @@ fn open(cli: &Cli) -> Result<Engine, Failure> {
     Ok(Engine::open(&Options {
         root: cli.root.clone(),
         storage_driver: cli.storage_driver.clone(),
+        runtimes: cli
+            .add_runtime
+            .iter()
+            .map(|r| {
+                r.split_once('=')
+                    .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+                    .map(|(n, p)| (n.to_string(), PathBuf::from(p)))
+                    .ok_or_else(|| Failure {
+                        code: 125,
+                        message: format!("invalid --add-runtime {r:?}: use NAME=PATH"),
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+        default_runtime: cli.default_runtime.clone(),
     })?)
 }
 
@@ -357,6 +442,45 @@ fn run(cli: Cli) -> CmdResult {
         Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
             cmd_containers::create(&engine, a)
         }
+        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => cmd_run::run(&engine, a),
+        Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => {
+            cmd_run::exec(&engine, a)
+        }
+        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => {
+            cmd_run::start(&engine, a)
+        }
+        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => {
+            cmd_run::stop(&engine, a)
+        }
+        Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
+            cmd_run::restart(&engine, a)
+        }
+        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => {
+            cmd_run::kill(&engine, a)
+        }
+        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => {
+            cmd_run::wait(&engine, a)
+        }
+        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => {
+            cmd_run::logs(&engine, a)
+        }
+        Command::Attach(a) | Command::Container(ContainerCommand::Attach(a)) => {
+            cmd_run::attach_cmd(&engine, a)
+        }
+        Command::Top(a) | Command::Container(ContainerCommand::Top(a)) => cmd_run::top(&engine, a),
+        Command::Pause(a) | Command::Container(ContainerCommand::Pause(a)) => {
+            cmd_run::pause(&engine, a)
+        }
+        Command::Unpause(a) | Command::Container(ContainerCommand::Unpause(a)) => {
+            cmd_run::unpause(&engine, a)
+        }
+        Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => {
+            cmd_run::stats(&engine, a)
+        }
+        Command::Port(a) | Command::Container(ContainerCommand::Port(a)) => {
+            cmd_run::port(&engine, a)
+        }
+        Command::Container(ContainerCommand::Cleanup(a)) => cmd_run::cleanup(&engine, a),
         Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => {
             cmd_containers::ps(&engine, a)
         }

@@ -30,18 +30,8 @@ pub struct CommitOptions {
 impl Engine {
     /// Serialises mount and umount of one container across processes.
     fn container_lock(&self, id: &str) -> Result<StoreLock> {
-        let dir = self
-            .container_mount_point(id)
-            .parent()
-            .expect("mount point parent")
-            .to_path_buf();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| EngineError::io(format!("creating {}", dir.display()), e))?;
-        let lock = StoreLock::open(&dir.join("lock"))
-            .map_err(|e| EngineError::io("locking the container", e))?;
-        lock.lock(LockMode::Exclusive)
-            .map_err(|e| EngineError::io("locking the container", e))?;
-        Ok(lock)
+        let mount_point = self.container_mount_point(id);
+        lock_in(mount_point.parent().expect("mount point parent"))
     }
 
     /// Mounts the container's root filesystem (once, however often it is asked) and
@@ -352,4 +342,15 @@ pub(crate) fn is_mount_point(path: &std::path::Path) -> bool {
         (Ok(m), Some(Ok(p))) => m.dev() != p.dev() || m.ino() == p.ino(),
         _ => false,
     }
+}
+
+/// Takes `dir/lock` exclusively (creating `dir`): per-container locks between processes.
+pub(crate) fn lock_in(dir: &std::path::Path) -> Result<StoreLock> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| EngineError::io(format!("creating {}", dir.display()), e))?;
+    let lock = StoreLock::open(&dir.join("lock"))
+        .map_err(|e| EngineError::io("locking the container", e))?;
+    lock.lock(LockMode::Exclusive)
+        .map_err(|e| EngineError::io("locking the container", e))?;
+    Ok(lock)
 }

@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS containers (
     created     TEXT NOT NULL,
     state       TEXT NOT NULL CHECK (state IN ('created', 'removing')),
     mount_count INTEGER NOT NULL DEFAULT 0,
-    auto_remove INTEGER NOT NULL DEFAULT 0
+    auto_remove INTEGER NOT NULL DEFAULT 0,
+    host_config TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS containers_image ON containers(image);
 ";
@@ -42,6 +43,49 @@ pub struct ContainerConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<i64>,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub open_stdin: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
+}
+
+/// How a container runs, as docker's `HostConfig` (the part strata implements).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HostConfig {
+    /// Runtime name (`native`, `runc`, or one added with `--add-runtime`) and its binary.
+    pub runtime: String,
+    pub runtime_path: Option<PathBuf>,
+    /// `none` (a private namespace with loopback only; the default until networks exist),
+    /// `host`, or `container:NAME`.
+    pub network_mode: String,
+    pub pid_mode: String,
+    pub ipc_mode: String,
+    pub uts_mode: String,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub security_opt: Vec<String>,
+    /// The seccomp profile given with `seccomp=FILE`, read at create time as docker does.
+    pub seccomp_profile: Option<String>,
+    pub readonly_rootfs: bool,
+    pub tmpfs: BTreeMap<String, String>,
+    pub extra_hosts: Vec<String>,
+    pub restart_policy: RestartPolicyConfig,
+    pub shm_size: u64,
+    #[serde(flatten)]
+    pub resources: strata_exec::spec::Resources,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RestartPolicyConfig {
+    pub name: String,
+    pub maximum_retry_count: u32,
 }
 
 /// What `create` is asked for, beyond the image's defaults.
@@ -60,6 +104,13 @@ pub struct CreateOptions {
     pub hostname: Option<String>,
     /// `--rm`: removed when it exits; its writable layer is not synced (overlay volatile).
     pub auto_remove: bool,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<i64>,
+    pub tty: bool,
+    pub open_stdin: bool,
+    /// Close stdin when the first attached client's ends (`run -i` in the foreground).
+    pub stdin_once: bool,
+    pub host: HostConfig,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,6 +124,7 @@ pub struct Container {
     pub created: String,
     pub mount_count: u32,
     pub auto_remove: bool,
+    pub host: HostConfig,
 }
 
 impl Container {
@@ -112,10 +164,12 @@ fn container_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Container> {
         created: r.get(5)?,
         mount_count: r.get::<_, i64>(6)? as u32,
         auto_remove: r.get::<_, i64>(7)? != 0,
+        host: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
     })
 }
 
-const COLS: &str = "id, name, image, image_name, config, created, mount_count, auto_remove";
+const COLS: &str =
+    "id, name, image, image_name, config, created, mount_count, auto_remove, host_config";
 
 pub(crate) fn all(db: &Db) -> Result<Vec<Container>> {
     let conn = db.conn();
@@ -229,6 +283,14 @@ impl Engine {
         for (k, v) in &opts.labels {
             config.labels.insert(k.clone(), v.clone());
         }
+        if opts.stop_signal.is_some() {
+            config.stop_signal = opts.stop_signal.clone();
+        }
+        config.stop_timeout = opts.stop_timeout;
+        config.tty = opts.tty;
+        config.open_stdin = opts.open_stdin;
+        config.stdin_once = opts.stdin_once;
+        let host = self.complete_host_config(&opts.host)?;
         if config.entrypoint.is_empty() && config.cmd.is_empty() {
             return Err(EngineError::Invalid(
                 "no command specified: the image has no CMD or ENTRYPOINT; give a command".into(),
@@ -247,8 +309,8 @@ impl Engine {
         };
         let created = now();
         let inserted = self.db.conn().execute(
-            "INSERT INTO containers (id, name, image, image_name, config, created, state, auto_remove) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', ?7)",
-            params![id, name, image.to_string(), opts.image, serde_json::to_string(&config).expect("config serialises"), created, opts.auto_remove],
+            "INSERT INTO containers (id, name, image, image_name, config, created, state, auto_remove, host_config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', ?7, ?8)",
+            params![id, name, image.to_string(), opts.image, serde_json::to_string(&config).expect("config serialises"), created, opts.auto_remove, serde_json::to_string(&host).expect("host config serialises")],
         );
         match inserted {
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -294,9 +356,20 @@ impl Engine {
         Ok(format!("strata_{}", &hex_id()[..12]))
     }
 
-    /// Removes a container and its writable layer. A mounted container is unmounted first.
-    pub fn remove_container(&self, name_or_id: &str) -> Result<Container> {
+    /// Removes a container and its writable layer. A mounted container is unmounted first;
+    /// a running one is refused unless `force`, which kills it first.
+    pub fn remove_container(&self, name_or_id: &str, force: bool) -> Result<Container> {
         let c = self.container(name_or_id)?;
+        if self.run_state(&c)?.active() {
+            if !force {
+                return Err(EngineError::Conflict(format!(
+                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                    c.name
+                )));
+            }
+            self.stop_container(&c.id, Some(0))?;
+        }
+        self.remove_run_state(&c);
         self.operation("rm", || {
             self.db.conn().execute(
                 "UPDATE containers SET state = 'removing' WHERE id = ?1",
@@ -460,29 +533,60 @@ impl Engine {
             None => (String::new(), Vec::new()),
         };
         const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+        let st = self.run_state(&c)?;
+        let running = st.status == strata_exec::state::Status::Running;
+        let paused = running && self.is_paused(&c);
+        let restarting = st.status == strata_exec::state::Status::Restarting;
+        let status = match st.status {
+            _ if paused => "paused",
+            strata_exec::state::Status::Restarting => "restarting",
+            strata_exec::state::Status::Running => "running",
+            strata_exec::state::Status::Exited => "exited",
+            strata_exec::state::Status::Created => "created",
+        };
+        let time = |t: &str| {
+            if t.is_empty() {
+                ZERO_TIME.to_string()
+            } else {
+                t.to_string()
+            }
+        };
+        let dir = self.run_dir(&c.id);
+        let file = |name: &str| {
+            let p = dir.join(name);
+            if p.exists() {
+                p.display().to_string()
+            } else {
+                String::new()
+            }
+        };
+        let mut host = serde_json::to_value(&c.host).expect("host config serialises");
+        host["AutoRemove"] = c.auto_remove.into();
         let mut v = serde_json::json!({
             "Id": c.id,
             "Created": c.created,
             "Path": path,
             "Args": args,
             "State": {
-                "Status": "created", "Running": false, "Paused": false, "Restarting": false, "OOMKilled": false,
-                "Dead": false, "Pid": 0, "ExitCode": 0, "Error": "", "StartedAt": ZERO_TIME, "FinishedAt": ZERO_TIME
+                "Status": status, "Running": running, "Paused": paused, "Restarting": restarting,
+                "OOMKilled": st.oom_killed, "Dead": false, "Pid": if running { st.pid } else { 0 },
+                "ExitCode": st.exit_code, "Error": st.error,
+                "StartedAt": time(&st.started_at), "FinishedAt": time(&st.finished_at)
             },
             "Image": c.image.to_string(),
-            "ResolvConfPath": "",
-            "HostnamePath": "",
-            "HostsPath": "",
-            "LogPath": "",
+            "ResolvConfPath": file("resolv.conf"),
+            "HostnamePath": file("hostname"),
+            "HostsPath": file("hosts"),
+            "LogPath": file(strata_exec::state::LOG_FILE),
             "Name": format!("/{}", c.name),
-            "RestartCount": 0,
+            "RestartCount": st.restart_count,
             "Driver": self.driver,
             "Platform": "linux",
             "MountLabel": "",
             "ProcessLabel": "",
             "AppArmorProfile": "",
             "ExecIDs": null,
-            "HostConfig": {"NetworkMode": "none", "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "AutoRemove": c.auto_remove},
+            "HostConfig": host,
             "GraphDriver": {"Data": self.container_graph_data(&c)?, "Name": self.driver},
             "Mounts": [],
             "Config": c.config,

@@ -21,6 +21,10 @@ pub enum EngineError {
     /// The store itself is in a state strata cannot work with.
     #[error("{0}")]
     Store(String),
+    /// The container's process could not be started; `code` is docker's exit code for
+    /// it (125, 126 cannot execute, 127 not found).
+    #[error("{message}")]
+    StartFailed { code: i32, message: String },
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
     #[error("metadata database: {0}")]
@@ -47,6 +51,7 @@ impl EngineError {
     pub fn exit_code(&self) -> i32 {
         match self {
             EngineError::Usage(_) => 125,
+            EngineError::StartFailed { code, .. } => *code,
             _ => 1,
         }
     }

@@ -6,24 +6,31 @@ mod container_fs;
 mod containers;
 mod copy;
 mod error;
+mod exec;
 mod images;
 mod import;
 mod layers;
+mod lifecycle;
 mod load;
 mod mounts;
 mod names;
 mod records;
 mod recovery;
+mod runspec;
 mod save;
 mod system;
 
 pub use check::CheckReport;
 pub use container_fs::{Change, CommitOptions};
-pub use containers::{Container, ContainerConfig, ContainerSize, CreateOptions};
+pub use containers::{
+    Container, ContainerConfig, ContainerSize, CreateOptions, HostConfig, RestartPolicyConfig,
+};
 pub use copy::{extract_on_host, CopyOptions};
 pub use error::{EngineError, Result};
+pub use exec::{CgroupSample, ExecHandle, ExecOptions};
 pub use images::{HistoryRow, ImageDetails, ImageSummary, RemoveReport};
 pub use import::ImportOptions;
+pub use lifecycle::{parse_signal, Started};
 pub use load::LoadReport;
 pub use system::{ContainerUsage, DiskUsage, ImageUsage, SystemInfo};
 
@@ -46,6 +53,8 @@ pub struct Engine {
     snapshots: Snapshotter,
     driver: String,
     lock: StoreLock,
+    runtimes: Vec<(String, PathBuf)>,
+    default_runtime: String,
 }
 
 /// How to open a store.
@@ -54,6 +63,10 @@ pub struct Options {
     pub root: PathBuf,
     /// The driver asked for; `None` keeps the recorded one or picks the default.
     pub storage_driver: Option<String>,
+    /// OCI runtimes beyond `native` and `runc` (`--add-runtime NAME=PATH`).
+    pub runtimes: Vec<(String, PathBuf)>,
+    /// The runtime containers get unless `--runtime` says otherwise (default `native`).
+    pub default_runtime: Option<String>,
 }
 
 impl Engine {
@@ -91,6 +104,11 @@ impl Engine {
             snapshots,
             driver,
             lock,
+            runtimes: opts.runtimes.clone(),
+            default_runtime: opts
+                .default_runtime
+                .clone()
+                .unwrap_or_else(|| strata_exec::runtime::NATIVE.to_string()),
         };
         if alone {
             // Best effort: what cannot be finished now stays in the intent log, is tried

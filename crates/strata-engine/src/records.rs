@@ -47,6 +47,17 @@ CREATE TABLE IF NOT EXISTS operations (
 pub fn migrate(db: &Db) -> Result<()> {
     db.conn().execute_batch(SCHEMA)?;
     db.conn().execute_batch(crate::containers::SCHEMA)?;
+    // Stores made before containers ran lack their host config column.
+    let has_host: bool = db.conn().query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info('containers') WHERE name = 'host_config')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_host {
+        db.conn().execute_batch(
+            "ALTER TABLE containers ADD COLUMN host_config TEXT NOT NULL DEFAULT '{}'",
+        )?;
+    }
     Ok(())
 }
 

@@ -57,6 +57,11 @@ impl StoreLock {
         }
     }
 
+    /// Lets go of the lock (a long wait must not hold other processes' deletions back).
+    pub fn unlock(&self) -> io::Result<()> {
+        Ok(flock(&self.file, FlockOperation::Unlock)?)
+    }
+
     /// Holds the lock exclusively until the guard drops, then returns to shared.
     pub fn exclusive(&self) -> io::Result<ExclusiveGuard<'_>> {
         self.lock(LockMode::Exclusive)?;

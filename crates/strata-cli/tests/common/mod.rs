@@ -10,6 +10,8 @@ use std::process::{Command, Output, Stdio};
 pub struct Store {
     pub dir: tempfile::TempDir,
     pub driver: &'static str,
+    /// The runtime tests that run containers ask for.
+    pub runtime: std::cell::OnceCell<String>,
 }
 
 impl Store {
@@ -20,6 +22,7 @@ impl Store {
                 .tempdir()
                 .unwrap(),
             driver,
+            runtime: std::cell::OnceCell::new(),
         }
     }
 
@@ -114,8 +117,44 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Imports a busybox image (from Debian's busybox-static) as `busybox`, with a
+    /// passwd naming root, `app` (1000, also in group `extra` 2000) and nobody.
+    pub fn busybox(&self) {
+        let bin =
+            std::fs::read("/bin/busybox").expect("busybox-static is installed (scripts/deps.sh)");
+        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        let mut layer = Layer::new()
+            .dir("bin")
+            .dir("etc")
+            .dir("proc")
+            .dir("sys")
+            .dir("dev")
+            .dir("root")
+            .with_mode("tmp", tar::EntryType::Directory, 0o1777, b"")
+            .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+            .file("etc/group", b"root:x:0:\napp:x:1000:\nextra:x:2000:app\nnogroup:x:65534:\n")
+            .with_mode("bin/busybox", tar::EntryType::Regular, 0o755, &bin);
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                layer = layer.symlink(&format!("bin/{applet}"), "busybox");
+            }
+        }
+        let tar = self.file("busybox.tar", &layer.build());
+        self.ok(&["import", tar.to_str().unwrap(), "busybox"]);
+    }
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
+        // Containers a failing test left running are killed and removed first.
+        if self.root().join("strata.db").exists() {
+            if let Ok(out) = self.cmd(&["ps", "-aq", "--no-trunc"]).output() {
+                for id in String::from_utf8_lossy(&out.stdout).lines() {
+                    let _ = self.cmd(&["rm", "-f", id]).output();
+                }
+            }
+        }
         // Unmount anything a failing test left mounted under the store, deepest first.
         if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
             let root = self.dir.path().display().to_string();
@@ -221,6 +260,14 @@ impl Layer {
 
     pub fn opaque(self, dir: &str) -> Layer {
         self.file(&format!("{dir}/.wh..wh..opq"), b"")
+    }
+
+    /// An entry with the given type and mode.
+    pub fn with_mode(mut self, path: &str, kind: tar::EntryType, mode: u32, data: &[u8]) -> Layer {
+        self.b
+            .append_data(&mut Self::header(kind, mode, data.len() as u64), path, data)
+            .unwrap();
+        self
     }
 
     /// A header written byte for byte, whatever its name (for hostile archives).

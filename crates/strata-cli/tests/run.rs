@@ -1,0 +1,640 @@
+//! The exec driver end to end, as root, with real containers from a busybox image: every
+//! test runs once with the native runtime (libcontainer in the shim) and once with runc.
+
+mod common;
+
+use common::Store;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// A store with a busybox image whose containers use `runtime`.
+fn setup(runtime: &str) -> Store {
+    let s = Store::new("overlay2");
+    s.busybox();
+    s.runtime.set(runtime.to_string()).ok();
+    s
+}
+
+trait RunExt {
+    fn docker(&self, args: &[&str]) -> std::process::Output;
+    fn exit_code(&self, args: &[&str]) -> i32;
+    fn out(&self, args: &[&str]) -> String;
+    fn cid(&self, name: &str) -> String;
+    fn shim_state(&self, name: &str) -> serde_json::Value;
+    fn assert_gone(&self, id: &str);
+}
+
+impl RunExt for Store {
+    /// `strata ARGS` with `--runtime R` added after `run`/`create`.
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        let mut full: Vec<&str> = Vec::new();
+        let rt = self.runtime.get().map(String::as_str).unwrap_or("native");
+        for (i, a) in args.iter().enumerate() {
+            full.push(a);
+            if i == 0 && (*a == "run" || *a == "create") {
+                full.push("--runtime");
+                full.push(rt);
+            }
+        }
+        self.run(&full)
+    }
+
+    fn exit_code(&self, args: &[&str]) -> i32 {
+        self.docker(args).status.code().unwrap_or(-1)
+    }
+
+    fn out(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(
+            o.status.success(),
+            "strata {args:?} failed ({}): {}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn cid(&self, name: &str) -> String {
+        self.ok(&["inspect", "--format", "{{.Id}}", name])
+            .trim()
+            .to_string()
+    }
+
+    fn shim_state(&self, name: &str) -> serde_json::Value {
+        let id = self.cid(name);
+        let text =
+            std::fs::read(self.root().join("containers").join(id).join("state.json")).unwrap();
+        serde_json::from_slice(&text).unwrap()
+    }
+
+    /// Nothing of container `id` is left: no process in, nor the cgroup, nor a mount.
+    fn assert_gone(&self, id: &str) {
+        for ctl in ["pids", "memory", "freezer", "cpu"] {
+            let p = Path::new("/sys/fs/cgroup")
+                .join(ctl)
+                .join("strata")
+                .join(id);
+            assert!(!p.exists(), "cgroup {} was left behind", p.display());
+        }
+        assert!(
+            common::mounted_under(&self.root().join("mounts").join("containers").join(id))
+                .is_empty(),
+            "the container's root filesystem is still mounted"
+        );
+    }
+}
+
+fn inspect(s: &Store, name: &str, fmt: &str) -> String {
+    s.ok(&["inspect", "--format", fmt, name]).trim().to_string()
+}
+
+fn exit_codes(s: Store) {
+    assert_eq!(s.exit_code(&["run", "--rm", "busybox", "true"]), 0);
+    assert_eq!(
+        s.exit_code(&["run", "--rm", "busybox", "sh", "-c", "exit 3"]),
+        3
+    );
+    assert_eq!(
+        s.exit_code(&["run", "--rm", "busybox", "no-such-command"]),
+        127
+    );
+    assert_eq!(s.exit_code(&["run", "--rm", "busybox", "/etc"]), 126);
+    // (PID 1 cannot be killed from inside its namespace: a child shell kills itself.)
+    assert_eq!(
+        s.exit_code(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "sh -c 'kill -9 $$'; exit $?"
+        ]),
+        137
+    );
+    // --rm removed them all, the failed starts included.
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+    // A container whose command fails to start stays "created", with the reason.
+    assert_eq!(
+        s.exit_code(&["run", "--name", "bad", "busybox", "no-such-command"]),
+        127
+    );
+    assert_eq!(
+        inspect(&s, "bad", "{{.State.Status}} {{.State.ExitCode}}"),
+        "created 127"
+    );
+    assert!(inspect(&s, "bad", "{{.State.Error}}").contains("no-such-command"));
+}
+
+fn output_and_pid1(s: Store) {
+    let o = s.out(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; echo $$",
+    ]);
+    assert_eq!(o, "out\n1\n");
+    let o = s.docker(&["run", "--rm", "busybox", "sh", "-c", "echo err >&2"]);
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+    // The user, the environment and the working directory come from the flags.
+    let o = s.out(&[
+        "run",
+        "--rm",
+        "-u",
+        "app",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        "/work",
+        "busybox",
+        "sh",
+        "-c",
+        "id -u; id -g; id -G; echo $GREETING; pwd",
+    ]);
+    assert_eq!(o, "1000\n1000\n1000 2000\nhi\n/work\n");
+}
+
+fn stdin_with_i(s: Store) {
+    let o = s.run_stdin(
+        &[
+            "run",
+            "--rm",
+            "-i",
+            "--runtime",
+            rt(&s),
+            "busybox",
+            "sh",
+            "-c",
+            "cat; echo done",
+        ],
+        b"hello\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello\ndone\n");
+    // Without -i the container's stdin is empty.
+    let o = s.run_stdin(
+        &["run", "--rm", "--runtime", rt(&s), "busybox", "cat"],
+        b"ignored\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+}
+
+fn rt(s: &Store) -> &str {
+    s.runtime.get().map(String::as_str).unwrap_or("native")
+}
+
+fn tty_through_a_pty(s: Store) {
+    let mut master = 0;
+    let mut slave_fd = 0;
+    // SAFETY: openpty fills in two fds.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave_fd,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0);
+    use std::os::fd::FromRawFd;
+    let slave = unsafe { std::fs::File::from_raw_fd(slave_fd) };
+    let mut child = s
+        .cmd(&[
+            "run",
+            "--rm",
+            "-t",
+            "--runtime",
+            rt(&s),
+            "busybox",
+            "sh",
+            "-c",
+            "test -t 0 && test -t 1 && echo tty:yes; stty size",
+        ])
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut m = unsafe { std::fs::File::from_raw_fd(master) };
+    // The slave ends are closed: read what the master holds (EIO at the end).
+    rustix::fs::fcntl_setfl(&m, rustix::fs::OFlags::NONBLOCK).unwrap();
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = m.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(status.success(), "{text}");
+    assert!(text.contains("tty:yes\r\n"), "{text:?}");
+}
+
+fn memory_limit_oom(s: Store) {
+    // dd's 64 MiB buffer does not fit under a 32 MiB limit (no swap: --memory-swap too).
+    let code = s.exit_code(&[
+        "run",
+        "--name",
+        "oom",
+        "--memory",
+        "32m",
+        "--memory-swap",
+        "32m",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=64M",
+        "count=1",
+    ]);
+    assert_eq!(code, 137);
+    assert_eq!(
+        inspect(&s, "oom", "{{.State.OOMKilled}} {{.State.ExitCode}}"),
+        "true 137"
+    );
+    let id = s.cid("oom");
+    s.ok(&["rm", "oom"]);
+    s.assert_gone(&id);
+}
+
+fn pids_limit(s: Store) {
+    let o = s.docker(&["run", "--rm", "--pids-limit", "10", "busybox", "sh", "-c", "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max; for i in $(seq 20); do sleep 5 & done; wait"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(out.starts_with("10\n"), "{out}");
+    assert!(err.contains("fork"), "the fork loop was not stopped: {err}");
+}
+
+fn read_only_and_tmpfs(s: Store) {
+    let o = s.docker(&["run", "--rm", "--read-only", "busybox", "touch", "/x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Read-only file system"));
+    s.out(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--tmpfs",
+        "/scratch",
+        "busybox",
+        "touch",
+        "/scratch/x",
+    ]);
+}
+
+fn namespaces(s: Store) {
+    // A private network namespace with only lo, up.
+    let o = s.out(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "ip",
+        "-o",
+        "link",
+    ]);
+    assert_eq!(o.lines().count(), 1, "{o}");
+    assert!(o.contains(": lo:") && o.contains("UP"), "{o}");
+    assert!(s
+        .out(&[
+            "run",
+            "--rm",
+            "busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "127.0.0.1"
+        ])
+        .contains("1 packets received"));
+    // Hostname: given, or the short ID; /etc/hostname and /etc/hosts as docker writes them.
+    assert_eq!(
+        s.out(&["run", "--rm", "--hostname", "box", "busybox", "hostname"]),
+        "box\n"
+    );
+    // Without --hostname it is the short ID, in /etc/hostname too; --add-host lands in
+    // /etc/hosts after docker's localhost lines.
+    let o = s.out(&[
+        "run",
+        "--name",
+        "h",
+        "--add-host",
+        "db:10.0.0.5",
+        "busybox",
+        "sh",
+        "-c",
+        "hostname; cat /etc/hostname; grep -c localhost /etc/hosts; grep db /etc/hosts",
+    ]);
+    let short = &s.cid("h")[..12];
+    assert_eq!(o, format!("{short}\n{short}\n2\n10.0.0.5\tdb\n"));
+    s.ok(&["rm", "h"]);
+    // --pid host sees the host's processes; a private one only its own.
+    let own = s.out(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "ls /proc | grep -c '^[0-9]'",
+    ]);
+    assert!(own.trim().parse::<u32>().unwrap() <= 3, "{own}");
+    let host = s.out(&[
+        "run",
+        "--rm",
+        "--pid",
+        "host",
+        "busybox",
+        "sh",
+        "-c",
+        "ls /proc | grep -c '^[0-9]'",
+    ]);
+    assert!(host.trim().parse::<u32>().unwrap() > 5, "{host}");
+}
+
+fn hardening(s: Store) {
+    let o = s.out(&[
+        "run",
+        "--rm",
+        "busybox",
+        "grep",
+        "-E",
+        "^(CapEff|Seccomp):",
+        "/proc/self/status",
+    ]);
+    assert_eq!(o, "CapEff:\t00000000a80425fb\nSeccomp:\t2\n");
+    // Denied by seccomp or capabilities: mount, unshare, keyctl (busybox has no keyctl).
+    for cmd in ["mount -t tmpfs t /tmp", "unshare -n true"] {
+        let o = s.docker(&["run", "--rm", "busybox", "sh", "-c", cmd]);
+        assert!(!o.status.success(), "{cmd} was allowed");
+    }
+    // Masked paths read as nothing; read-only ones refuse writes; /sys is read-only.
+    let o = s.docker(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /proc/kcore | wc -c; ls /sys/firmware | wc -l",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "0\n0\n");
+    assert!(!s
+        .docker(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/kernel/panic"
+        ])
+        .status
+        .success());
+    assert!(!s
+        .docker(&["run", "--rm", "busybox", "touch", "/sys/x"])
+        .status
+        .success());
+    // Only docker's default devices.
+    let devs = s.out(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "ls /dev | sort | tr '\\n' ' '",
+    ]);
+    for d in ["full", "null", "ptmx", "random", "tty", "urandom", "zero"] {
+        assert!(devs.contains(d), "{devs}");
+    }
+    assert!(!devs.contains("sda") && !devs.contains("loop"), "{devs}");
+    // --cap-drop, --cap-add, --privileged, no-new-privileges, seccomp=unconfined.
+    let o = s.out(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_ADMIN",
+        "busybox",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert_eq!(o, "CapEff:\t0000000000001000\n");
+    let o = s.out(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "busybox",
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; mount -t tmpfs t /tmp && echo mounted",
+    ]);
+    assert_eq!(o, "Seccomp:\t0\nmounted\n");
+    let o = s.out(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "no-new-privileges",
+        "busybox",
+        "grep",
+        "NoNewPrivs",
+        "/proc/self/status",
+    ]);
+    assert_eq!(o, "NoNewPrivs:\t1\n");
+    let o = s.out(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "busybox",
+        "grep",
+        "Seccomp:",
+        "/proc/self/status",
+    ]);
+    assert_eq!(o, "Seccomp:\t0\n");
+    // A working directory under /proc is refused before anything runs (CVE-2024-21626).
+    let e = s.fails(&["run", "--rm", "-w", "/proc/self/fd/7", "busybox", "true"]);
+    assert!(e.contains("/proc"), "{e}");
+}
+
+fn exec_into_running(s: Store) {
+    s.out(&[
+        "run", "-d", "--name", "c", "-e", "A=1", "busybox", "sleep", "1000",
+    ]);
+    assert_eq!(
+        s.out(&["exec", "c", "sh", "-c", "echo $A; echo $$ | wc -c"]),
+        "1\n2\n"
+    );
+    assert_eq!(s.exit_code(&["exec", "c", "sh", "-c", "exit 5"]), 5);
+    assert_eq!(
+        s.out(&[
+            "exec",
+            "-u",
+            "app",
+            "-e",
+            "B=2",
+            "-w",
+            "/tmp",
+            "c",
+            "sh",
+            "-c",
+            "id -u; echo $B; pwd"
+        ]),
+        "1000\n2\n/tmp\n"
+    );
+    assert_eq!(s.exit_code(&["exec", "c", "no-such-command"]), 127);
+    let o = s.run_stdin(&["exec", "-i", "c", "cat"], b"piped\n");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "piped\n");
+    s.out(&["exec", "-d", "c", "sh", "-c", "echo detached > /tmp/d"]);
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = s.out(&["exec", "c", "cat", "/tmp/d"]);
+        if !seen.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, "detached\n");
+    // The exec'd processes are in the container's pid namespace and cgroup.
+    let top = s.out(&["top", "c"]);
+    assert!(top.contains("sleep 1000"), "{top}");
+    let id = s.cid("c");
+    s.ok(&["rm", "-f", "c"]);
+    s.assert_gone(&id);
+}
+
+fn stop_escalates_and_restart_keeps_layer(s: Store) {
+    // PID 1 ignores SIGTERM it has no handler for: stop must escalate to SIGKILL.
+    s.out(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /data; exec sleep 1000",
+    ]);
+    s.ok(&["stop", "-t", "1", "c"]);
+    assert_eq!(
+        inspect(&s, "c", "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 137"
+    );
+    let id = s.cid("c");
+    s.assert_gone(&id);
+    // Started again, it has the same writable layer.
+    s.ok(&["start", "c"]);
+    assert_eq!(s.out(&["exec", "c", "cat", "/data"]), "kept\n");
+    s.ok(&["restart", "-t", "0", "c"]);
+    assert_eq!(s.out(&["exec", "c", "cat", "/data"]), "kept\n");
+    s.ok(&["kill", "c"]);
+    assert_eq!(s.ok(&["wait", "c"]), "137\n");
+    s.ok(&["rm", "c"]);
+}
+
+fn logs_follow_and_detach(s: Store) {
+    s.out(&[
+        "run",
+        "-d",
+        "--name",
+        "l",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line$i; sleep 0.3; done; echo bad >&2",
+    ]);
+    // The CLI that started it is gone; the container goes on under its shim.
+    let st = s.shim_state("l");
+    assert_eq!(st["status"], "running");
+    let o = s.ok(&["logs", "-f", "l"]);
+    assert_eq!(o, "line1\nline2\nline3\n");
+    let o = s.run(&["logs", "l"]);
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "bad\n");
+    assert_eq!(s.ok(&["logs", "--tail", "1", "l"]), "");
+    let o = s.ok(&["logs", "-t", "l"]);
+    assert!(o.lines().all(|l| l.contains('T') && l.contains('Z')), "{o}");
+    assert_eq!(s.ok(&["wait", "l"]), "0\n");
+    let ps = s.ok(&["ps", "-a", "--format", "{{.Status}}"]);
+    assert!(ps.starts_with("Exited (0)"), "{ps}");
+}
+
+fn shim_killed_is_noticed(s: Store) {
+    s.out(&["run", "-d", "--name", "k", "busybox", "sleep", "1000"]);
+    let id = s.cid("k");
+    assert!(s.ok(&["ps", "--format", "{{.Status}}"]).starts_with("Up"));
+    let shim = s.shim_state("k")["shim_pid"].as_i64().unwrap() as i32;
+    // SAFETY: a plain kill(2).
+    unsafe { libc::kill(shim, libc::SIGKILL) };
+    for _ in 0..200 {
+        if !Path::new(&format!("/proc/{shim}")).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let ps = s.ok(&["ps", "-a", "--format", "{{.Status}}"]);
+    assert!(ps.starts_with("Exited (137)"), "{ps}");
+    s.assert_gone(&id);
+    s.ok(&["rm", "k"]);
+}
+
+fn pause_and_stats(s: Store) {
+    s.out(&[
+        "run", "-d", "--name", "p", "--memory", "64m", "busybox", "sleep", "1000",
+    ]);
+    s.ok(&["pause", "p"]);
+    assert!(s
+        .ok(&["ps", "--format", "{{.Status}}"])
+        .contains("(Paused)"));
+    assert_eq!(inspect(&s, "p", "{{.State.Status}}"), "paused");
+    s.ok(&["unpause", "p"]);
+    assert_eq!(inspect(&s, "p", "{{.State.Status}}"), "running");
+    let st = s.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.MemUsage}} {{.PIDs}}",
+    ]);
+    assert!(
+        st.starts_with("p ") && st.contains("/ 64MiB") && st.trim().ends_with(" 1"),
+        "{st}"
+    );
+    assert!(s.fails(&["rm", "p"]).contains("running"));
+    s.ok(&["rm", "-f", "p"]);
+}
+
+fn run_test(f: fn(Store), runtime: &str) {
+    if runtime == "runc" && Command::new("runc").arg("--version").output().is_err() {
+        panic!("runc is not installed: scripts/deps.sh installs it");
+    }
+    f(setup(runtime));
+}
+
+macro_rules! runtime_tests {
+    ($runtime:ident: $($name:ident),* $(,)?) => {
+        mod $runtime {
+            $(
+                #[test]
+                fn $name() {
+                    super::run_test(super::$name, stringify!($runtime));
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_tests {
+    ($($runtime:ident),*) => {
+        $(runtime_tests!($runtime:
+            exit_codes, output_and_pid1, stdin_with_i, tty_through_a_pty, memory_limit_oom,
+            pids_limit, read_only_and_tmpfs, namespaces, hardening, exec_into_running,
+            stop_escalates_and_restart_keeps_layer, logs_follow_and_detach,
+            shim_killed_is_noticed, pause_and_stats,
+        );)*
+    };
+}
+
+all_tests!(native, runc);

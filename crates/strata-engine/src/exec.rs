@@ -1,0 +1,219 @@
+//! `exec`, `top` and `stats`: work on a running container's processes and cgroup.
+
+use crate::containers::Container;
+use crate::error::{EngineError, Result};
+use crate::runspec::cgroups_path;
+use crate::Engine;
+use std::path::Path;
+use strata_exec::exec::ExecConfig;
+use strata_exec::spawn::{spawn_shim, Spawned};
+use strata_exec::spec::{self, ProcessSpec};
+use strata_exec::state;
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub tty: bool,
+    pub detach: bool,
+    pub privileged: bool,
+}
+
+/// A started exec: wait on the shim for the process's exit code (unless detached).
+pub struct ExecHandle {
+    pub shim: Spawned,
+    files: Vec<std::path::PathBuf>,
+}
+
+impl Drop for ExecHandle {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// One sample of a container's cgroup counters.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CgroupSample {
+    pub cpu_usage_ns: u64,
+    pub memory_usage: u64,
+    pub memory_limit: u64,
+    pub pids: u64,
+    pub blkio_read: u64,
+    pub blkio_write: u64,
+}
+
+fn read_u64(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+impl Engine {
+    /// `exec`: starts `opts.cmd` in the running container through an exec shim.
+    pub fn exec_container(&self, name_or_id: &str, opts: &ExecOptions) -> Result<ExecHandle> {
+        let c = self.container(name_or_id)?;
+        let st = self.run_state(&c)?;
+        if st.status != state::Status::Running {
+            return Err(EngineError::Conflict(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        if self.is_paused(&c) {
+            return Err(EngineError::Conflict(format!(
+                "container {} is paused, unpause the container before exec",
+                c.id
+            )));
+        }
+        if opts.cmd.is_empty() {
+            return Err(EngineError::Usage("exec needs a command to run".into()));
+        }
+        let rootfs = self.container_mount_point(&c.id);
+        let mut probe = c.clone();
+        if let Some(u) = &opts.user {
+            probe.config.user = u.clone();
+        }
+        if let Some(w) = &opts.workdir {
+            probe.config.working_dir = w.clone();
+        }
+        let dir = self.run_dir(&c.id);
+        // The container's own spec, for its process defaults; /etc files are rewritten
+        // with the same content.
+        let base = self.run_spec(&probe, &rootfs, &dir)?;
+        let mut env = base.process.env.clone();
+        for e in &opts.env {
+            let key = e.split('=').next().unwrap_or(e);
+            env.retain(|x| x.split('=').next() != Some(key));
+            env.push(e.clone());
+        }
+        let caps = if opts.privileged {
+            spec::capabilities(true, &[], &[]).map_err(|e| EngineError::Usage(e.to_string()))?
+        } else {
+            base.process.caps.clone()
+        };
+        let process = ProcessSpec {
+            args: opts.cmd.clone(),
+            env,
+            terminal: opts.tty,
+            caps,
+            ..base.process
+        };
+        let tag = format!("{:016x}", rand::random::<u64>());
+        let process_file = dir.join(format!("exec-{tag}.process.json"));
+        let config_file = dir.join(format!("exec-{tag}.json"));
+        let io = |what: &str, e: std::io::Error| EngineError::io(what.to_string(), e);
+        std::fs::write(
+            &process_file,
+            serde_json::to_vec(&spec::process_json(&process)).expect("json"),
+        )
+        .map_err(|e| io("writing the exec process", e))?;
+        let cfg = ExecConfig {
+            id: c.id.clone(),
+            runtime: c.host.runtime.clone(),
+            runtime_path: c.host.runtime_path.clone(),
+            runtime_state: self.root.join("runtime"),
+            process: process_file.clone(),
+            tty: opts.tty,
+            console_socket: self.root.join("run").join(format!("{}.console", &tag)),
+        };
+        state::write_json(
+            &dir,
+            config_file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("name"),
+            &cfg,
+        )
+        .map_err(|e| io("writing the exec config", e))?;
+        let files = vec![process_file, config_file.clone()];
+        let mut shim = spawn_shim(
+            &["exec".as_ref(), config_file.as_os_str()],
+            None,
+            opts.detach,
+        )
+        .map_err(|e| io("starting the exec shim", e))?;
+        match shim.wait_ready() {
+            Ok(_) => Ok(ExecHandle { shim, files }),
+            Err(msg) => {
+                let _ = shim.child.wait();
+                for f in &files {
+                    let _ = std::fs::remove_file(f);
+                }
+                Err(EngineError::StartFailed {
+                    code: strata_exec::start_error_code(&msg),
+                    message: msg,
+                })
+            }
+        }
+    }
+
+    /// The pids in a container's cgroup.
+    pub fn container_pids(&self, c: &Container) -> Vec<i32> {
+        let rel = cgroups_path(&c.id);
+        let rel = rel.trim_start_matches('/');
+        for dir in [
+            format!("/sys/fs/cgroup/pids/{rel}"),
+            format!("/sys/fs/cgroup/memory/{rel}"),
+            format!("/sys/fs/cgroup/{rel}"),
+        ] {
+            if let Ok(text) = std::fs::read_to_string(Path::new(&dir).join("cgroup.procs")) {
+                return text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            }
+        }
+        Vec::new()
+    }
+
+    /// Reads the container's cgroup counters (v1 or v2).
+    pub fn cgroup_sample(&self, c: &Container) -> CgroupSample {
+        let rel = cgroups_path(&c.id);
+        let rel = rel.trim_start_matches('/');
+        let v1 = |ctl: &str, file: &str| format!("/sys/fs/cgroup/{ctl}/{rel}/{file}");
+        let v2 = |file: &str| format!("/sys/fs/cgroup/{rel}/{file}");
+        let mut s = CgroupSample::default();
+        if Path::new(&v1("memory", "")).exists() {
+            s.cpu_usage_ns = read_u64(&v1("cpuacct", "cpuacct.usage")).unwrap_or(0);
+            // docker subtracts the page cache's inactive files from usage.
+            let usage = read_u64(&v1("memory", "memory.usage_in_bytes")).unwrap_or(0);
+            let stat = std::fs::read_to_string(v1("memory", "memory.stat")).unwrap_or_default();
+            let inactive = stat
+                .lines()
+                .find_map(|l| l.strip_prefix("total_inactive_file "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            s.memory_usage = usage.saturating_sub(inactive);
+            s.memory_limit = read_u64(&v1("memory", "memory.limit_in_bytes")).unwrap_or(0);
+            s.pids = read_u64(&v1("pids", "pids.current")).unwrap_or(0);
+            let io = std::fs::read_to_string(v1("blkio", "blkio.throttle.io_service_bytes"))
+                .unwrap_or_default();
+            for l in io.lines() {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                if f.len() == 3 {
+                    let n: u64 = f[2].parse().unwrap_or(0);
+                    match f[1] {
+                        "Read" => s.blkio_read += n,
+                        "Write" => s.blkio_write += n,
+                        _ => {}
+                    }
+                }
+            }
+        } else {
+            let cpu = std::fs::read_to_string(v2("cpu.stat")).unwrap_or_default();
+            s.cpu_usage_ns = cpu
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1000;
+            s.memory_usage = read_u64(&v2("memory.current")).unwrap_or(0);
+            s.memory_limit = read_u64(&v2("memory.max")).unwrap_or(0);
+            s.pids = read_u64(&v2("pids.current")).unwrap_or(0);
+        }
+        let host_mem = rustix::system::sysinfo().totalram;
+        if s.memory_limit == 0 || s.memory_limit > host_mem {
+            s.memory_limit = host_mem;
+        }
+        s
+    }
+}

@@ -1,0 +1,443 @@
+//! Running containers: start (through a detached shim), stop, kill, wait, restart, pause,
+//! and the cleanup after an exit. The shim records a container's run state in its run
+//! directory (`ROOT/containers/ID`); whoever reads it notices a shim that died and
+//! finishes for it (marks the container exited, kills what is left, unmounts).
+
+use crate::containers::Container;
+use crate::error::{EngineError, Result};
+use crate::runspec::cgroups_path;
+use crate::Engine;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use strata_exec::runtime::{self, Runtime};
+use strata_exec::shim::STOPPED_MARK;
+use strata_exec::spawn::{spawn_shim, Spawned};
+use strata_exec::state::{self, RunState, ShimConfig, Status};
+use strata_store::{LockMode, StoreLock};
+
+/// Marks that a run holds a mount reference on the container's root filesystem.
+const RUN_MOUNT_MARK: &str = "rootfs-mounted";
+
+/// A started container's shim, for a caller that stays attached.
+pub struct Started {
+    pub shim: Spawned,
+}
+
+/// Signal names and numbers, as `kill -s` and `--stop-signal` take them.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    Some(match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" | "IOT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "STKFLT" => libc::SIGSTKFLT,
+        "CHLD" => libc::SIGCHLD,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        "URG" => libc::SIGURG,
+        "XCPU" => libc::SIGXCPU,
+        "XFSZ" => libc::SIGXFSZ,
+        "VTALRM" => libc::SIGVTALRM,
+        "PROF" => libc::SIGPROF,
+        "WINCH" => libc::SIGWINCH,
+        "IO" | "POLL" => libc::SIGIO,
+        "PWR" => libc::SIGPWR,
+        "SYS" => libc::SIGSYS,
+        _ => {
+            let rt = name.strip_prefix("RTMIN+")?.parse::<i32>().ok()?;
+            let n = libc::SIGRTMIN() + rt;
+            return (n <= libc::SIGRTMAX()).then_some(n);
+        }
+    })
+}
+
+impl Engine {
+    /// Where a container's run state, bundle, log and sockets live.
+    pub fn run_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    pub fn log_path(&self, c: &Container) -> PathBuf {
+        self.run_dir(&c.id).join(state::LOG_FILE)
+    }
+
+    pub fn attach_socket(&self, c: &Container) -> PathBuf {
+        self.run_dir(&c.id).join(state::ATTACH_SOCKET)
+    }
+
+    fn runtime_state_dir(&self) -> PathBuf {
+        self.root.join("runtime")
+    }
+
+    pub(crate) fn runtime_for(&self, c: &Container) -> Box<dyn Runtime> {
+        let name = if c.host.runtime.is_empty() {
+            runtime::NATIVE
+        } else {
+            &c.host.runtime
+        };
+        runtime::open(
+            name,
+            c.host.runtime_path.as_deref(),
+            &self.runtime_state_dir(),
+        )
+    }
+
+    /// Serialises run-state changes of one container across processes.
+    fn run_lock(&self, id: &str) -> Result<StoreLock> {
+        crate::container_fs::lock_in(&self.run_dir(id))
+    }
+
+    fn read_state(&self, id: &str) -> RunState {
+        state::read_json(&self.run_dir(id).join(state::STATE_FILE)).unwrap_or_default()
+    }
+
+    /// The container's run state; a container whose shim died is finished here (marked
+    /// exited with 137, its processes killed, its root filesystem released).
+    pub fn run_state(&self, c: &Container) -> Result<RunState> {
+        let st = self.read_state(&c.id);
+        if !st.active() || state::alive(st.shim_pid, st.shim_start) {
+            return Ok(st);
+        }
+        let _lock = self.run_lock(&c.id)?;
+        let mut st = self.read_state(&c.id);
+        if !st.active() || state::alive(st.shim_pid, st.shim_start) {
+            return Ok(st);
+        }
+        let _ = self.runtime_for(c).delete(&c.id);
+        st.status = Status::Exited;
+        st.pid = 0;
+        st.exit_code = 137;
+        st.error = "the container's shim was killed; its processes were stopped".into();
+        st.finished_at = crate::records::now();
+        let dir = self.run_dir(&c.id);
+        state::write_json(&dir, state::STATE_FILE, &st)
+            .map_err(|e| EngineError::io("recording the container's exit", e))?;
+        self.release_run_mount(c)?;
+        drop(_lock);
+        if c.auto_remove {
+            self.remove_container(&c.id, true)?;
+        }
+        Ok(st)
+    }
+
+    /// Whether a running container's processes are frozen (`pause`).
+    pub fn is_paused(&self, c: &Container) -> bool {
+        let rel = cgroups_path(&c.id);
+        let rel = rel.trim_start_matches('/');
+        for (file, frozen) in [
+            (
+                format!("/sys/fs/cgroup/freezer/{rel}/freezer.state"),
+                "FROZEN",
+            ),
+            (format!("/sys/fs/cgroup/{rel}/cgroup.freeze"), "1"),
+        ] {
+            if let Ok(s) = std::fs::read_to_string(file) {
+                return s.trim() == frozen;
+            }
+        }
+        false
+    }
+
+    fn release_run_mount(&self, c: &Container) -> Result<()> {
+        let mark = self.run_dir(&c.id).join(RUN_MOUNT_MARK);
+        if mark.exists() {
+            self.unmount_container(&c.id, false)?;
+            let _ = std::fs::remove_file(mark);
+        }
+        Ok(())
+    }
+
+    /// `start`: runs the container's process under a new shim. `client` is an attach
+    /// connection handed to the shim before the process starts (so no output is lost).
+    pub fn start_container(&self, name_or_id: &str, client: Option<OwnedFd>) -> Result<Started> {
+        let c = self.container(name_or_id)?;
+        let st = self.run_state(&c)?;
+        if st.active() {
+            return Err(EngineError::Conflict(format!(
+                "container {} is already running",
+                c.name
+            )));
+        }
+        let dir = self.run_dir(&c.id);
+        let lock = self.run_lock(&c.id)?;
+        let io = |what: &str, e: std::io::Error| EngineError::io(what.to_string(), e);
+        let mark = dir.join(RUN_MOUNT_MARK);
+        let rootfs = if mark.exists() {
+            self.container_mount_point(&c.id)
+        } else {
+            let p = self.mount_container(&c.id)?;
+            std::fs::write(&mark, b"").map_err(|e| io("marking the mount", e))?;
+            p
+        };
+        let started = (|| {
+            let spec = self.run_spec(&c, &rootfs, &dir)?;
+            let bundle = dir.join(state::BUNDLE_DIR);
+            std::fs::create_dir_all(&bundle).map_err(|e| io("creating the bundle", e))?;
+            let json =
+                strata_exec::spec::build(&spec).map_err(|e| EngineError::Usage(e.to_string()))?;
+            std::fs::write(bundle.join("config.json"), json)
+                .map_err(|e| io("writing config.json", e))?;
+            let _ = std::fs::remove_file(dir.join(STOPPED_MARK));
+            let generation = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            let exe = std::env::current_exe().map_err(|e| io("finding the strata binary", e))?;
+            let cfg = ShimConfig {
+                id: c.id.clone(),
+                generation,
+                runtime: c.host.runtime.clone(),
+                runtime_path: c.host.runtime_path.clone(),
+                runtime_state: self.runtime_state_dir(),
+                tty: c.config.tty,
+                open_stdin: c.config.open_stdin,
+                stdin_once: c.config.stdin_once,
+                restart: self.restart_policy(&c.host).unwrap_or_default(),
+                loopback: spec.net == strata_exec::spec::NsMode::Private,
+                console_socket: self
+                    .root
+                    .join("run")
+                    .join(format!("{}.console", &c.id[..16])),
+                cgroups_path: spec.cgroups_path.clone(),
+                exit_command: vec![
+                    exe.display().to_string(),
+                    "--root".into(),
+                    self.root.display().to_string(),
+                    "container".into(),
+                    "cleanup".into(),
+                    c.id.clone(),
+                    generation.to_string(),
+                ],
+            };
+            std::fs::create_dir_all(self.root.join("run"))
+                .map_err(|e| io("creating the run directory", e))?;
+            state::write_json(&dir, state::SHIM_FILE, &cfg)
+                .map_err(|e| io("writing the shim config", e))?;
+            let arg_dir = dir.clone().into_os_string();
+            let mut shim = spawn_shim(&["start".as_ref(), arg_dir.as_os_str()], client, true)
+                .map_err(|e| io("starting the shim", e))?;
+            match shim.wait_ready() {
+                Ok(_) => Ok(Started { shim }),
+                Err(msg) => {
+                    let _ = shim.child.wait();
+                    Err(EngineError::StartFailed {
+                        code: strata_exec::start_error_code(&msg),
+                        message: msg,
+                    })
+                }
+            }
+        })();
+        if started.is_err() {
+            let _ = self.release_run_mount(&c);
+        }
+        drop(lock);
+        started
+    }
+
+    /// Run by a shim as its last act: releases what the run held and removes an
+    /// `--rm` container. A cleanup for an earlier run than the current one does nothing.
+    pub fn cleanup_container(&self, id: &str, generation: u64) -> Result<()> {
+        let Ok(c) = self.container(id) else {
+            return Ok(());
+        };
+        let lock = self.run_lock(&c.id)?;
+        let cfg: ShimConfig = state::read_json(&self.run_dir(&c.id).join(state::SHIM_FILE))
+            .map_err(|e| EngineError::io("reading the shim config", e))?;
+        if cfg.generation != generation || self.read_state(&c.id).active() {
+            return Ok(());
+        }
+        self.release_run_mount(&c)?;
+        drop(lock);
+        if c.auto_remove {
+            self.remove_container(&c.id, false)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to the container's init (through a pidfd: no pid reuse races).
+    fn signal_init(&self, st: &RunState, signal: i32) -> Result<()> {
+        let Some(pid) = rustix::process::Pid::from_raw(st.pid) else {
+            return Ok(());
+        };
+        let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::SRCH) => return Ok(()),
+            Err(e) => return Err(EngineError::io("signalling the container", e.into())),
+        };
+        // The pid could have been reused between reading the state and opening the
+        // pidfd: the shim's record names the running init only while the shim lives.
+        if !state::alive(st.shim_pid, st.shim_start) {
+            return Ok(());
+        }
+        let sig = rustix::process::Signal::from_named_raw(signal)
+            .ok_or_else(|| EngineError::Usage(format!("invalid signal {signal}")))?;
+        match rustix::process::pidfd_send_signal(&fd, sig) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(EngineError::io("signalling the container", e.into())),
+        }
+    }
+
+    fn running(&self, c: &Container) -> Result<RunState> {
+        let st = self.run_state(c)?;
+        if st.status != Status::Running {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                c.id
+            )));
+        }
+        Ok(st)
+    }
+
+    /// `kill`: sends a signal (default KILL). The container is not restarted after.
+    pub fn kill_container(&self, name_or_id: &str, signal: Option<&str>) -> Result<()> {
+        let c = self.container(name_or_id)?;
+        let st = self.running(&c)?;
+        let sig = match signal {
+            None => libc::SIGKILL,
+            Some(s) => {
+                parse_signal(s).ok_or_else(|| EngineError::Usage(format!("invalid signal: {s}")))?
+            }
+        };
+        if sig == libc::SIGKILL || sig == libc::SIGTERM {
+            let _ = std::fs::write(self.run_dir(&c.id).join(STOPPED_MARK), b"");
+        }
+        if self.is_paused(&c) && sig == libc::SIGKILL {
+            let _ = self.runtime_for(&c).resume(&c.id);
+        }
+        self.signal_init(&st, sig)
+    }
+
+    /// Waits until the container is no longer running (or `timeout` passes: `None`).
+    fn wait_exit(&self, c: &Container, timeout: Option<Duration>) -> Result<Option<RunState>> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let st = self.run_state(c)?;
+            // Done when the shim has also finished its cleanup (the root filesystem is
+            // unmounted by then), or has been gone for long.
+            if !st.active()
+                && (!state::alive(st.shim_pid, st.shim_start)
+                    || start.elapsed() > Duration::from_secs(10))
+            {
+                return Ok(Some(st));
+            }
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                return Ok(None);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// `stop`: the stop signal, then SIGKILL after `timeout` seconds (default: the
+    /// container's StopTimeout, else 10). A stopped container is not restarted.
+    pub fn stop_container(&self, name_or_id: &str, timeout: Option<i64>) -> Result<()> {
+        let c = self.container(name_or_id)?;
+        let st = self.run_state(&c)?;
+        if !st.active() {
+            return Ok(());
+        }
+        let _ = std::fs::write(self.run_dir(&c.id).join(STOPPED_MARK), b"");
+        if st.status == Status::Restarting {
+            // The shim sees the mark when its back-off ends and exits.
+            self.idle(|| self.wait_exit(&c, None))??;
+            return Ok(());
+        }
+        let sig = c
+            .config
+            .stop_signal
+            .as_deref()
+            .and_then(parse_signal)
+            .unwrap_or(libc::SIGTERM);
+        if self.is_paused(&c) {
+            let _ = self.runtime_for(&c).resume(&c.id);
+        }
+        let secs = timeout.or(c.config.stop_timeout).unwrap_or(10);
+        if secs != 0 {
+            self.signal_init(&st, sig)?;
+            let wait = (secs > 0).then(|| Duration::from_secs(secs as u64));
+            if self.idle(|| self.wait_exit(&c, wait))??.is_some() {
+                return Ok(());
+            }
+        }
+        self.signal_init(&st, libc::SIGKILL)?;
+        self.idle(|| self.wait_exit(&c, None))??;
+        Ok(())
+    }
+
+    /// `wait`: blocks until the container stops; its exit code.
+    pub fn wait_container(&self, name_or_id: &str) -> Result<i32> {
+        let c = self.container(name_or_id)?;
+        let st = self
+            .idle(|| self.wait_exit(&c, None))??
+            .expect("no timeout");
+        Ok(st.exit_code)
+    }
+
+    pub fn pause_container(&self, name_or_id: &str) -> Result<()> {
+        let c = self.container(name_or_id)?;
+        self.running(&c)?;
+        if self.is_paused(&c) {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is already paused",
+                c.id
+            )));
+        }
+        self.runtime_for(&c)
+            .pause(&c.id)
+            .map_err(|e| EngineError::Store(format!("pausing {}: {e}", c.name)))
+    }
+
+    pub fn unpause_container(&self, name_or_id: &str) -> Result<()> {
+        let c = self.container(name_or_id)?;
+        self.running(&c)?;
+        if !self.is_paused(&c) {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not paused",
+                c.id
+            )));
+        }
+        self.runtime_for(&c)
+            .resume(&c.id)
+            .map_err(|e| EngineError::Store(format!("unpausing {}: {e}", c.name)))
+    }
+
+    /// Removes what a run left in the run directory and the runtime's state.
+    pub(crate) fn remove_run_state(&self, c: &Container) {
+        let _ = self.runtime_for(c).delete(&c.id);
+        let _ = std::fs::remove_dir_all(self.run_dir(&c.id));
+    }
+
+    /// Runs `f` without holding the store lock: long waits (a foreground container, `wait`,
+    /// `logs -f`) must not hold back other processes' deletions.
+    pub fn idle<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        self.lock
+            .unlock()
+            .map_err(|e| EngineError::io("unlocking the store", e))?;
+        let out = f();
+        self.lock
+            .lock(LockMode::Shared)
+            .map_err(|e| EngineError::io("locking the store", e))?;
+        Ok(out)
+    }
+}

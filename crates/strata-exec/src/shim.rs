@@ -1,0 +1,708 @@
+//! The per-container shim: a small single-threaded process, started detached by the CLI,
+//! that creates the container through a runtime, owns its stdio (pipes, or a pty), writes
+//! the json-file log, serves attach clients, reaps the container's init, records its exit
+//! (and whether the OOM killer ended it), applies the restart policy, and finally runs
+//! strata's cleanup in its place. It outlives the CLI that started it.
+//!
+//! File descriptors it is started with: 3, a pipe to tell the starter "ok" or the error;
+//! 4 (optional), an already connected attach client, so a foreground `run` misses no output.
+
+use crate::runtime::{self, ProcessIo, Runtime};
+use crate::state::{self, RunState, ShimConfig, Status};
+use crate::{logs::LineBuffer, stream};
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use rustix::process::Pid;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const READY_FD: i32 = 3;
+pub const CLIENT_FD: i32 = 4;
+/// Created by `stop`/`kill` before signalling: the exit was asked for, so no restart.
+pub const STOPPED_MARK: &str = "stopped";
+
+struct Client {
+    sock: UnixStream,
+    want: u8,
+    hello: bool,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    /// Its stdin closing closes the container's (`run -i` without `-d`).
+    stdin_once: bool,
+    gone: bool,
+}
+
+/// Output buffered for a client that reads too slowly beyond this is dropped with it.
+const CLIENT_BUFFER_LIMIT: usize = 8 << 20;
+
+impl Client {
+    fn new(sock: UnixStream, stdin_once: bool) -> Client {
+        let _ = sock.set_nonblocking(true);
+        Client {
+            sock,
+            want: 0,
+            hello: false,
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            stdin_once,
+            gone: false,
+        }
+    }
+
+    fn send(&mut self, kind: u8, data: &[u8]) {
+        let bit = match kind {
+            stream::STDOUT => stream::WANT_STDOUT,
+            stream::STDERR => stream::WANT_STDERR,
+            _ => 0xff,
+        };
+        if self.gone || !self.hello || self.want & bit == 0 {
+            return;
+        }
+        self.outbuf
+            .extend_from_slice(&stream::header(kind, data.len()));
+        self.outbuf.extend_from_slice(data);
+        if self.outbuf.len() > CLIENT_BUFFER_LIMIT {
+            self.gone = true;
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        while !self.outbuf.is_empty() && !self.gone {
+            match self.sock.write(&self.outbuf) {
+                Ok(0) => self.gone = true,
+                Ok(n) => {
+                    self.outbuf.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => self.gone = true,
+            }
+        }
+    }
+}
+
+/// The container's side of stdio as the shim holds it.
+struct Io {
+    stdout: Option<File>,
+    stderr: Option<File>,
+    /// Where client stdin goes: the pipe's write end, or the pty master.
+    stdin: Option<File>,
+    stdin_pending: Vec<u8>,
+    close_stdin_when_drained: bool,
+    tty: bool,
+    log: File,
+    out_lines: LineBuffer,
+    err_lines: LineBuffer,
+}
+
+fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+fn dev_null() -> std::io::Result<OwnedFd> {
+    Ok(File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?
+        .into())
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) {
+    if let Ok(fl) = rustix::fs::fcntl_getfl(fd) {
+        let _ = rustix::fs::fcntl_setfl(fd, fl | rustix::fs::OFlags::NONBLOCK);
+    }
+}
+
+/// Receives the pty master a runtime sends over the console socket.
+pub(crate) fn receive_console(listener: &UnixListener) -> Result<OwnedFd, String> {
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let mut waited = 0;
+    let conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && waited < 100 => {
+                std::thread::sleep(Duration::from_millis(50));
+                waited += 1;
+            }
+            Err(e) => return Err(format!("waiting for the container's terminal: {e}")),
+        }
+    };
+    conn.set_nonblocking(false).map_err(|e| e.to_string())?;
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+    let mut data = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut data)];
+    rustix::net::recvmsg(
+        &conn,
+        &mut iov,
+        &mut control,
+        rustix::net::RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("receiving the container's terminal: {e}"))?;
+    for msg in control.drain() {
+        if let rustix::net::RecvAncillaryMessage::ScmRights(mut fds) = msg {
+            if let Some(fd) = fds.next() {
+                return Ok(fd);
+            }
+        }
+    }
+    Err("the runtime sent no terminal".into())
+}
+
+/// Starts one run of the container: stdio, create, loopback, start. Returns the init pid.
+fn launch(
+    cfg: &ShimConfig,
+    rt: &dyn Runtime,
+    dir: &Path,
+    io: &mut Option<Io>,
+    log: &File,
+) -> Result<i32, String> {
+    let bundle = dir.join(state::BUNDLE_DIR);
+    let (proc_io, mine) = if cfg.tty {
+        let _ = std::fs::remove_file(&cfg.console_socket);
+        let listener = UnixListener::bind(&cfg.console_socket)
+            .map_err(|e| format!("console socket {}: {e}", cfg.console_socket.display()))?;
+        let n = || dev_null().map_err(|e| e.to_string());
+        let pio = ProcessIo::Console {
+            socket: cfg.console_socket.clone(),
+            stdio: [n()?, n()?, n()?],
+        };
+        (pio, Some(listener))
+    } else {
+        (
+            ProcessIo::Pipes {
+                stdin: dev_null().map_err(|e| e.to_string())?,
+                stdout: dev_null().map_err(|e| e.to_string())?,
+                stderr: dev_null().map_err(|e| e.to_string())?,
+            },
+            None,
+        )
+    };
+    let mut new_io = Io {
+        stdout: None,
+        stderr: None,
+        stdin: None,
+        stdin_pending: Vec::new(),
+        close_stdin_when_drained: false,
+        tty: cfg.tty,
+        log: log.try_clone().map_err(|e| e.to_string())?,
+        out_lines: LineBuffer::default(),
+        err_lines: LineBuffer::default(),
+    };
+    let proc_io = match proc_io {
+        ProcessIo::Pipes { .. } => {
+            let e = |e: std::io::Error| e.to_string();
+            let (out_r, out_w) = cloexec_pipe().map_err(e)?;
+            let (err_r, err_w) = cloexec_pipe().map_err(e)?;
+            let stdin = if cfg.open_stdin {
+                let (in_r, in_w) = cloexec_pipe().map_err(e)?;
+                new_io.stdin = Some(File::from(in_w));
+                in_r
+            } else {
+                dev_null().map_err(e)?
+            };
+            new_io.stdout = Some(File::from(out_r));
+            new_io.stderr = Some(File::from(err_r));
+            ProcessIo::Pipes {
+                stdin,
+                stdout: out_w,
+                stderr: err_w,
+            }
+        }
+        console => console,
+    };
+    let pid = rt.create(&cfg.id, &bundle, proc_io).map_err(|e| e.0)?;
+    let started = (|| -> Result<(), String> {
+        if let Some(listener) = &mine {
+            let master = receive_console(listener)?;
+            let m = File::from(master);
+            new_io.stdin = Some(m.try_clone().map_err(|e| e.to_string())?);
+            new_io.stdout = Some(m);
+            let _ = std::fs::remove_file(&cfg.console_socket);
+        }
+        if cfg.loopback {
+            crate::net::loopback_up(pid)
+                .map_err(|e| format!("bringing up lo in the container: {e}"))?;
+        }
+        rt.start(&cfg.id).map_err(|e| e.0)
+    })();
+    if let Err(e) = started {
+        let _ = rt.delete(&cfg.id);
+        return Err(e);
+    }
+    for f in [&new_io.stdout, &new_io.stderr, &new_io.stdin]
+        .into_iter()
+        .flatten()
+    {
+        set_nonblocking(f.as_fd());
+    }
+    *io = Some(new_io);
+    Ok(pid)
+}
+
+/// Whether the OOM killer killed a process of the container's cgroup (v1 or v2).
+fn oom_killed(cgroups_path: &str) -> bool {
+    let rel = cgroups_path.trim_start_matches('/');
+    for file in [
+        format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"),
+        format!("/sys/fs/cgroup/{rel}/memory.events"),
+    ] {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            return text.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            });
+        }
+    }
+    false
+}
+
+/// waitpid(-1) with __WALL: runtimes start a container's init with clone(), whose exit
+/// signal need not be SIGCHLD, and such children are invisible to a plain waitpid (rustix
+/// offers no __WALL). Returns the pid and its docker-style exit code (128+N if killed).
+pub(crate) fn wait_any(block: bool) -> Option<(i32, i32)> {
+    let mut status = 0;
+    let flags = libc::__WALL | if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: waitpid writes only to `status`.
+        let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
+        if pid < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        if pid <= 0 {
+            return None;
+        }
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else if libc::WIFSIGNALED(status) {
+            128 + libc::WTERMSIG(status)
+        } else {
+            continue;
+        };
+        return Some((pid, code));
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+struct Shim {
+    cfg: ShimConfig,
+    dir: PathBuf,
+    rt: Box<dyn Runtime>,
+    state: RunState,
+    listener: UnixListener,
+    clients: Vec<Client>,
+    log: File,
+}
+
+impl Shim {
+    fn save(&self) {
+        let _ = state::write_json(&self.dir, state::STATE_FILE, &self.state);
+    }
+
+    fn broadcast(&mut self, kind: u8, data: &[u8]) {
+        for c in &mut self.clients {
+            c.send(kind, data);
+        }
+    }
+
+    /// Moves container output to the log and the clients; false at end of stream.
+    fn pump_output(&mut self, io: &mut Io, err: bool) -> bool {
+        let mut buf = [0u8; 32 << 10];
+        let f = if err {
+            io.stderr.as_mut()
+        } else {
+            io.stdout.as_mut()
+        };
+        let Some(f) = f else {
+            return false;
+        };
+        match f.read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                let (kind, name, lines) = if err {
+                    (stream::STDERR, "stderr", &mut io.err_lines)
+                } else {
+                    (stream::STDOUT, "stdout", &mut io.out_lines)
+                };
+                let _ = lines.push(&mut io.log, name, &buf[..n]);
+                self.broadcast(kind, &buf[..n]);
+                true
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::Interrupted =>
+            {
+                true
+            }
+            // EIO from a pty master: every slave end is closed.
+            Err(_) => false,
+        }
+    }
+
+    fn client_input(&mut self, idx: usize, io: &mut Io) {
+        let mut buf = [0u8; 32 << 10];
+        let c = &mut self.clients[idx];
+        loop {
+            match c.sock.read(&mut buf) {
+                Ok(0) => {
+                    c.gone = true;
+                    break;
+                }
+                Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    c.gone = true;
+                    break;
+                }
+            }
+        }
+        let frames = stream::take_frames(&mut c.inbuf);
+        let stdin_once = c.stdin_once;
+        for (kind, payload) in frames {
+            match kind {
+                stream::HELLO => {
+                    let c = &mut self.clients[idx];
+                    c.want = payload.first().copied().unwrap_or(0);
+                    c.hello = true;
+                }
+                stream::STDIN => io.stdin_pending.extend_from_slice(&payload),
+                stream::STDIN_CLOSE if stdin_once && !io.tty => {
+                    io.close_stdin_when_drained = true;
+                }
+                stream::RESIZE if payload.len() == 4 => {
+                    if let Some(f) = io.stdout.as_ref().filter(|_| io.tty) {
+                        let ws = rustix::termios::Winsize {
+                            ws_row: u16::from_be_bytes([payload[0], payload[1]]),
+                            ws_col: u16::from_be_bytes([payload[2], payload[3]]),
+                            ws_xpixel: 0,
+                            ws_ypixel: 0,
+                        };
+                        let _ = rustix::termios::tcsetwinsize(f, ws);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn pump_stdin(io: &mut Io) {
+        if let Some(f) = io.stdin.as_mut() {
+            while !io.stdin_pending.is_empty() {
+                match f.write(&io.stdin_pending) {
+                    Ok(n) => {
+                        io.stdin_pending.drain(..n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Err(_) => {
+                        io.stdin_pending.clear();
+                        io.stdin = None;
+                        return;
+                    }
+                }
+            }
+        }
+        if io.close_stdin_when_drained && io.stdin_pending.is_empty() {
+            io.stdin = None;
+        }
+    }
+
+    /// Serves the container until its init exits and its output is drained; returns the
+    /// exit code.
+    fn serve(&mut self, pid: i32, io: &mut Option<Io>) -> i32 {
+        let pidfd = rustix::process::pidfd_open(
+            Pid::from_raw(pid).expect("pid"),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .ok();
+        let mut code = None;
+        let mut out_open = true;
+        let mut err_open = io.as_ref().is_some_and(|io| io.stderr.is_some());
+        loop {
+            self.clients.retain(|c| !c.gone);
+            if code.is_none() {
+                code = reap_pid(pid);
+            }
+            if code.is_some() && !out_open && !err_open {
+                break;
+            }
+            let Some(cur) = io.as_mut() else { break };
+            let mut fds = Vec::new();
+            // Slots: 0 listener, 1 pidfd, 2 stdout, 3 stderr, 4 stdin, then clients.
+            fds.push(PollFd::new(&self.listener, PollFlags::IN));
+            let never = PollFlags::empty();
+            match &pidfd {
+                Some(p) if code.is_none() => fds.push(PollFd::new(p, PollFlags::IN)),
+                _ => fds.push(PollFd::new(&self.listener, never)),
+            }
+            let out_flags = if out_open { PollFlags::IN } else { never };
+            let err_flags = if err_open { PollFlags::IN } else { never };
+            fds.push(match &cur.stdout {
+                Some(f) => PollFd::new(f, out_flags),
+                None => PollFd::new(&self.listener, never),
+            });
+            fds.push(match &cur.stderr {
+                Some(f) => PollFd::new(f, err_flags),
+                None => PollFd::new(&self.listener, never),
+            });
+            let in_flags = if cur.stdin_pending.is_empty() {
+                never
+            } else {
+                PollFlags::OUT
+            };
+            fds.push(match &cur.stdin {
+                Some(f) => PollFd::new(f, in_flags),
+                None => PollFd::new(&self.listener, never),
+            });
+            for c in &self.clients {
+                let mut fl = PollFlags::IN;
+                if !c.outbuf.is_empty() {
+                    fl |= PollFlags::OUT;
+                }
+                fds.push(PollFd::new(&c.sock, fl));
+            }
+            // Once the init is gone, output still buffered in the pipes is drained, but
+            // a process that kept them open (a host-pid container's orphan) is not waited on.
+            let timeout = if code.is_some() {
+                Some(&rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 200_000_000,
+                })
+            } else {
+                None
+            };
+            match poll(&mut fds, timeout) {
+                Ok(0) if code.is_some() => break,
+                Ok(_) => {}
+                Err(_) => continue,
+            }
+            let ready: Vec<PollFlags> = fds.iter().map(|f| f.revents()).collect();
+            drop(fds);
+            let hup = PollFlags::IN | PollFlags::HUP | PollFlags::ERR;
+            if ready[0].contains(PollFlags::IN) {
+                while let Ok((s, _)) = self.listener.accept() {
+                    self.clients.push(Client::new(s, false));
+                }
+            }
+            let cur = io.as_mut().expect("io");
+            if ready[2].intersects(hup) {
+                out_open = self.pump_output(cur, false);
+            }
+            if ready[3].intersects(hup) {
+                err_open = self.pump_output(cur, true);
+            }
+            for i in 0..self.clients.len() {
+                if ready.get(5 + i).is_some_and(|r| r.intersects(hup)) {
+                    self.client_input(i, cur);
+                }
+                if ready.get(5 + i).is_some_and(|r| r.contains(PollFlags::OUT)) {
+                    self.clients[i].flush();
+                }
+            }
+            Self::pump_stdin(cur);
+        }
+        if let Some(cur) = io.as_mut() {
+            let _ = cur.out_lines.flush(&mut cur.log, "stdout");
+            let _ = cur.err_lines.flush(&mut cur.log, "stderr");
+        }
+        code.unwrap_or(255)
+    }
+}
+
+pub(crate) fn set_nonblocking_file(f: &File) {
+    set_nonblocking(f.as_fd());
+}
+
+/// Reaps whatever children have exited; returns `pid`'s exit code once it has.
+pub(crate) fn reap_pid(pid: i32) -> Option<i32> {
+    let mut found = None;
+    while let Some((p, code)) = wait_any(false) {
+        if p == pid {
+            found = Some(code);
+        }
+    }
+    found
+}
+
+fn tell(ready: &mut Option<File>, msg: &str) {
+    if let Some(mut f) = ready.take() {
+        let _ = f.write_all(msg.as_bytes());
+    }
+}
+
+/// `strata-shim start DIR`: runs the container described by DIR/shim.json.
+pub fn start(dir: &Path) -> i32 {
+    // SAFETY: fd 3 is the ready pipe by contract with the starter; fd 4 is optional.
+    let mut ready = Some(unsafe { File::from_raw_fd(READY_FD) });
+    let first = (rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(CLIENT_FD) }).is_ok())
+        .then(|| unsafe { UnixStream::from_raw_fd(CLIENT_FD) });
+    for fd in [READY_FD, CLIENT_FD] {
+        // SAFETY: both are owned by the objects above from now on.
+        let b = unsafe { BorrowedFd::borrow_raw(fd) };
+        let _ = rustix::io::fcntl_setfd(b, rustix::io::FdFlags::CLOEXEC);
+    }
+    let cfg: ShimConfig = match state::read_json(&dir.join(state::SHIM_FILE)) {
+        Ok(c) => c,
+        Err(e) => {
+            tell(
+                &mut ready,
+                &format!("reading {}: {e}", dir.join(state::SHIM_FILE).display()),
+            );
+            return 1;
+        }
+    };
+    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+    let setup = (|| -> std::io::Result<(UnixListener, File)> {
+        let sock = dir.join(state::ATTACH_SOCKET);
+        let _ = std::fs::remove_file(&sock);
+        let listener = crate::attach::bind(&sock)?;
+        listener.set_nonblocking(true)?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join(state::LOG_FILE))?;
+        Ok((listener, log))
+    })();
+    let (listener, log) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            tell(&mut ready, &format!("setting up the shim: {e}"));
+            return 1;
+        }
+    };
+    let rt = runtime::open(
+        &cfg.runtime,
+        cfg.runtime_path.as_deref(),
+        &cfg.runtime_state,
+    );
+    let mut shim = Shim {
+        dir: dir.to_path_buf(),
+        rt,
+        state: RunState {
+            generation: cfg.generation,
+            shim_pid: std::process::id() as i32,
+            shim_start: state::process_start_time(std::process::id() as i32).unwrap_or(0),
+            ..Default::default()
+        },
+        listener,
+        clients: Vec::new(),
+        log,
+        cfg,
+    };
+    if let Some(mut s) = first {
+        // Its HELLO is read before the container starts, so it misses no output.
+        let mut c = match stream::read_frame(&mut s) {
+            Ok(Some((stream::HELLO, want))) => {
+                let mut c = Client::new(s, shim.cfg.stdin_once);
+                c.want = want.first().copied().unwrap_or(0);
+                c.hello = true;
+                c
+            }
+            _ => Client::new(s, shim.cfg.stdin_once),
+        };
+        c.flush();
+        shim.clients.push(c);
+    }
+    let mut io = None;
+    let mut restarts = 0u32;
+    loop {
+        let log = shim.log.try_clone().expect("log fd");
+        let pid = match launch(&shim.cfg, shim.rt.as_ref(), dir, &mut io, &log) {
+            Ok(pid) => pid,
+            Err(e) => {
+                // A container that never ran stays "created", as docker shows it.
+                shim.state.status = if ready.is_some() {
+                    Status::Created
+                } else {
+                    Status::Exited
+                };
+                shim.state.error = e.clone();
+                shim.state.exit_code = crate::start_error_code(&e);
+                shim.state.finished_at = now();
+                shim.save();
+                if ready.is_some() {
+                    tell(&mut ready, &e);
+                    return 1;
+                }
+                break;
+            }
+        };
+        shim.state.status = Status::Running;
+        shim.state.pid = pid;
+        shim.state.started_at = now();
+        shim.state.restart_count = restarts;
+        shim.state.error.clear();
+        shim.save();
+        tell(&mut ready, "ok");
+        let code = shim.serve(pid, &mut io);
+        shim.state.oom_killed = oom_killed(&shim.cfg.cgroups_path);
+        let _ = shim.rt.delete(&shim.cfg.id);
+        io = None;
+        shim.state.exit_code = code;
+        shim.state.finished_at = now();
+        let stopped = dir.join(STOPPED_MARK).exists();
+        if !shim.cfg.restart.restarts(code, restarts, stopped) {
+            break;
+        }
+        restarts += 1;
+        // docker's back-off: 100 ms, doubling, at most a minute.
+        let delay = 100u64.saturating_mul(1 << restarts.min(10)).min(60_000);
+        shim.state.status = Status::Restarting;
+        shim.save();
+        std::thread::sleep(Duration::from_millis(delay));
+        if dir.join(STOPPED_MARK).exists() {
+            break;
+        }
+    }
+    shim.state.status = Status::Exited;
+    shim.state.pid = 0;
+    shim.save();
+    let code = shim.state.exit_code.to_be_bytes();
+    for c in &mut shim.clients {
+        c.hello = true;
+        c.outbuf.extend_from_slice(&stream::header(stream::EXIT, 4));
+        c.outbuf.extend_from_slice(&code);
+        let _ = c.sock.set_nonblocking(false);
+        let _ = c.sock.set_write_timeout(Some(Duration::from_secs(5)));
+        c.flush();
+    }
+    drop(shim.clients);
+    drop(shim.listener);
+    let _ = std::fs::remove_file(dir.join(state::ATTACH_SOCKET));
+    if let Some((prog, args)) = shim.cfg.exit_command.split_first() {
+        use std::os::unix::process::CommandExt;
+        let err = std::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .exec();
+        let _ = writeln!(shim.log, "{{\"log\":\"strata: running the exit command: {err}\\n\",\"stream\":\"stderr\",\"time\":\"{}\"}}", now());
+        return 1;
+    }
+    0
+}
+
+/// Makes sure nothing of the shim's own is inherited by what it starts.
+pub fn close_inherited_fds() {
+    let _ = std::fs::read_dir("/proc/self/fd").map(|rd| {
+        let fds: Vec<i32> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+            .filter(|fd| *fd > CLIENT_FD)
+            .collect();
+        for fd in fds {
+            // SAFETY: setting FD_CLOEXEC on an fd number we do not own touches no Rust
+            // object; a stale number (the read_dir's own fd) just fails.
+            let b = unsafe { BorrowedFd::borrow_raw(fd) };
+            let _ = rustix::io::fcntl_setfd(b, rustix::io::FdFlags::CLOEXEC);
+        }
+    });
+}

@@ -1,0 +1,161 @@
+//! A container's run state as its shim records it (`state.json` in the container's run
+//! directory), and the shim's instructions (`shim.json`), written before it starts.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const STATE_FILE: &str = "state.json";
+pub const SHIM_FILE: &str = "shim.json";
+pub const LOG_FILE: &str = "container.log";
+pub const ATTACH_SOCKET: &str = "attach.sock";
+pub const BUNDLE_DIR: &str = "bundle";
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    /// Exited, and waiting out the restart policy's back-off before running again.
+    Restarting,
+    Exited,
+}
+
+/// When a container is started again after its process exits (`--restart`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    Always,
+    UnlessStopped,
+    OnFailure(u32),
+}
+
+impl RestartPolicy {
+    pub fn parse(s: &str) -> Option<RestartPolicy> {
+        Some(match s {
+            "" | "no" => RestartPolicy::No,
+            "always" => RestartPolicy::Always,
+            "unless-stopped" => RestartPolicy::UnlessStopped,
+            "on-failure" => RestartPolicy::OnFailure(0),
+            _ => RestartPolicy::OnFailure(s.strip_prefix("on-failure:")?.parse().ok()?),
+        })
+    }
+
+    /// docker's `HostConfig.RestartPolicy.Name`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+            RestartPolicy::OnFailure(_) => "on-failure",
+        }
+    }
+
+    /// Whether a process that exited with `code`, after `restarts` restarts, runs again.
+    pub fn restarts(&self, code: i32, restarts: u32, stopped_by_user: bool) -> bool {
+        if stopped_by_user {
+            return false;
+        }
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure(max) => code != 0 && (*max == 0 || restarts < *max),
+        }
+    }
+}
+
+/// What the shim writes, atomically, at each change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunState {
+    pub status: Status,
+    pub shim_pid: i32,
+    /// The shim's start time (clock ticks since boot) guards against pid reuse.
+    pub shim_start: u64,
+    pub pid: i32,
+    pub started_at: String,
+    pub finished_at: String,
+    pub exit_code: i32,
+    pub oom_killed: bool,
+    pub restart_count: u32,
+    pub error: String,
+    /// The start this state belongs to (see `ShimConfig::generation`).
+    pub generation: u64,
+}
+
+impl RunState {
+    /// Running, or about to run again (restart back-off): the shim still owns it.
+    pub fn active(&self) -> bool {
+        matches!(self.status, Status::Running | Status::Restarting)
+    }
+}
+
+/// What the shim is to run and how.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ShimConfig {
+    pub id: String,
+    /// Distinguishes one start of the container from the next, so a late cleanup of an
+    /// earlier run leaves a newer one alone.
+    pub generation: u64,
+    /// Runtime name and binary (`None`: native).
+    pub runtime: String,
+    pub runtime_path: Option<PathBuf>,
+    pub runtime_state: PathBuf,
+    pub tty: bool,
+    pub open_stdin: bool,
+    /// `--attach`-style: close the container's stdin when the first attached client's ends.
+    pub stdin_once: bool,
+    pub restart: RestartPolicy,
+    /// Bring `lo` up in a private network namespace.
+    pub loopback: bool,
+    /// Where the container's console socket lives (kept short: unix socket paths are
+    /// limited to 107 bytes).
+    pub console_socket: PathBuf,
+    /// The cgroup (relative to each hierarchy) for OOM accounting.
+    pub cgroups_path: String,
+    /// Run when the container has exited for good (strata's cleanup), replacing the shim.
+    pub exit_command: Vec<String>,
+}
+
+/// Writes `value` as JSON to `dir/name` by temp file and rename (readers never see half a
+/// file; run state is rewritten on each transition, so no fsync: after a crash the shim
+/// is gone and the state is reconciled anyway).
+pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(value).expect("serialises"))?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<T> {
+    let data = std::fs::read(path)?;
+    serde_json::from_slice(&data)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or
+/// `None` if it is gone.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether the process recorded as (`pid`, `start`) still runs (and is not a zombie).
+pub fn alive(pid: i32, start: u64) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
+    let mut fields = stat[close + 2..].split(' ');
+    let state = fields.next().unwrap_or("");
+    state != "Z" && fields.nth(18).and_then(|s| s.parse().ok()) == Some(start)
+}

@@ -1,0 +1,70 @@
+//! The attach protocol between a shim and its clients, over a unix stream socket: frames
+//! of docker's multiplexed-stream shape (one byte kind, three zero bytes, a big-endian u32
+//! length, the payload), in both directions.
+
+use std::io::{self, Read, Write};
+
+/// Frame kinds. Output from the shim uses docker's stream numbers.
+pub const STDIN: u8 = 0;
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+/// Shim to client: the process exited; payload is the exit code (i32, big-endian).
+pub const EXIT: u8 = 3;
+/// Client to shim: no more stdin.
+pub const STDIN_CLOSE: u8 = 4;
+/// Client to shim: the terminal's size (rows, cols as u16 big-endian).
+pub const RESIZE: u8 = 5;
+/// Client to shim, first frame: which streams it wants (`want_*` bits).
+pub const HELLO: u8 = 6;
+
+pub const WANT_STDIN: u8 = 1;
+pub const WANT_STDOUT: u8 = 2;
+pub const WANT_STDERR: u8 = 4;
+
+pub const HEADER: usize = 8;
+
+pub fn header(kind: u8, len: usize) -> [u8; HEADER] {
+    let n = (len as u32).to_be_bytes();
+    [kind, 0, 0, 0, n[0], n[1], n[2], n[3]]
+}
+
+pub fn write_frame(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(HEADER + payload.len());
+    buf.extend_from_slice(&header(kind, payload.len()));
+    buf.extend_from_slice(payload);
+    w.write_all(&buf)
+}
+
+/// Reads one frame; `None` at a clean end of stream.
+pub fn read_frame(r: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
+    let mut h = [0u8; HEADER];
+    let mut got = 0;
+    while got < HEADER {
+        match r.read(&mut h[got..])? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => got += n,
+        }
+    }
+    let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    Ok(Some((h[0], payload)))
+}
+
+/// Splits buffered bytes into complete frames, leaving a partial one in `buf`.
+pub fn take_frames(buf: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while buf.len() - at >= HEADER {
+        let h = &buf[at..at + HEADER];
+        let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        if buf.len() - at - HEADER < len {
+            break;
+        }
+        out.push((h[0], buf[at + HEADER..at + HEADER + len].to_vec()));
+        at += HEADER + len;
+    }
+    buf.drain(..at);
+    out
+}
