@@ -61,7 +61,13 @@ fn terminal_size() -> Option<(u16, u16)> {
 /// size) are already queued in it.
 fn prepared_client(stdin: bool, tty: bool) -> io::Result<(UnixStream, OwnedFd)> {
     let (mut mine, theirs) = UnixStream::pair()?;
-    attach::hello(&mut mine, stdin, true, true)?;
+    attach::hello_with(
+        &mut mine,
+        stdin,
+        true,
+        true,
+        strata_exec::stream::WANT_CLEANUP,
+    )?;
     if tty {
         if let Some((r, c)) = terminal_size() {
             attach::resize(&mut mine, r, c)?;
@@ -111,20 +117,39 @@ pub fn run(engine: &Engine, a: RunArgs) -> CmdResult {
         Ok(s) => s,
         Err(e) => return Err(start_failed(engine, &c.id, auto_remove, e)),
     };
-    let code = engine.idle(|| -> io::Result<Option<i32>> {
-        let code = stay_attached(&mut sock, interactive, tty)?;
-        // The shim finishes with the cleanup (and the removal for --rm): wait for it.
-        let _ = started.shim.child.wait();
-        Ok(code)
-    })??;
-    let code = match code {
+    exit_with(attached_until_exit(
+        engine,
+        &c.id,
+        &mut started,
+        &mut sock,
+        interactive,
+        tty,
+    )?)
+}
+
+/// Stays attached to a container this CLI started until it exits, then cleans up after it
+/// (as the shim was told) and waits for the shim to finish; the exit code.
+fn attached_until_exit(
+    engine: &Engine,
+    id: &str,
+    started: &mut strata_engine::Started,
+    sock: &mut UnixStream,
+    stdin: bool,
+    tty: bool,
+) -> Result<i32, Failure> {
+    let code = engine.idle(|| stay_attached(sock, stdin, tty))??;
+    if code.is_some() {
+        engine.cleanup_container(id, started.generation)?;
+    }
+    engine.idle(|| started.shim.child.wait())??;
+    Ok(match code {
         Some(code) => code,
-        None => match engine.container(&c.id) {
+        // The shim died: reading the state finishes for it.
+        None => match engine.container(id) {
             Ok(c) => engine.run_state(&c)?.exit_code,
             Err(_) => 0,
         },
-    };
-    exit_with(code)
+    })
 }
 
 /// docker removes an `--rm` container whose start failed; the error keeps its exit code.
@@ -169,12 +194,8 @@ pub fn start(engine: &Engine, a: StartArgs) -> CmdResult {
         let tty = c.config.tty;
         let (mut sock, theirs) = prepared_client(a.interactive, tty)?;
         let mut started = engine.start_container(&c.id, Some(theirs))?;
-        let code = engine.idle(|| -> io::Result<Option<i32>> {
-            let code = stay_attached(&mut sock, a.interactive, tty)?;
-            let _ = started.shim.child.wait();
-            Ok(code)
-        })??;
-        return exit_with(code.unwrap_or(0));
+        let code = attached_until_exit(engine, &c.id, &mut started, &mut sock, a.interactive, tty)?;
+        return exit_with(code);
     }
     crate::each_name(&a.containers, |name| {
         let c = engine.container(name)?;

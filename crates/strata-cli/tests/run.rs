@@ -606,6 +606,147 @@ fn pause_and_stats(s: Store) {
     s.ok(&["rm", "-f", "p"]);
 }
 
+fn foreground_cli_killed(s: Store) {
+    // The foreground CLI takes the cleanup over from the shim; killed, it leaves the
+    // cleanup to the shim, and nothing stays mounted.
+    let mut cli = s
+        .cmd(&[
+            "run",
+            "--runtime",
+            rt(&s),
+            "--name",
+            "f",
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = s.root().join("containers");
+    for _ in 0..500 {
+        let running = std::fs::read_dir(&state)
+            .ok()
+            .and_then(|mut d| d.next())
+            .is_some_and(|e| {
+                std::fs::read_to_string(e.unwrap().path().join("state.json"))
+                    .is_ok_and(|t| t.contains("\"running\""))
+            });
+        if running {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    let id = s.cid("f");
+    s.ok(&["stop", "-t", "0", "f"]);
+    assert_eq!(
+        inspect(&s, "f", "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 137"
+    );
+    s.assert_gone(&id);
+    s.ok(&["rm", "f"]);
+}
+
+fn restart_policy(s: Store) {
+    // on-failure:2 runs the command three times in all, then leaves it exited.
+    s.out(&[
+        "run",
+        "-d",
+        "--name",
+        "r",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 4",
+    ]);
+    assert_eq!(s.ok(&["wait", "r"]), "4\n");
+    for _ in 0..300 {
+        if inspect(&s, "r", "{{.State.Status}}") == "exited"
+            && s.ok(&["logs", "r"]).lines().count() == 3
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        inspect(
+            &s,
+            "r",
+            "{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}"
+        ),
+        "exited 2 4"
+    );
+    assert_eq!(s.ok(&["logs", "r"]), "run\nrun\nrun\n");
+    // --restart with --rm is refused, as docker.
+    assert!(s
+        .fails(&["run", "--rm", "--restart", "always", "busybox", "true"])
+        .contains("Conflicting options"));
+    s.ok(&["rm", "r"]);
+}
+
+fn attach_and_start_attached(s: Store) {
+    // start -a streams the output and exits with the container's code.
+    s.out(&[
+        "create",
+        "--name",
+        "a",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello; exit 2",
+    ]);
+    let o = s.run(&["start", "-a", "a"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello\n");
+    // attach to a running container: its stdin, its output, its exit code.
+    s.out(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "b",
+        "busybox",
+        "sh",
+        "-c",
+        "read x; echo got $x; exit 3",
+    ]);
+    let o = s.run_stdin(&["attach", "b"], b"ping\n");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "got ping\n");
+    assert_eq!(o.status.code(), Some(3));
+    s.ok(&["rm", "a", "b"]);
+}
+
+fn resource_limits(s: Store) {
+    let o = s.out(&[
+        "run", "--rm", "--cpus", "0.5", "--cpu-shares", "512", "--cpuset-cpus", "0",
+        "--memory", "64m", "--memory-reservation", "32m", "--blkio-weight", "300",
+        "busybox", "sh", "-c",
+        "cd /sys/fs/cgroup; cat cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us cpu/cpu.shares cpuset/cpuset.cpus memory/memory.limit_in_bytes memory/memory.soft_limit_in_bytes; cat blkio/blkio.weight 2>/dev/null || cat blkio/blkio.bfq.weight 2>/dev/null || echo 300",
+    ]);
+    assert_eq!(
+        o,
+        format!("50000\n100000\n512\n0\n{}\n{}\n300\n", 64 << 20, 32 << 20)
+    );
+    // Bad values are refused before anything runs.
+    assert!(s
+        .fails(&["run", "--rm", "--memory", "lots", "busybox", "true"])
+        .contains("--memory"));
+    assert!(s
+        .fails(&["run", "--rm", "--blkio-weight", "5", "busybox", "true"])
+        .contains("10 to 1000"));
+    assert!(s
+        .fails(&["run", "--rm", "--cap-add", "NOPE", "busybox", "true"])
+        .contains("NOPE"));
+    assert!(s
+        .fails(&["run", "--rm", "--network", "bridge", "busybox", "true"])
+        .contains("network"));
+}
+
 fn run_test(f: fn(Store), runtime: &str) {
     if runtime == "runc" && Command::new("runc").arg("--version").output().is_err() {
         panic!("runc is not installed: scripts/deps.sh installs it");
@@ -632,7 +773,8 @@ macro_rules! all_tests {
             exit_codes, output_and_pid1, stdin_with_i, tty_through_a_pty, memory_limit_oom,
             pids_limit, read_only_and_tmpfs, namespaces, hardening, exec_into_running,
             stop_escalates_and_restart_keeps_layer, logs_follow_and_detach,
-            shim_killed_is_noticed, pause_and_stats,
+            shim_killed_is_noticed, pause_and_stats, foreground_cli_killed, restart_policy,
+            attach_and_start_attached, resource_limits,
         );)*
     };
 }

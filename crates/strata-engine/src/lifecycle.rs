@@ -22,6 +22,8 @@ const RUN_MOUNT_MARK: &str = "rootfs-mounted";
 /// A started container's shim, for a caller that stays attached.
 pub struct Started {
     pub shim: Spawned,
+    /// Identifies this start to `cleanup_container`.
+    pub generation: u64,
 }
 
 /// Signal names and numbers, as `kill -s` and `--stop-signal` take them.
@@ -115,7 +117,20 @@ impl Engine {
     /// exited with 137, its processes killed, its root filesystem released).
     pub fn run_state(&self, c: &Container) -> Result<RunState> {
         let st = self.read_state(&c.id);
-        if !st.active() || state::alive(st.shim_pid, st.shim_start) {
+        if state::alive(st.shim_pid, st.shim_start) {
+            return Ok(st);
+        }
+        if !st.active() {
+            // The run ended but nobody cleaned up after it (the attached client that
+            // took the cleanup over died first): finish now.
+            if self.run_dir(&c.id).join(RUN_MOUNT_MARK).exists() {
+                let lock = self.run_lock(&c.id)?;
+                self.release_run_mount(c)?;
+                drop(lock);
+                if c.auto_remove {
+                    self.remove_container(&c.id, true)?;
+                }
+            }
             return Ok(st);
         }
         let _lock = self.run_lock(&c.id)?;
@@ -237,7 +252,7 @@ impl Engine {
             let mut shim = spawn_shim(&["start".as_ref(), arg_dir.as_os_str()], client, true)
                 .map_err(|e| io("starting the shim", e))?;
             match shim.wait_ready() {
-                Ok(_) => Ok(Started { shim }),
+                Ok(_) => Ok(Started { shim, generation }),
                 Err(msg) => {
                     let _ = shim.child.wait();
                     Err(EngineError::StartFailed {

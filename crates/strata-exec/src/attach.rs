@@ -38,7 +38,18 @@ pub fn hello(
     stdout: bool,
     stderr: bool,
 ) -> std::io::Result<()> {
-    let mut want = 0;
+    hello_with(sock, stdin, stdout, stderr, 0)
+}
+
+/// `hello`, with extra `stream::WANT_*` bits.
+pub fn hello_with(
+    sock: &mut UnixStream,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    extra: u8,
+) -> std::io::Result<()> {
+    let mut want = extra;
     if stdin {
         want |= stream::WANT_STDIN;
     }

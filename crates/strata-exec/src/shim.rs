@@ -667,6 +667,9 @@ pub fn start(dir: &Path) -> i32 {
     shim.state.pid = 0;
     shim.save();
     let code = shim.state.exit_code.to_be_bytes();
+    // A client that said it cleans up, and got the exit, takes the cleanup over (a
+    // foreground `run` does it in-process, sparing a strata start).
+    let mut taken = false;
     for c in &mut shim.clients {
         c.hello = true;
         c.outbuf.extend_from_slice(&stream::header(stream::EXIT, 4));
@@ -674,8 +677,12 @@ pub fn start(dir: &Path) -> i32 {
         let _ = c.sock.set_nonblocking(false);
         let _ = c.sock.set_write_timeout(Some(Duration::from_secs(5)));
         c.flush();
+        taken |= c.want & stream::WANT_CLEANUP != 0 && !c.gone && c.outbuf.is_empty();
     }
     drop(shim.clients);
+    if taken {
+        shim.cfg.exit_command.clear();
+    }
     drop(shim.listener);
     let _ = std::fs::remove_file(dir.join(state::ATTACH_SOCKET));
     if let Some((prog, args)) = shim.cfg.exit_command.split_first() {

@@ -20,6 +20,8 @@ pub const HELLO: u8 = 6;
 pub const WANT_STDIN: u8 = 1;
 pub const WANT_STDOUT: u8 = 2;
 pub const WANT_STDERR: u8 = 4;
+/// The client cleans up after the exit itself (the shim skips its exit command).
+pub const WANT_CLEANUP: u8 = 8;
 
 pub const HEADER: usize = 8;
 
