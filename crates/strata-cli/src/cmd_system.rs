@@ -23,7 +23,9 @@ pub fn info(engine: &Engine, a: InfoArgs) -> CmdResult {
         let status: Vec<serde_json::Value> =
             i.driver_status.iter().map(|(k, v)| json!([k, v])).collect();
         let row = json!({
-            "Containers": i.containers, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": i.containers,
+            "Containers": i.containers, "ContainersRunning": i.containers_running, "ContainersPaused": i.containers_paused, "ContainersStopped": i.containers_stopped,
+            "Runtimes": i.runtimes.iter().map(|(n, p)| (n.clone(), json!({"path": p.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(in-process libcontainer)".into())}))).collect::<serde_json::Map<_, _>>(),
+            "DefaultRuntime": i.default_runtime, "CgroupDriver": "cgroupfs", "CgroupVersion": i.cgroup_version,
             "Images": i.images, "Layers": i.layers, "Driver": i.storage_driver, "DriverStatus": status,
             "DockerRootDir": i.root_dir, "ServerVersion": i.server_version, "KernelVersion": i.kernel_version,
             "OperatingSystem": i.operating_system, "OSType": "linux", "Architecture": i.architecture,
@@ -38,8 +40,8 @@ pub fn info(engine: &Engine, a: InfoArgs) -> CmdResult {
         i.server_version
     );
     s += &format!(
-        "Server:\n Containers: {0}\n  Running: 0\n  Paused: 0\n  Stopped: {0}\n",
-        i.containers
+        "Server:\n Containers: {}\n  Running: {}\n  Paused: {}\n  Stopped: {}\n",
+        i.containers, i.containers_running, i.containers_paused, i.containers_stopped
     );
     s += &format!(
         " Images: {}\n Server Version: {}\n Storage Driver: {}\n",
@@ -49,6 +51,18 @@ pub fn info(engine: &Engine, a: InfoArgs) -> CmdResult {
         s += &format!("  {k}: {v}\n");
     }
     s += &format!(" Layers: {}\n Store Format: {}\n", i.layers, i.store_format);
+    s += &format!(
+        " Cgroup Driver: cgroupfs\n Cgroup Version: {}\n",
+        i.cgroup_version
+    );
+    let names: Vec<&str> = i.runtimes.iter().map(|(n, _)| n.as_str()).collect();
+    s += &format!(
+        " Runtimes: {}\n Default Runtime: {}\n",
+        names.join(" "),
+        i.default_runtime
+    );
+    s += " Network: none (each container gets a private network namespace with loopback only; host and container:NAME share one)\n";
+    s += " Security Options:\n  seccomp\n   Profile: builtin\n";
     s += &format!(
         " Kernel Version: {}\n Operating System: {}\n OSType: linux\n Architecture: {}\n",
         i.kernel_version, i.operating_system, i.architecture

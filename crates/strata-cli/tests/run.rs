@@ -780,3 +780,28 @@ macro_rules! all_tests {
 }
 
 all_tests!(native, runc);
+
+#[test]
+fn info_lists_runtimes_and_added_ones_run() {
+    let s = setup("native");
+    s.out(&["run", "-d", "--name", "up", "busybox", "sleep", "1000"]);
+    let info = s.ok(&["--add-runtime", "other=/usr/sbin/runc", "info"]);
+    assert!(info.contains(" Runtimes: native runc other\n"), "{info}");
+    assert!(info.contains(" Default Runtime: native\n"), "{info}");
+    assert!(info.contains("  Running: 1\n"), "{info}");
+    let o = s.ok(&[
+        "--add-runtime",
+        "other=/usr/sbin/runc",
+        "run",
+        "--rm",
+        "--runtime",
+        "other",
+        "busybox",
+        "echo",
+        "via other",
+    ]);
+    assert_eq!(o, "via other\n");
+    let e = s.fails(&["run", "--rm", "--runtime", "nope", "busybox", "true"]);
+    assert!(e.contains("unknown or invalid runtime name: nope"), "{e}");
+    s.ok(&["rm", "-f", "up"]);
+}

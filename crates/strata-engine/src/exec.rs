@@ -132,6 +132,7 @@ impl Engine {
             &["exec".as_ref(), config_file.as_os_str()],
             None,
             opts.detach,
+            true,
         )
         .map_err(|e| io("starting the exec shim", e))?;
         match shim.wait_ready() {

@@ -249,8 +249,13 @@ impl Engine {
             state::write_json(&dir, state::SHIM_FILE, &cfg)
                 .map_err(|e| io("writing the shim config", e))?;
             let arg_dir = dir.clone().into_os_string();
-            let mut shim = spawn_shim(&["start".as_ref(), arg_dir.as_os_str()], client, true)
-                .map_err(|e| io("starting the shim", e))?;
+            let mut shim = spawn_shim(
+                &["start".as_ref(), arg_dir.as_os_str()],
+                client,
+                true,
+                false,
+            )
+            .map_err(|e| io("starting the shim", e))?;
             match shim.wait_ready() {
                 Ok(_) => Ok(Started { shim, generation }),
                 Err(msg) => {

@@ -9,6 +9,14 @@ use strata_store::Digest;
 #[derive(Debug, Clone, Serialize)]
 pub struct SystemInfo {
     pub containers: usize,
+    pub containers_running: usize,
+    pub containers_paused: usize,
+    pub containers_stopped: usize,
+    /// Runtime names and binaries (`None`: in-process).
+    pub runtimes: Vec<(String, Option<std::path::PathBuf>)>,
+    pub default_runtime: String,
+    /// "v1" (possibly hybrid) or "v2".
+    pub cgroup_version: String,
     pub images: usize,
     pub layers: usize,
     pub server_version: String,
@@ -70,8 +78,29 @@ impl Engine {
                 })
             })
             .unwrap_or_else(|| "Linux".into());
+        let all = crate::containers::all(&self.db)?;
+        let (mut running, mut paused) = (0, 0);
+        for c in &all {
+            if self.run_state(c)?.active() {
+                if self.is_paused(c) {
+                    paused += 1;
+                } else {
+                    running += 1;
+                }
+            }
+        }
+        let cgroup_version = match rustix::fs::statfs("/sys/fs/cgroup") {
+            Ok(st) if st.f_type == libc::CGROUP2_SUPER_MAGIC => "2",
+            _ => "1",
+        };
         Ok(SystemInfo {
-            containers: crate::containers::all(&self.db)?.len(),
+            containers: all.len(),
+            containers_running: running,
+            containers_paused: paused,
+            containers_stopped: all.len() - running - paused,
+            runtimes: self.runtimes(),
+            default_runtime: self.default_runtime().to_string(),
+            cgroup_version: cgroup_version.to_string(),
             images: records::images(&self.db)?.len(),
             layers: records::all_layers(&self.db)?.len(),
             server_version: crate::VERSION.to_string(),

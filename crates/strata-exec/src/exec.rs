@@ -92,11 +92,7 @@ pub fn exec(config: &Path) -> i32 {
         ready.as_ref().expect("ready").as_fd(),
         rustix::io::FdFlags::CLOEXEC,
     );
-    let tell = |ready: &mut Option<File>, msg: &str| {
-        if let Some(mut f) = ready.take() {
-            let _ = f.write_all(msg.as_bytes());
-        }
-    };
+    let tell = crate::shim::tell;
     let cfg: ExecConfig = match state::read_json(config) {
         Ok(c) => c,
         Err(e) => {

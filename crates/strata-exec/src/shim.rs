@@ -11,7 +11,7 @@ use crate::runtime::{self, ProcessIo, Runtime};
 use crate::state::{self, RunState, ShimConfig, Status};
 use crate::{logs::LineBuffer, stream};
 use rustix::event::{poll, PollFd, PollFlags};
-use rustix::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::process::Pid;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -215,7 +215,12 @@ fn launch(
         }
         console => console,
     };
-    let pid = rt.create(&cfg.id, &bundle, proc_io).map_err(|e| e.0)?;
+    let pid = if cfg.runtime_path.is_none() {
+        create_sealed(dir, proc_io)?
+    } else {
+        // An OCI runtime binary protects itself (runc runs from its own sealed copy).
+        rt.create(&cfg.id, &bundle, proc_io).map_err(|e| e.0)?
+    };
     let started = (|| -> Result<(), String> {
         if let Some(listener) = &mine {
             let master = receive_console(listener)?;
@@ -242,6 +247,143 @@ fn launch(
     }
     *io = Some(new_io);
     Ok(pid)
+}
+
+/// Creates the container with the native runtime in a short-lived process run from a
+/// sealed copy of this binary (the container's init is forked from it); the init becomes
+/// our child when that process exits, as we are a subreaper. The container's stdio ends
+/// are its fds 0-2; it reports "ok PID" or the error on fd 3.
+fn create_sealed(dir: &Path, io: ProcessIo) -> Result<i32, String> {
+    let e = |e: std::io::Error| format!("starting the container's creator: {e}");
+    let (mut cmd, mem) = crate::spawn::shim_command(true).map_err(e)?;
+    let (ready_r, ready_w) = cloexec_pipe().map_err(e)?;
+    let ready_w = rustix::io::fcntl_dupfd_cloexec(&ready_w, 10).map_err(|x| e(x.into()))?;
+    let (stdin, stdout, stderr) = match io {
+        ProcessIo::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => (stdin, stdout, stderr),
+        ProcessIo::Console { stdio, .. } => {
+            let [i, o, x] = stdio;
+            (i, o, x)
+        }
+    };
+    cmd.arg("create").arg(dir);
+    cmd.stdin(std::process::Stdio::from(stdin))
+        .stdout(std::process::Stdio::from(stdout))
+        .stderr(std::process::Stdio::from(stderr));
+    let fd = ready_w.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(e)?;
+    drop(mem);
+    drop(ready_w);
+    let mut ready = File::from(ready_r);
+    let res = crate::spawn::read_ready(&mut ready);
+    let _ = child.wait();
+    res?.parse()
+        .map_err(|_| "the container's creator reported no pid".to_string())
+}
+
+/// `strata-shim create DIR`: the native runtime's create, run by `create_sealed`.
+pub fn create(dir: &Path) -> i32 {
+    // SAFETY: fd 3 is the result pipe by contract with the monitor.
+    let mut ready = Some(unsafe { File::from_raw_fd(READY_FD) });
+    let cfg: ShimConfig = match state::read_json(&dir.join(state::SHIM_FILE)) {
+        Ok(c) => c,
+        Err(e) => {
+            tell(&mut ready, &format!("reading the shim config: {e}"));
+            return 1;
+        }
+    };
+    let dup = |fd: i32| {
+        // SAFETY: 0-2 are open: the monitor gave them.
+        let b = unsafe { BorrowedFd::borrow_raw(fd) };
+        rustix::io::fcntl_dupfd_cloexec(b, 10)
+    };
+    let stdio = match (dup(0), dup(1), dup(2)) {
+        (Ok(i), Ok(o), Ok(e)) => [i, o, e],
+        _ => {
+            tell(&mut ready, "duplicating the container's stdio");
+            return 1;
+        }
+    };
+    let io = if cfg.tty {
+        ProcessIo::Console {
+            socket: cfg.console_socket.clone(),
+            stdio,
+        }
+    } else {
+        let [stdin, stdout, stderr] = stdio;
+        ProcessIo::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        }
+    };
+    let rt = runtime::open(&cfg.runtime, None, &cfg.runtime_state);
+    match rt.create(&cfg.id, &dir.join(state::BUNDLE_DIR), io) {
+        Ok(pid) => {
+            tell(&mut ready, &format!("ok {pid}"));
+            0
+        }
+        Err(e) => {
+            tell(&mut ready, &e.0);
+            1
+        }
+    }
+}
+
+/// Drops this process's page table entries for read-only file mappings (machine code and
+/// constants of the shim and its libraries) once the container runs: setup touched
+/// megabytes that the monitor loop never uses again, and they would count in the RSS of
+/// every shim. The pages stay in the page cache; what runs next faults its pages back in.
+/// A mapping with copied-on-write pages (relocated data) is kept: dropping those would
+/// revert them to the file's contents.
+fn release_startup_code() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut candidate: Option<(usize, usize)> = None;
+    let mut drop_now = Vec::new();
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            let perms = f.next().unwrap_or("");
+            let path = f.nth(3).unwrap_or("");
+            candidate = match (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                (Ok(a), Ok(b))
+                    if path.starts_with('/') && perms.ends_with('p') && !perms.contains('w') =>
+                {
+                    Some((a, b))
+                }
+                _ => None,
+            };
+        } else if first == "Anonymous:" {
+            if let Some(range) = candidate.take() {
+                if f.next() == Some("0") {
+                    drop_now.push(range);
+                }
+            }
+        }
+    }
+    for (a, b) in drop_now {
+        // SAFETY: MADV_DONTNEED on a private, read-only file mapping with no private copies
+        // only zaps page table entries; the next access refaults identical file pages.
+        unsafe {
+            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED);
+        }
+    }
 }
 
 /// Whether the OOM killer killed a process of the container's cgroup (v1 or v2).
@@ -533,9 +675,11 @@ pub(crate) fn reap_pid(pid: i32) -> Option<i32> {
     found
 }
 
-fn tell(ready: &mut Option<File>, msg: &str) {
+/// Writes the one-line answer on a ready pipe (newlines in an error become spaces).
+pub(crate) fn tell(ready: &mut Option<File>, msg: &str) {
     if let Some(mut f) = ready.take() {
-        let _ = f.write_all(msg.as_bytes());
+        let line = format!("{}\n", msg.trim_end().replace('\n', " "));
+        let _ = f.write_all(line.as_bytes());
     }
 }
 
@@ -561,6 +705,9 @@ pub fn start(dir: &Path) -> i32 {
         }
     };
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+    // Not dumpable: a container sharing the host's pid namespace cannot open
+    // /proc/PID/exe of the monitor (that needs CAP_SYS_PTRACE then).
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let setup = (|| -> std::io::Result<(UnixListener, File)> {
         let sock = dir.join(state::ATTACH_SOCKET);
         let _ = std::fs::remove_file(&sock);
@@ -643,6 +790,7 @@ pub fn start(dir: &Path) -> i32 {
         shim.state.error.clear();
         shim.save();
         tell(&mut ready, "ok");
+        release_startup_code();
         let code = shim.serve(pid, &mut io);
         shim.state.oom_killed = oom_killed(&shim.cfg.cgroups_path);
         let _ = shim.rt.delete(&shim.cfg.id);

@@ -1,7 +1,9 @@
-//! Starting a shim from the CLI. The shim binary runs from a sealed memfd copy, so nothing
-//! in a container can rewrite the binary on the host through /proc/PID/exe of a process
-//! started from it (CVE-2019-5736: the exe link of a shim-forked process that has not yet
-//! exec'd names the memfd, whose seals forbid writes).
+//! Starting shim processes. What forks into a container (the native runtime's creator, an
+//! exec) runs from a sealed memfd copy of the shim binary, so nothing in a container can
+//! rewrite the binary on the host through /proc/PID/exe (CVE-2019-5736: the exe link of a
+//! process forked from it that has not yet exec'd names the memfd, whose seals forbid
+//! writes). The long-lived monitor never enters a container and runs from the binary on
+//! disk, not dumpable, so it costs no private copy of the binary while a container runs.
 
 use crate::shim::{CLIENT_FD, READY_FD};
 use rustix::fd::{AsRawFd, OwnedFd};
@@ -24,8 +26,9 @@ pub fn shim_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("strata-shim"))
 }
 
-/// A read-only, sealed in-memory copy of `binary`.
-fn sealed_copy(binary: &Path) -> std::io::Result<File> {
+/// A read-only, sealed in-memory copy of `binary`, at an fd number above 10 (clear of the
+/// numbers a child rearranges its fds to).
+fn sealed_copy(binary: &Path) -> std::io::Result<OwnedFd> {
     let fd = rustix::fs::memfd_create(
         "strata-shim",
         MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
@@ -42,7 +45,21 @@ fn sealed_copy(binary: &Path) -> std::io::Result<File> {
         &mem,
         SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
     )?;
-    Ok(mem)
+    Ok(rustix::io::fcntl_dupfd_cloexec(&mem, 10)?)
+}
+
+/// A command running the shim binary, from a sealed copy when `sealed` (keep the returned
+/// fd open until the child is spawned).
+pub fn shim_command(sealed: bool) -> std::io::Result<(Command, Option<OwnedFd>)> {
+    if !sealed {
+        let mut c = Command::new(shim_binary());
+        c.arg0("strata-shim");
+        return Ok((c, None));
+    }
+    let mem = sealed_copy(&shim_binary())?;
+    let mut c = Command::new(format!("/proc/self/fd/{}", mem.as_raw_fd()));
+    c.arg0("strata-shim");
+    Ok((c, Some(mem)))
 }
 
 pub struct Spawned {
@@ -51,22 +68,22 @@ pub struct Spawned {
     pub ready: File,
 }
 
-/// Starts `strata-shim ARGS...`: fd 3 is the ready pipe, fd 4 the optional pre-connected
-/// attach client. `detach` puts it in a session of its own with stdio on /dev/null (it
-/// outlives the CLI); otherwise it shares the CLI's stdio.
+/// Starts `strata-shim ARGS...` (from a sealed copy when `sealed`): fd 3 is the ready
+/// pipe, fd 4 the optional pre-connected attach client. `detach` puts it in a session of
+/// its own with stdio on /dev/null (it outlives the CLI); otherwise it shares the CLI's.
 pub fn spawn_shim(
     args: &[&OsStr],
     client: Option<OwnedFd>,
     detach: bool,
+    sealed: bool,
 ) -> std::io::Result<Spawned> {
+    let (mut cmd, mem) = shim_command(sealed)?;
     // Every fd the child rearranges sits above the numbers it moves them to (3, 4).
     let high = |fd: OwnedFd| rustix::io::fcntl_dupfd_cloexec(&fd, 10);
-    let mem = high(sealed_copy(&shim_binary())?.into())?;
     let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let ready_w = high(ready_w)?;
     let client = client.map(high).transpose()?;
-    let mut cmd = Command::new(format!("/proc/self/fd/{}", mem.as_raw_fd()));
-    cmd.arg0("strata-shim").args(args);
+    cmd.args(args);
     if detach {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -74,7 +91,7 @@ pub fn spawn_shim(
     }
     let ready_fd = ready_w.as_raw_fd();
     let client_fd = client.as_ref().map(|c| c.as_raw_fd());
-    // SAFETY: only async-signal-safe calls (setsid, dup2) run between fork and exec.
+    // SAFETY: only async-signal-safe calls (setsid, dup2, close) run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             if detach {
@@ -96,6 +113,7 @@ pub fn spawn_shim(
         });
     }
     let child = cmd.spawn()?;
+    drop(mem);
     drop(ready_w);
     drop(client);
     Ok(Spawned {
@@ -107,12 +125,29 @@ pub fn spawn_shim(
 impl Spawned {
     /// Waits for the shim's word: `Ok` with what followed "ok", or the error it gave.
     pub fn wait_ready(&mut self) -> Result<String, String> {
-        let mut msg = String::new();
-        let _ = self.ready.read_to_string(&mut msg);
-        match msg.strip_prefix("ok") {
-            Some(rest) => Ok(rest.trim().to_string()),
-            None if msg.is_empty() => Err("the shim exited before the container started".into()),
-            None => Err(msg),
+        read_ready(&mut self.ready)
+    }
+}
+
+/// Reads a ready pipe's one line (or all of it if the writer never ends a line): "ok REST"
+/// gives REST, anything else is the error. Not to the pipe's end: a container's init,
+/// forked before it execs, may hold the write end.
+pub(crate) fn read_ready(ready: &mut File) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    let mut b = [0u8; 512];
+    while let Ok(n) = ready.read(&mut b) {
+        if n == 0 {
+            break;
         }
+        bytes.extend_from_slice(&b[..n]);
+        if bytes.ends_with(b"\n") {
+            break;
+        }
+    }
+    let msg = String::from_utf8_lossy(&bytes).trim_end().to_string();
+    match msg.strip_prefix("ok") {
+        Some(rest) => Ok(rest.trim().to_string()),
+        None if msg.is_empty() => Err("the shim exited before the container started".into()),
+        None => Err(msg),
     }
 }

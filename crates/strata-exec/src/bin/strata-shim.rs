@@ -1,16 +1,22 @@
-//! The shim binary: `strata-shim start DIR` runs a container, `strata-shim exec FILE` one
-//! more process in it. Started by strata only (from a sealed memfd copy).
+//! The shim binary: `strata-shim start DIR` runs and monitors a container (`create DIR` is
+//! its native create step), `strata-shim exec FILE` one more process in it. Started by
+//! strata only; what enters a container runs from a sealed memfd copy (see `spawn`).
 
 use std::path::Path;
 
 fn main() {
+    // Run from a memfd, the process would otherwise be named after its fd number.
+    let _ = rustix::thread::set_name(c"strata-shim");
     strata_exec::shim::close_inherited_fds();
     let args: Vec<String> = std::env::args().collect();
     let code = match (args.get(1).map(String::as_str), args.get(2)) {
         (Some("start"), Some(dir)) => strata_exec::shim::start(Path::new(dir)),
+        (Some("create"), Some(dir)) => strata_exec::shim::create(Path::new(dir)),
         (Some("exec"), Some(file)) => strata_exec::exec::exec(Path::new(file)),
         _ => {
-            eprintln!("strata-shim is started by strata: strata-shim start DIR | exec FILE");
+            eprintln!(
+                "strata-shim is started by strata: strata-shim start DIR | create DIR | exec FILE"
+            );
             2
         }
     };
