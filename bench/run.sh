@@ -51,8 +51,12 @@ hf run-rm --runs "$RUNS" --warmup 3 \
     -n "runc run (bare)" "runc --root $BENCH/runc run --bundle $BUNDLE bench-bare"
 
 # 100 detached sleep containers per engine: start time in all, then per-container memory.
+median() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print 0}'; }
 rss_of() { # median RSS (KiB) of processes named $1
-    ps -C "$1" -o rss= | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print 0}'
+    ps -C "$1" -o rss= | median
+}
+pss_of() { # median PSS (KiB: shared pages divided among their users) of processes named $1
+    for p in $(pgrep -x "$1"); do awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup"; done | median
 }
 {
     echo "100 detached sleep containers:"
@@ -64,7 +68,7 @@ rss_of() { # median RSS (KiB) of processes named $1
         end=$(date +%s%N)
         running=$($cmd ps -q | wc -l)
         echo "  $name: start x100 $(( (end - start) / 1000000 )) ms, running $running," \
-            "per-container process ($proc) median RSS $(rss_of "$proc") KiB"
+            "per-container process ($proc) median RSS $(rss_of "$proc") KiB, PSS $(pss_of "$proc") KiB"
         $cmd ps -a -q | xargs $cmd rm -f >/dev/null
     done
 } | tee "$OUT/run-100.txt"

@@ -85,6 +85,18 @@ step "strata commit -m 'add a note' demo app:1.1; strata history app:1.1"
 strata commit -m "add a note" demo app:1.1
 strata history app:1.1
 strata rm demo >/dev/null
+step "strata run --rm app:1.1 cat /etc/note.txt   (the committed layer, in a running container)"
+strata run --rm app:1.1 cat /etc/note.txt
+step "strata run -d --name web --memory 32m app:1.1 sh -c 'echo serving; sleep 1000'; exec, top, logs, stop"
+strata rm -f web >/dev/null 2>&1 || true
+strata run -d --name web --memory 32m app:1.1 sh -c 'echo serving; sleep 1000'
+strata exec web sh -c 'echo "in the container: pid $$, hostname $(hostname)"; grep -E "CapEff|Seccomp:" /proc/self/status'
+strata top web
+strata ps
+strata logs web
+strata stop -t 1 web
+strata ps -a --filter name=web
+strata rm web >/dev/null
 step "strata info | grep -A6 'Storage Driver'"
 strata info | grep -A6 'Storage Driver'
 step "strata save app:1.1 busybox | strata --root other load"
