@@ -466,9 +466,27 @@ fn exec_into_running(s: Store) {
     s.out(&[
         "run", "-d", "--name", "c", "-e", "A=1", "busybox", "sleep", "1000",
     ]);
+    // An exec'd process is as confined as the container's init.
     assert_eq!(
-        s.out(&["exec", "c", "sh", "-c", "echo $A; echo $$ | wc -c"]),
-        "1\n2\n"
+        s.out(&[
+            "exec",
+            "c",
+            "grep",
+            "-E",
+            "^(CapEff|CapBnd|Seccomp):",
+            "/proc/self/status"
+        ]),
+        "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nSeccomp:\t2\n"
+    );
+    assert_eq!(
+        s.out(&[
+            "exec",
+            "c",
+            "sh",
+            "-c",
+            "echo $A; test $$ -gt 1 && test $$ -lt 100 && echo in-pid-ns"
+        ]),
+        "1\nin-pid-ns\n"
     );
     assert_eq!(s.exit_code(&["exec", "c", "sh", "-c", "exit 5"]), 5);
     assert_eq!(

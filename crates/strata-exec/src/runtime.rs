@@ -127,14 +127,46 @@ impl Runtime for Native {
     }
 
     fn exec(&self, id: &str, process: &Path, io: ProcessIo) -> Result<i32> {
-        let pid = self
+        // libcontainer builds an exec's spec without the container's seccomp filter; the
+        // executor loads it (see `SeccompExecutor`), which needs CAP_SYS_ADMIN at that
+        // point: lent to the process through its capability sets, taken back before exec.
+        let bundle = self.load(id)?.bundle().clone();
+        let spec = oci_spec::runtime::Spec::load(bundle.join("config.json"))
+            .map_err(|e| RuntimeError(format!("reading the container's spec: {e}")))?;
+        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        let mut process_file = process.to_path_buf();
+        let mut lent = false;
+        if seccomp.is_some() {
+            let text = std::fs::read(process)
+                .map_err(|e| RuntimeError(format!("reading {}: {e}", process.display())))?;
+            let mut p: serde_json::Value = serde_json::from_slice(&text)
+                .map_err(|e| RuntimeError(format!("reading {}: {e}", process.display())))?;
+            for set in ["bounding", "effective", "permitted"] {
+                if let Some(list) = p["capabilities"][set].as_array_mut() {
+                    if !list.iter().any(|c| c == SYS_ADMIN) {
+                        list.push(SYS_ADMIN.into());
+                        lent = true;
+                    }
+                }
+            }
+            if lent {
+                process_file = process.with_extension("native.json");
+                std::fs::write(&process_file, serde_json::to_vec(&p).expect("json")).map_err(
+                    |e| RuntimeError(format!("writing {}: {e}", process_file.display())),
+                )?;
+            }
+        }
+        let built = self
             .builder(id, io)?
+            .with_executor(SeccompExecutor { seccomp, lent })
             .as_tenant()
-            .with_process(Some(process))
+            .with_process(Some(&process_file))
             .with_detach(true)
-            .build()
-            .map_err(|e| RuntimeError(e.to_string()))?;
-        Ok(pid.as_raw())
+            .build();
+        if lent {
+            let _ = std::fs::remove_file(&process_file);
+        }
+        Ok(built.map_err(|e| RuntimeError(e.to_string()))?.as_raw())
     }
 
     fn pause(&self, id: &str) -> Result<()> {
@@ -152,6 +184,55 @@ impl Runtime for Native {
         self.load(id)?
             .delete(true)
             .map_err(|e| lc_err("deleting", e))
+    }
+}
+
+const SYS_ADMIN: &str = "CAP_SYS_ADMIN";
+
+/// Runs an exec's process as libcontainer's default executor does, after loading the
+/// container's seccomp filter and, when CAP_SYS_ADMIN was only lent for that, dropping it
+/// from every capability set.
+#[derive(Clone)]
+struct SeccompExecutor {
+    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    lent: bool,
+}
+
+impl libcontainer::workload::Executor for SeccompExecutor {
+    fn exec(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> std::result::Result<(), libcontainer::workload::ExecutorError> {
+        use libcontainer::workload::ExecutorError;
+        if let Some(filter) = &self.seccomp {
+            libcontainer::seccomp::initialize_seccomp(filter)
+                .map_err(|e| ExecutorError::Other(format!("loading the seccomp filter: {e}")))?;
+        }
+        if self.lent {
+            use caps::{CapSet, Capability};
+            // The bounding set first (that needs CAP_SETPCAP, still effective), so no
+            // setuid binary can bring the capability back.
+            let cap = Capability::CAP_SYS_ADMIN;
+            for set in [
+                CapSet::Bounding,
+                CapSet::Ambient,
+                CapSet::Inheritable,
+                CapSet::Effective,
+                CapSet::Permitted,
+            ] {
+                caps::drop(None, set, cap).map_err(|e| {
+                    ExecutorError::Other(format!("dropping the lent CAP_SYS_ADMIN: {e}"))
+                })?;
+            }
+        }
+        libcontainer::workload::default::get_executor().exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> std::result::Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::get_executor().validate(spec)
     }
 }
 
