@@ -102,7 +102,7 @@ pub fn run(engine: &Engine, a: RunArgs) -> CmdResult {
     let auto_remove = a.create.auto_remove();
     let mut opts = a.create.options()?;
     opts.stdin_once = interactive && !a.detach;
-    let c = engine.create_container(&opts)?;
+    let c = engine.create_container(&opts).map_err(engine_error)?;
     if a.detach {
         match engine.start_container(&c.id, None) {
             Ok(_) => {
@@ -157,7 +157,20 @@ fn start_failed(engine: &Engine, id: &str, auto_remove: bool, e: EngineError) ->
     if auto_remove {
         let _ = engine.remove_container(id, true);
     }
-    e.into()
+    engine_error(e)
+}
+
+/// `run` exits 125 when the engine refuses (docker: "the error is with the daemon"), and
+/// 126/127 when the command cannot be run.
+fn engine_error(e: EngineError) -> Failure {
+    let code = match &e {
+        EngineError::StartFailed { code, .. } => *code as u8,
+        _ => 125,
+    };
+    Failure {
+        code,
+        message: e.to_string(),
+    }
 }
 
 fn exit_with(code: i32) -> CmdResult {

@@ -113,6 +113,12 @@ fn exit_codes(s: Store) {
         ]),
         137
     );
+    // The engine refusing (no such image, bad flag) is 125, as docker's.
+    assert_eq!(s.exit_code(&["run", "--rm", "no-such-image", "true"]), 125);
+    assert_eq!(
+        s.exit_code(&["run", "--rm", "--memory", "x", "busybox", "true"]),
+        125
+    );
     // --rm removed them all, the failed starts included.
     assert_eq!(s.ok(&["ps", "-aq"]), "");
     // A container whose command fails to start stays "created", with the reason.
