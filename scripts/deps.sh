@@ -11,6 +11,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 command -v ps >/dev/null 2>&1 || need+=(procps)
+# `run --init` runs Debian's static tini as PID 1, as docker runs docker-init (tini).
+command -v tini-static >/dev/null 2>&1 || need+=(tini)
 grep -qw overlay /proc/filesystems 2>/dev/null || modprobe overlay 2>/dev/null || true
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

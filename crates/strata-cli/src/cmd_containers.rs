@@ -141,6 +141,9 @@ pub struct CreateArgs {
     /// Mount a tmpfs directory (PATH[:OPTIONS])
     #[arg(long)]
     tmpfs: Vec<String>,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    init: bool,
     /// Size of /dev/shm
     #[arg(long)]
     shm_size: Option<String>,
@@ -232,6 +235,7 @@ impl CreateArgs {
                 maximum_retry_count: retries,
             },
             shm_size: bytes_flag("--shm-size", &self.shm_size)?.max(0) as u64,
+            init: self.init,
             resources: strata_exec::spec::Resources {
                 memory: bytes_flag("--memory", &self.memory)?,
                 memory_swap: bytes_flag("--memory-swap", &self.memory_swap)?,

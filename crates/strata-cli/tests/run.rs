@@ -163,6 +163,13 @@ fn output_and_pid1(s: Store) {
     assert_eq!(o, "1000\n1000\n1000 2000\nhi\n/work\n");
 }
 
+fn default_signal_dispositions(s: Store) {
+    // SIGPIPE is not left ignored (Rust ignores it in the shim): `yes` dies of it quietly.
+    let o = s.docker(&["run", "--rm", "busybox", "sh", "-c", "yes | head -n 1"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "y\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+}
+
 fn stdin_with_i(s: Store) {
     let o = s.run_stdin(
         &[
@@ -771,6 +778,50 @@ fn resource_limits(s: Store) {
         .contains("network"));
 }
 
+fn init_as_pid1(s: Store) {
+    // tini is PID 1; the command runs as its child; the exit code passes through.
+    let o = s.out(&[
+        "run",
+        "--rm",
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '; echo; test $$ -gt 1 && echo child",
+    ]);
+    assert_eq!(o, "/sbin/docker-init -- sh -c cat /proc/1/cmdline | tr '\\0' ' '; echo; test $$ -gt 1 && echo child \nchild\n");
+    assert_eq!(
+        s.exit_code(&["run", "--rm", "--init", "busybox", "sh", "-c", "exit 3"]),
+        3
+    );
+    // A stop signal reaches the command through the init (busybox sleep dies of SIGTERM).
+    s.out(&[
+        "run", "-d", "--init", "--name", "i", "busybox", "sleep", "1000",
+    ]);
+    // (once the init runs: a signal that lands before the runtime's exec is lost)
+    for _ in 0..100 {
+        if s.out(&["exec", "i", "cat", "/proc/1/cmdline"])
+            .starts_with("/sbin/docker-init")
+        {
+            break;
+        }
+    }
+    s.ok(&["stop", "-t", "10", "i"]);
+    assert_eq!(inspect(&s, "i", "{{.State.ExitCode}}"), "143");
+    // The init binary is read-only in the container.
+    s.ok(&["rm", "i"]);
+    let o = s.docker(&[
+        "run",
+        "--rm",
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x >> /sbin/docker-init",
+    ]);
+    assert!(!o.status.success());
+}
+
 fn run_test(f: fn(Store), runtime: &str) {
     if runtime == "runc" && Command::new("runc").arg("--version").output().is_err() {
         panic!("runc is not installed: scripts/deps.sh installs it");
@@ -798,7 +849,8 @@ macro_rules! all_tests {
             pids_limit, read_only_and_tmpfs, namespaces, hardening, exec_into_running,
             stop_escalates_and_restart_keeps_layer, logs_follow_and_detach,
             shim_killed_is_noticed, pause_and_stats, foreground_cli_killed, restart_policy,
-            attach_and_start_attached, resource_limits,
+            attach_and_start_attached, resource_limits, init_as_pid1,
+            default_signal_dispositions,
         );)*
     };
 }

@@ -77,6 +77,9 @@ pub struct HostConfig {
     pub extra_hosts: Vec<String>,
     pub restart_policy: RestartPolicyConfig,
     pub shm_size: u64,
+    /// `--init`: an init (tini, as docker's docker-init) runs as PID 1 and forwards
+    /// signals to the command and reaps orphans.
+    pub init: bool,
     #[serde(flatten)]
     pub resources: strata_exec::spec::Resources,
 }

@@ -237,7 +237,18 @@ impl Engine {
         }
         let caps = spec::capabilities(h.privileged, &h.cap_add, &h.cap_drop)
             .map_err(|e| EngineError::Usage(e.to_string()))?;
-        let args = c.command();
+        let mut args = c.command();
+        let init = if h.init {
+            let bin = init_binary().ok_or_else(|| {
+                EngineError::Usage(
+                    "--init: no init binary found: install Debian's tini (tini-static), or put docker-init on PATH".into(),
+                )
+            })?;
+            args.splice(0..0, [INIT_PATH.to_string(), "--".to_string()]);
+            Some(bin)
+        } else {
+            None
+        };
         let no_new_privileges = h.security_opt.iter().any(|o| {
             o == "no-new-privileges"
                 || o == "no-new-privileges:true"
@@ -260,6 +271,16 @@ impl Engine {
                 kind: "tmpfs".into(),
                 source: "tmpfs".into(),
                 options,
+            });
+        }
+        if let Some(bin) = init {
+            // Read-only: the container's PID 1 runs it, and must not be able to write the
+            // host's file through /proc/1/exe.
+            mounts.push(ExtraMount {
+                destination: INIT_PATH.into(),
+                kind: "bind".into(),
+                source: bin.display().to_string(),
+                options: vec!["bind".into(), "ro".into(), "nosuid".into(), "nodev".into()],
             });
         }
         let ns = |mode: &str| {
@@ -319,6 +340,17 @@ impl Engine {
             shm_size: h.shm_size,
         })
     }
+}
+
+/// Where `--init` puts the init in a container (docker's path).
+const INIT_PATH: &str = "/sbin/docker-init";
+
+/// The init for `--init`: docker's `docker-init`, else Debian's tini; a static build
+/// first, since the image may have no libc.
+fn init_binary() -> Option<PathBuf> {
+    ["docker-init", "tini-static", "tini"]
+        .into_iter()
+        .find_map(find_in_path)
 }
 
 pub(crate) fn cgroups_path(id: &str) -> String {

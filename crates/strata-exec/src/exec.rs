@@ -137,6 +137,7 @@ pub fn exec(config: &Path) -> i32 {
             return 125;
         }
     };
+    crate::shim::default_sigpipe();
     let pid = match rt.exec(&cfg.id, &cfg.process, io) {
         Ok(pid) => pid,
         Err(e) => {

@@ -294,8 +294,18 @@ fn create_sealed(dir: &Path, io: ProcessIo) -> Result<i32, String> {
         .map_err(|_| "the container's creator reported no pid".to_string())
 }
 
+/// Rust's runtime ignores SIGPIPE, and an ignored signal stays ignored across exec: a
+/// process that forks a container's processes restores the default first.
+pub(crate) fn default_sigpipe() {
+    // SAFETY: setting a signal disposition in a single-threaded process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// `strata-shim create DIR`: the native runtime's create, run by `create_sealed`.
 pub fn create(dir: &Path) -> i32 {
+    default_sigpipe();
     // SAFETY: fd 3 is the result pipe by contract with the monitor.
     let mut ready = Some(unsafe { File::from_raw_fd(READY_FD) });
     let cfg: ShimConfig = match state::read_json(&dir.join(state::SHIM_FILE)) {
