@@ -137,6 +137,10 @@ fn attached_until_exit(
     stdin: bool,
     tty: bool,
 ) -> Result<i32, Failure> {
+    if !tty {
+        // With a terminal, ^C reaches the container through it.
+        proxy_signals(engine.run_dir(id));
+    }
     let code = engine.idle(|| stay_attached(sock, stdin, tty))??;
     if code.is_some() {
         engine.cleanup_container(id, started.generation)?;
@@ -150,6 +154,42 @@ fn attached_until_exit(
             Err(_) => 0,
         },
     })
+}
+
+/// docker's `--sig-proxy`: signals the attached CLI receives go to the container's
+/// process (a thread waits for them; they are blocked in every other thread).
+fn proxy_signals(run_dir: std::path::PathBuf) {
+    const PROXIED: [i32; 6] = [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ];
+    // SAFETY: sigset manipulation on a local set; pthread_sigmask affects this thread and
+    // the threads it starts later (the stdin forwarder), none of which exist yet.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in PROXIED {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || loop {
+        let mut sig = 0;
+        // SAFETY: sigwait on the set blocked above.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            return;
+        }
+        let st: Result<strata_exec::state::RunState, _> =
+            strata_exec::state::read_json(&run_dir.join(strata_exec::state::STATE_FILE));
+        if let Ok(st) = st {
+            let _ = st.signal(sig);
+        }
+    });
 }
 
 /// docker removes an `--rm` container whose start failed; the error keeps its exit code.

@@ -681,6 +681,38 @@ fn foreground_cli_killed(s: Store) {
     s.ok(&["rm", "f"]);
 }
 
+fn foreground_signals_are_proxied(s: Store) {
+    // SIGTERM to a foreground `run` reaches the container's process (docker's sig-proxy).
+    use std::io::BufRead;
+    let mut cli = s
+        .cmd(&[
+            "run",
+            "--runtime",
+            rt(&s),
+            "--name",
+            "sp",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 9' TERM; echo ready; while :; do sleep 0.05; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(cli.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // SAFETY: a plain kill(2) of our child.
+    unsafe { libc::kill(cli.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(cli.wait().unwrap().code(), Some(9));
+    assert_eq!(rest, "got TERM\n");
+    s.ok(&["rm", "sp"]);
+}
+
 fn restart_policy(s: Store) {
     // on-failure:2 runs the command three times in all, then leaves it exited.
     s.out(&[
@@ -850,7 +882,7 @@ macro_rules! all_tests {
             stop_escalates_and_restart_keeps_layer, logs_follow_and_detach,
             shim_killed_is_noticed, pause_and_stats, foreground_cli_killed, restart_policy,
             attach_and_start_attached, resource_limits, init_as_pid1,
-            default_signal_dispositions,
+            default_signal_dispositions, foreground_signals_are_proxied,
         );)*
     };
 }

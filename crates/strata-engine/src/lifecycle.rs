@@ -296,25 +296,8 @@ impl Engine {
 
     /// Sends `signal` to the container's init (through a pidfd: no pid reuse races).
     fn signal_init(&self, st: &RunState, signal: i32) -> Result<()> {
-        let Some(pid) = rustix::process::Pid::from_raw(st.pid) else {
-            return Ok(());
-        };
-        let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::SRCH) => return Ok(()),
-            Err(e) => return Err(EngineError::io("signalling the container", e.into())),
-        };
-        // The pid could have been reused between reading the state and opening the
-        // pidfd: the shim's record names the running init only while the shim lives.
-        if !state::alive(st.shim_pid, st.shim_start) {
-            return Ok(());
-        }
-        let sig = rustix::process::Signal::from_named_raw(signal)
-            .ok_or_else(|| EngineError::Usage(format!("invalid signal {signal}")))?;
-        match rustix::process::pidfd_send_signal(&fd, sig) {
-            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-            Err(e) => Err(EngineError::io("signalling the container", e.into())),
-        }
+        st.signal(signal)
+            .map_err(|e| EngineError::io("signalling the container", e))
     }
 
     fn running(&self, c: &Container) -> Result<RunState> {

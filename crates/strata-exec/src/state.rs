@@ -89,6 +89,38 @@ impl RunState {
     pub fn active(&self) -> bool {
         matches!(self.status, Status::Running | Status::Restarting)
     }
+
+    /// Sends `signal` to the container's init through a pidfd; a process already gone is
+    /// no error.
+    pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+        let Some(pid) = Pid::from_raw(self.pid) else {
+            return Ok(());
+        };
+        let fd = match pidfd_open(pid, PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::SRCH) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        // The pid could have been reused between reading the state and opening the
+        // pidfd: the shim's record names the running init only while the shim lives.
+        if !alive(self.shim_pid, self.shim_start) {
+            return Ok(());
+        }
+        if !(1..=64).contains(&signal) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("invalid signal {signal}"),
+            ));
+        }
+        // SAFETY: 1..=64 are signal numbers; real-time ones have no named constant.
+        let sig = Signal::from_named_raw(signal)
+            .unwrap_or_else(|| unsafe { Signal::from_raw_unchecked(signal) });
+        match pidfd_send_signal(&fd, sig) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// What the shim is to run and how.
