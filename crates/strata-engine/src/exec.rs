@@ -79,10 +79,8 @@ impl Engine {
             probe.config.working_dir = w.clone();
         }
         let dir = self.run_dir(&c.id);
-        // The container's own spec, for its process defaults; /etc files are rewritten
-        // with the same content.
-        let base = self.run_spec(&probe, &rootfs, &dir)?;
-        let mut env = base.process.env.clone();
+        let base = self.process_spec(&probe, &rootfs)?;
+        let mut env = base.env.clone();
         for e in &opts.env {
             let key = e.split('=').next().unwrap_or(e);
             env.retain(|x| x.split('=').next() != Some(key));
@@ -91,14 +89,14 @@ impl Engine {
         let caps = if opts.privileged {
             spec::capabilities(true, &[], &[]).map_err(|e| EngineError::Usage(e.to_string()))?
         } else {
-            base.process.caps.clone()
+            base.caps.clone()
         };
         let process = ProcessSpec {
             args: opts.cmd.clone(),
             env,
             terminal: opts.tty,
             caps,
-            ..base.process
+            ..base
         };
         let tag = format!("{:016x}", rand::random::<u64>());
         let process_file = dir.join(format!("exec-{tag}.process.json"));

@@ -207,7 +207,10 @@ impl Engine {
     }
 
     /// The spec the runtime gets for `c`, whose root filesystem is mounted at `rootfs`.
-    pub(crate) fn run_spec(&self, c: &Container, rootfs: &Path, dir: &Path) -> Result<RunSpec> {
+    /// The container's process as its config describes it (user resolved in the image,
+    /// working directory created, environment completed, capabilities): what `run` starts
+    /// and what `exec` starts from.
+    pub(crate) fn process_spec(&self, c: &Container, rootfs: &Path) -> Result<ProcessSpec> {
         let h = &c.host;
         let root = Root::open(rootfs)
             .map_err(|e| EngineError::io("opening the container's root filesystem", e))?;
@@ -237,23 +240,40 @@ impl Engine {
         }
         let caps = spec::capabilities(h.privileged, &h.cap_add, &h.cap_drop)
             .map_err(|e| EngineError::Usage(e.to_string()))?;
-        let mut args = c.command();
+        let no_new_privileges = h.security_opt.iter().any(|o| {
+            o == "no-new-privileges"
+                || o == "no-new-privileges:true"
+                || o == "no-new-privileges=true"
+        });
+        Ok(ProcessSpec {
+            args: c.command(),
+            env,
+            cwd,
+            user,
+            additional_gids,
+            terminal: c.config.tty,
+            caps,
+            no_new_privileges,
+        })
+    }
+
+    /// The spec the runtime gets for `c`, whose root filesystem is mounted at `rootfs`.
+    pub(crate) fn run_spec(&self, c: &Container, rootfs: &Path, dir: &Path) -> Result<RunSpec> {
+        let h = &c.host;
+        let mut process = self.process_spec(c, rootfs)?;
         let init = if h.init {
             let bin = init_binary().ok_or_else(|| {
                 EngineError::Usage(
                     "--init: no init binary found: install Debian's tini (tini-static), or put docker-init on PATH".into(),
                 )
             })?;
-            args.splice(0..0, [INIT_PATH.to_string(), "--".to_string()]);
+            process
+                .args
+                .splice(0..0, [INIT_PATH.to_string(), "--".to_string()]);
             Some(bin)
         } else {
             None
         };
-        let no_new_privileges = h.security_opt.iter().any(|o| {
-            o == "no-new-privileges"
-                || o == "no-new-privileges:true"
-                || o == "no-new-privileges=true"
-        });
         let mut mounts = self.write_etc_files(c, dir)?;
         for (dst, opts) in &h.tmpfs {
             let mut options = vec![
@@ -305,16 +325,7 @@ impl Engine {
             None => ns(&h.network_mode),
         };
         Ok(RunSpec {
-            process: ProcessSpec {
-                args,
-                env,
-                cwd,
-                user,
-                additional_gids,
-                terminal: c.config.tty,
-                caps,
-                no_new_privileges,
-            },
+            process,
             hostname: c.config.hostname.clone(),
             rootfs: rootfs.to_path_buf(),
             read_only: h.readonly_rootfs,
