@@ -598,7 +598,8 @@ pub fn top(engine: &Engine, a: TopArgs) -> CmdResult {
         });
     }
     let pids: std::collections::HashSet<String> = engine
-        .container_pids(&c)
+        .cgroup(&c)
+        .pids()
         .iter()
         .map(|p| p.to_string())
         .collect();
@@ -714,11 +715,11 @@ pub fn stats(engine: &Engine, a: StatsArgs) -> CmdResult {
         }
         // CPU % is the share of one interval's CPU time, as docker computes it.
         let interval = Duration::from_millis(if a.no_stream { 200 } else { 1000 });
-        let first: Vec<_> = list.iter().map(|c| engine.cgroup_sample(c)).collect();
+        let first: Vec<_> = list.iter().map(|c| engine.cgroup(c).sample()).collect();
         std::thread::sleep(interval);
         let mut rows: Vec<Row> = Vec::new();
         for (c, before) in list.iter().zip(first) {
-            let s = engine.cgroup_sample(c);
+            let s = engine.cgroup(c).sample();
             let cpu = (s.cpu_usage_ns.saturating_sub(before.cpu_usage_ns)) as f64
                 / interval.as_nanos() as f64
                 * 100.0;

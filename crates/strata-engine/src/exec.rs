@@ -2,9 +2,8 @@
 
 use crate::containers::Container;
 use crate::error::{EngineError, Result};
-use crate::runspec::cgroups_path;
 use crate::Engine;
-use std::path::Path;
+use strata_exec::cgroup::{container_cgroups_path, Cgroup};
 use strata_exec::exec::ExecConfig;
 use strata_exec::spawn::{spawn_shim, Spawned};
 use strata_exec::spec::{self, ProcessSpec};
@@ -33,21 +32,6 @@ impl Drop for ExecHandle {
             let _ = std::fs::remove_file(f);
         }
     }
-}
-
-/// One sample of a container's cgroup counters.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct CgroupSample {
-    pub cpu_usage_ns: u64,
-    pub memory_usage: u64,
-    pub memory_limit: u64,
-    pub pids: u64,
-    pub blkio_read: u64,
-    pub blkio_write: u64,
-}
-
-fn read_u64(path: &str) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 impl Engine {
@@ -148,71 +132,8 @@ impl Engine {
         }
     }
 
-    /// The pids in a container's cgroup.
-    pub fn container_pids(&self, c: &Container) -> Vec<i32> {
-        let rel = cgroups_path(&c.id);
-        let rel = rel.trim_start_matches('/');
-        for dir in [
-            format!("/sys/fs/cgroup/pids/{rel}"),
-            format!("/sys/fs/cgroup/memory/{rel}"),
-            format!("/sys/fs/cgroup/{rel}"),
-        ] {
-            if let Ok(text) = std::fs::read_to_string(Path::new(&dir).join("cgroup.procs")) {
-                return text.lines().filter_map(|l| l.trim().parse().ok()).collect();
-            }
-        }
-        Vec::new()
-    }
-
-    /// Reads the container's cgroup counters (v1 or v2).
-    pub fn cgroup_sample(&self, c: &Container) -> CgroupSample {
-        let rel = cgroups_path(&c.id);
-        let rel = rel.trim_start_matches('/');
-        let v1 = |ctl: &str, file: &str| format!("/sys/fs/cgroup/{ctl}/{rel}/{file}");
-        let v2 = |file: &str| format!("/sys/fs/cgroup/{rel}/{file}");
-        let mut s = CgroupSample::default();
-        if Path::new(&v1("memory", "")).exists() {
-            s.cpu_usage_ns = read_u64(&v1("cpuacct", "cpuacct.usage")).unwrap_or(0);
-            // docker subtracts the page cache's inactive files from usage.
-            let usage = read_u64(&v1("memory", "memory.usage_in_bytes")).unwrap_or(0);
-            let stat = std::fs::read_to_string(v1("memory", "memory.stat")).unwrap_or_default();
-            let inactive = stat
-                .lines()
-                .find_map(|l| l.strip_prefix("total_inactive_file "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
-            s.memory_usage = usage.saturating_sub(inactive);
-            s.memory_limit = read_u64(&v1("memory", "memory.limit_in_bytes")).unwrap_or(0);
-            s.pids = read_u64(&v1("pids", "pids.current")).unwrap_or(0);
-            let io = std::fs::read_to_string(v1("blkio", "blkio.throttle.io_service_bytes"))
-                .unwrap_or_default();
-            for l in io.lines() {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                if f.len() == 3 {
-                    let n: u64 = f[2].parse().unwrap_or(0);
-                    match f[1] {
-                        "Read" => s.blkio_read += n,
-                        "Write" => s.blkio_write += n,
-                        _ => {}
-                    }
-                }
-            }
-        } else {
-            let cpu = std::fs::read_to_string(v2("cpu.stat")).unwrap_or_default();
-            s.cpu_usage_ns = cpu
-                .lines()
-                .find_map(|l| l.strip_prefix("usage_usec "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-                * 1000;
-            s.memory_usage = read_u64(&v2("memory.current")).unwrap_or(0);
-            s.memory_limit = read_u64(&v2("memory.max")).unwrap_or(0);
-            s.pids = read_u64(&v2("pids.current")).unwrap_or(0);
-        }
-        let host_mem = rustix::system::sysinfo().totalram;
-        if s.memory_limit == 0 || s.memory_limit > host_mem {
-            s.memory_limit = host_mem;
-        }
-        s
+    /// The container's cgroup.
+    pub fn cgroup(&self, c: &Container) -> Cgroup {
+        Cgroup::new(&container_cgroups_path(&c.id))
     }
 }

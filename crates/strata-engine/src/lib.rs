@@ -27,7 +27,7 @@ pub use containers::{
 };
 pub use copy::{extract_on_host, CopyOptions};
 pub use error::{EngineError, Result};
-pub use exec::{CgroupSample, ExecHandle, ExecOptions};
+pub use exec::{ExecHandle, ExecOptions};
 pub use images::{HistoryRow, ImageDetails, ImageSummary, RemoveReport};
 pub use import::ImportOptions;
 pub use lifecycle::{parse_signal, Started};

@@ -5,7 +5,6 @@
 
 use crate::containers::Container;
 use crate::error::{EngineError, Result};
-use crate::runspec::cgroups_path;
 use crate::Engine;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -157,20 +156,7 @@ impl Engine {
 
     /// Whether a running container's processes are frozen (`pause`).
     pub fn is_paused(&self, c: &Container) -> bool {
-        let rel = cgroups_path(&c.id);
-        let rel = rel.trim_start_matches('/');
-        for (file, frozen) in [
-            (
-                format!("/sys/fs/cgroup/freezer/{rel}/freezer.state"),
-                "FROZEN",
-            ),
-            (format!("/sys/fs/cgroup/{rel}/cgroup.freeze"), "1"),
-        ] {
-            if let Ok(s) = std::fs::read_to_string(file) {
-                return s.trim() == frozen;
-            }
-        }
-        false
+        self.cgroup(c).frozen()
     }
 
     fn release_run_mount(&self, c: &Container) -> Result<()> {

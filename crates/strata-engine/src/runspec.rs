@@ -347,7 +347,7 @@ impl Engine {
                 Seccomp::Default
             },
             resources: h.resources.clone(),
-            cgroups_path: cgroups_path(&c.id),
+            cgroups_path: strata_exec::cgroup::container_cgroups_path(&c.id),
             shm_size: h.shm_size,
         })
     }
@@ -362,10 +362,6 @@ fn init_binary() -> Option<PathBuf> {
     ["docker-init", "tini-static", "tini"]
         .into_iter()
         .find_map(find_in_path)
-}
-
-pub(crate) fn cgroups_path(id: &str) -> String {
-    format!("/strata/{id}")
 }
 
 pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {

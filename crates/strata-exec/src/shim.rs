@@ -396,24 +396,6 @@ fn release_startup_code() {
     }
 }
 
-/// Whether the OOM killer killed a process of the container's cgroup (v1 or v2).
-fn oom_killed(cgroups_path: &str) -> bool {
-    let rel = cgroups_path.trim_start_matches('/');
-    for file in [
-        format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"),
-        format!("/sys/fs/cgroup/{rel}/memory.events"),
-    ] {
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            return text.lines().any(|l| {
-                l.strip_prefix("oom_kill ")
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .is_some_and(|n| n > 0)
-            });
-        }
-    }
-    false
-}
-
 /// waitpid(-1) with __WALL: runtimes start a container's init with clone(), whose exit
 /// signal need not be SIGCHLD, and such children are invisible to a plain waitpid (rustix
 /// offers no __WALL). Returns the pid and its docker-style exit code (128+N if killed).
@@ -802,7 +784,7 @@ pub fn start(dir: &Path) -> i32 {
         tell(&mut ready, "ok");
         release_startup_code();
         let code = shim.serve(pid, &mut io);
-        shim.state.oom_killed = oom_killed(&shim.cfg.cgroups_path);
+        shim.state.oom_killed = crate::cgroup::Cgroup::new(&shim.cfg.cgroups_path).oom_killed();
         let _ = shim.rt.delete(&shim.cfg.id);
         io = None;
         shim.state.exit_code = code;
