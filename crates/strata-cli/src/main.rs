@@ -69,55 +69,12 @@ enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(ImageCommand),
-    /// Create and run a new container from an image
-    Run(cmd_run::RunArgs),
-    /// Execute a command in a running container
-    Exec(cmd_run::ExecArgs),
-    /// Create a new container
-    Create(cmd_containers::CreateArgs),
-    /// Start one or more stopped containers
-    Start(cmd_run::StartArgs),
-    /// Stop one or more running containers
-    Stop(cmd_run::StopArgs),
-    /// Restart one or more containers
-    Restart(cmd_run::StopArgs),
-    /// Kill one or more running containers
-    Kill(cmd_run::KillArgs),
-    /// Block until one or more containers stop, then print their exit codes
-    Wait(cmd_run::NamesArgs),
-    /// Fetch the logs of a container
-    Logs(cmd_run::LogsArgs),
-    /// Attach local standard input, output, and error streams to a running container
-    Attach(cmd_run::AttachArgs),
-    /// Display the running processes of a container
-    Top(cmd_run::TopArgs),
-    /// Pause all processes within one or more containers
-    Pause(cmd_run::NamesArgs),
-    /// Unpause all processes within one or more containers
-    Unpause(cmd_run::NamesArgs),
-    /// Display a live stream of container(s) resource usage statistics
-    Stats(cmd_run::StatsArgs),
-    /// List port mappings or a specific mapping for the container
-    Port(cmd_run::PortArgs),
+    #[command(flatten)]
+    Verb(Box<ContainerVerb>),
     /// List containers
     Ps(cmd_containers::PsArgs),
     /// Remove one or more containers
     Rm(cmd_containers::RmArgs),
-    /// Create a new image from a container's changes
-    Commit(cmd_containers::CommitArgs),
-    /// Inspect changes to files or directories on a container's filesystem
-    Diff(cmd_containers::ContainerArg),
-    /// Export a container's filesystem as a tar archive
-    Export(cmd_containers::ExportArgs),
-    /// Mount a container's root filesystem and print where (as podman's)
-    Mount(cmd_containers::MountArgs),
-    /// Unmount a container's root filesystem
-    #[command(visible_alias = "unmount")]
-    Umount(cmd_containers::UmountArgs),
-    /// Rename a container
-    Rename(cmd_containers::RenameArgs),
-    /// Copy files/folders between a container and the local filesystem
-    Cp(cmd_containers::CpArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -159,8 +116,9 @@ enum ImageCommand {
     Umount(cmd_images::MountArgs),
 }
 
+/// Container commands that exist both at the top level and under `container`.
 #[derive(Subcommand)]
-enum ContainerCommand {
+enum ContainerVerb {
     /// Create and run a new container from an image
     Run(cmd_run::RunArgs),
     /// Execute a command in a running container
@@ -191,6 +149,27 @@ enum ContainerCommand {
     Stats(cmd_run::StatsArgs),
     /// List port mappings or a specific mapping for the container
     Port(cmd_run::PortArgs),
+    /// Create a new image from a container's changes
+    Commit(cmd_containers::CommitArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(cmd_containers::ContainerArg),
+    /// Export a container's filesystem as a tar archive
+    Export(cmd_containers::ExportArgs),
+    /// Mount a container's root filesystem and print where (as podman's)
+    Mount(cmd_containers::MountArgs),
+    /// Unmount a container's root filesystem
+    #[command(visible_alias = "unmount")]
+    Umount(cmd_containers::UmountArgs),
+    /// Rename a container
+    Rename(cmd_containers::RenameArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cmd_containers::CpArgs),
+}
+
+#[derive(Subcommand)]
+enum ContainerCommand {
+    #[command(flatten)]
+    Verb(Box<ContainerVerb>),
     /// Finish after a container exits (run by its shim)
     #[command(hide = true)]
     Cleanup(cmd_run::CleanupArgs),
@@ -204,21 +183,6 @@ enum ContainerCommand {
     Prune(cmd_containers::PruneArgs),
     /// Display detailed information on one or more containers
     Inspect(ContainerInspectArgs),
-    /// Create a new image from a container's changes
-    Commit(cmd_containers::CommitArgs),
-    /// Inspect changes to files or directories on a container's filesystem
-    Diff(cmd_containers::ContainerArg),
-    /// Export a container's filesystem as a tar archive
-    Export(cmd_containers::ExportArgs),
-    /// Mount a container's root filesystem and print where
-    Mount(cmd_containers::MountArgs),
-    /// Unmount a container's root filesystem
-    #[command(visible_alias = "unmount")]
-    Umount(cmd_containers::UmountArgs),
-    /// Rename a container
-    Rename(cmd_containers::RenameArgs),
-    /// Copy files/folders between a container and the local filesystem
-    Cp(cmd_containers::CpArgs),
 }
 
 #[derive(clap::Args)]
@@ -439,46 +403,8 @@ fn run(cli: Cli) -> CmdResult {
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => cmd_images::tag(&engine, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => cmd_images::rmi(&engine, a),
         Command::Inspect(a) => cmd_images::inspect(&engine, a),
-        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
-            cmd_containers::create(&engine, a)
-        }
-        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => cmd_run::run(&engine, a),
-        Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => {
-            cmd_run::exec(&engine, a)
-        }
-        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => {
-            cmd_run::start(&engine, a)
-        }
-        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => {
-            cmd_run::stop(&engine, a)
-        }
-        Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
-            cmd_run::restart(&engine, a)
-        }
-        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => {
-            cmd_run::kill(&engine, a)
-        }
-        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => {
-            cmd_run::wait(&engine, a)
-        }
-        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => {
-            cmd_run::logs(&engine, a)
-        }
-        Command::Attach(a) | Command::Container(ContainerCommand::Attach(a)) => {
-            cmd_run::attach_cmd(&engine, a)
-        }
-        Command::Top(a) | Command::Container(ContainerCommand::Top(a)) => cmd_run::top(&engine, a),
-        Command::Pause(a) | Command::Container(ContainerCommand::Pause(a)) => {
-            cmd_run::pause(&engine, a)
-        }
-        Command::Unpause(a) | Command::Container(ContainerCommand::Unpause(a)) => {
-            cmd_run::unpause(&engine, a)
-        }
-        Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => {
-            cmd_run::stats(&engine, a)
-        }
-        Command::Port(a) | Command::Container(ContainerCommand::Port(a)) => {
-            cmd_run::port(&engine, a)
+        Command::Verb(v) | Command::Container(ContainerCommand::Verb(v)) => {
+            container_verb(&engine, *v)
         }
         Command::Container(ContainerCommand::Cleanup(a)) => cmd_run::cleanup(&engine, a),
         Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => {
@@ -495,27 +421,6 @@ fn run(cli: Cli) -> CmdResult {
             a.size,
             a.format.as_deref(),
         ),
-        Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
-            cmd_containers::commit(&engine, a)
-        }
-        Command::Diff(a) | Command::Container(ContainerCommand::Diff(a)) => {
-            cmd_containers::diff(&engine, a)
-        }
-        Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => {
-            cmd_containers::export(&engine, a)
-        }
-        Command::Mount(a) | Command::Container(ContainerCommand::Mount(a)) => {
-            cmd_containers::mount(&engine, a)
-        }
-        Command::Umount(a) | Command::Container(ContainerCommand::Umount(a)) => {
-            cmd_containers::umount(&engine, a)
-        }
-        Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => {
-            cmd_containers::rename(&engine, a)
-        }
-        Command::Cp(a) | Command::Container(ContainerCommand::Cp(a)) => {
-            cmd_containers::cp(&engine, a)
-        }
         Command::Image(ImageCommand::Inspect(a)) => cmd_images::image_inspect(&engine, a),
         Command::Image(ImageCommand::Prune(a)) => cmd_images::prune(&engine, a),
         Command::Image(ImageCommand::Mount(a)) => cmd_images::mount(&engine, a),
@@ -524,6 +429,33 @@ fn run(cli: Cli) -> CmdResult {
         Command::System(SystemCommand::Df(a)) => cmd_system::df(&engine, a),
         Command::System(SystemCommand::Check(a)) => cmd_system::check(&engine, a),
         Command::Version => unreachable!("handled before opening the store"),
+    }
+}
+
+fn container_verb(engine: &Engine, v: ContainerVerb) -> CmdResult {
+    match v {
+        ContainerVerb::Run(a) => cmd_run::run(engine, a),
+        ContainerVerb::Exec(a) => cmd_run::exec(engine, a),
+        ContainerVerb::Create(a) => cmd_containers::create(engine, a),
+        ContainerVerb::Start(a) => cmd_run::start(engine, a),
+        ContainerVerb::Stop(a) => cmd_run::stop(engine, a),
+        ContainerVerb::Restart(a) => cmd_run::restart(engine, a),
+        ContainerVerb::Kill(a) => cmd_run::kill(engine, a),
+        ContainerVerb::Wait(a) => cmd_run::wait(engine, a),
+        ContainerVerb::Logs(a) => cmd_run::logs(engine, a),
+        ContainerVerb::Attach(a) => cmd_run::attach_cmd(engine, a),
+        ContainerVerb::Top(a) => cmd_run::top(engine, a),
+        ContainerVerb::Pause(a) => cmd_run::pause(engine, a),
+        ContainerVerb::Unpause(a) => cmd_run::unpause(engine, a),
+        ContainerVerb::Stats(a) => cmd_run::stats(engine, a),
+        ContainerVerb::Port(a) => cmd_run::port(engine, a),
+        ContainerVerb::Commit(a) => cmd_containers::commit(engine, a),
+        ContainerVerb::Diff(a) => cmd_containers::diff(engine, a),
+        ContainerVerb::Export(a) => cmd_containers::export(engine, a),
+        ContainerVerb::Mount(a) => cmd_containers::mount(engine, a),
+        ContainerVerb::Umount(a) => cmd_containers::umount(engine, a),
+        ContainerVerb::Rename(a) => cmd_containers::rename(engine, a),
+        ContainerVerb::Cp(a) => cmd_containers::cp(engine, a),
     }
 }
 
