@@ -5,7 +5,7 @@ use crate::error::{EngineError, Result};
 use crate::Engine;
 use strata_exec::cgroup::{container_cgroups_path, Cgroup};
 use strata_exec::exec::ExecConfig;
-use strata_exec::spawn::{spawn_shim, Spawned};
+use strata_exec::spawn::{spawn_shim, SpawnOptions, Spawned};
 use strata_exec::spec::{self, ProcessSpec};
 use strata_exec::state;
 
@@ -110,13 +110,13 @@ impl Engine {
         )
         .map_err(|e| io("writing the exec config", e))?;
         let files = vec![process_file, config_file.clone()];
-        let mut shim = spawn_shim(
-            &["exec".as_ref(), config_file.as_os_str()],
-            None,
-            opts.detach,
-            true,
-        )
-        .map_err(|e| io("starting the exec shim", e))?;
+        let spawn = SpawnOptions {
+            detach: opts.detach,
+            sealed: true,
+            ..Default::default()
+        };
+        let mut shim = spawn_shim(&["exec".as_ref(), config_file.as_os_str()], spawn)
+            .map_err(|e| io("starting the exec shim", e))?;
         match shim.wait_ready() {
             Ok(_) => Ok(ExecHandle { shim, files }),
             Err(msg) => {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use strata_exec::runtime::{self, Runtime};
 use strata_exec::shim::STOPPED_MARK;
-use strata_exec::spawn::{spawn_shim, Spawned};
+use strata_exec::spawn::{spawn_shim, SpawnOptions, Spawned};
 use strata_exec::state::{self, RunState, ShimConfig, Status};
 use strata_store::{LockMode, StoreLock};
 
@@ -235,13 +235,13 @@ impl Engine {
             state::write_json(&dir, state::SHIM_FILE, &cfg)
                 .map_err(|e| io("writing the shim config", e))?;
             let arg_dir = dir.clone().into_os_string();
-            let mut shim = spawn_shim(
-                &["start".as_ref(), arg_dir.as_os_str()],
+            let spawn = SpawnOptions {
                 client,
-                true,
-                false,
-            )
-            .map_err(|e| io("starting the shim", e))?;
+                detach: true,
+                ..Default::default()
+            };
+            let mut shim = spawn_shim(&["start".as_ref(), arg_dir.as_os_str()], spawn)
+                .map_err(|e| io("starting the shim", e))?;
             match shim.wait_ready() {
                 Ok(_) => Ok(Started { shim, generation }),
                 Err(msg) => {

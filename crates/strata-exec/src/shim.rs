@@ -11,7 +11,7 @@ use crate::runtime::{self, ProcessIo, Runtime};
 use crate::state::{self, RunState, ShimConfig, Status};
 use crate::{logs::LineBuffer, stream};
 use rustix::event::{poll, PollFd, PollFlags};
-use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use rustix::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::process::Pid;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -254,42 +254,23 @@ fn launch(
 /// our child when that process exits, as we are a subreaper. The container's stdio ends
 /// are its fds 0-2; it reports "ok PID" or the error on fd 3.
 fn create_sealed(dir: &Path, io: ProcessIo) -> Result<i32, String> {
-    let e = |e: std::io::Error| format!("starting the container's creator: {e}");
-    let (mut cmd, mem) = crate::spawn::shim_command(true).map_err(e)?;
-    let (ready_r, ready_w) = cloexec_pipe().map_err(e)?;
-    let ready_w = rustix::io::fcntl_dupfd_cloexec(&ready_w, 10).map_err(|x| e(x.into()))?;
-    let (stdin, stdout, stderr) = match io {
+    let stdio = match io {
         ProcessIo::Pipes {
             stdin,
             stdout,
             stderr,
-        } => (stdin, stdout, stderr),
-        ProcessIo::Console { stdio, .. } => {
-            let [i, o, x] = stdio;
-            (i, o, x)
-        }
+        } => [stdin, stdout, stderr],
+        ProcessIo::Console { stdio, .. } => stdio,
     };
-    cmd.arg("create").arg(dir);
-    cmd.stdin(std::process::Stdio::from(stdin))
-        .stdout(std::process::Stdio::from(stdout))
-        .stderr(std::process::Stdio::from(stderr));
-    let fd = ready_w.as_raw_fd();
-    // SAFETY: dup2 is async-signal-safe.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            if libc::dup2(fd, READY_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(e)?;
-    drop(mem);
-    drop(ready_w);
-    let mut ready = File::from(ready_r);
-    let res = crate::spawn::read_ready(&mut ready);
-    let _ = child.wait();
+    let opts = crate::spawn::SpawnOptions {
+        sealed: true,
+        stdio: Some(stdio),
+        ..Default::default()
+    };
+    let mut creator = crate::spawn::spawn_shim(&["create".as_ref(), dir.as_os_str()], opts)
+        .map_err(|e| format!("starting the container's creator: {e}"))?;
+    let res = creator.wait_ready();
+    let _ = creator.child.wait();
     res?.parse()
         .map_err(|_| "the container's creator reported no pid".to_string())
 }

@@ -68,27 +68,38 @@ pub struct Spawned {
     pub ready: File,
 }
 
-/// Starts `strata-shim ARGS...` (from a sealed copy when `sealed`): fd 3 is the ready
-/// pipe, fd 4 the optional pre-connected attach client. `detach` puts it in a session of
-/// its own with stdio on /dev/null (it outlives the CLI); otherwise it shares the CLI's.
-pub fn spawn_shim(
-    args: &[&OsStr],
-    client: Option<OwnedFd>,
-    detach: bool,
-    sealed: bool,
-) -> std::io::Result<Spawned> {
-    let (mut cmd, mem) = shim_command(sealed)?;
+/// How to start a shim process.
+#[derive(Default)]
+pub struct SpawnOptions {
+    /// An already connected attach client, handed over as fd 4.
+    pub client: Option<OwnedFd>,
+    /// A session of its own with stdio on /dev/null: it outlives the caller.
+    pub detach: bool,
+    /// Run from a sealed copy of the binary (it forks into a container).
+    pub sealed: bool,
+    /// Its fds 0-2 (otherwise the caller's, or /dev/null when detached).
+    pub stdio: Option<[OwnedFd; 3]>,
+}
+
+/// Starts `strata-shim ARGS...` with fd 3 the ready pipe (see `SpawnOptions` for the rest).
+pub fn spawn_shim(args: &[&OsStr], opts: SpawnOptions) -> std::io::Result<Spawned> {
+    let (mut cmd, mem) = shim_command(opts.sealed)?;
     // Every fd the child rearranges sits above the numbers it moves them to (3, 4).
     let high = |fd: OwnedFd| rustix::io::fcntl_dupfd_cloexec(&fd, 10);
     let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let ready_w = high(ready_w)?;
-    let client = client.map(high).transpose()?;
+    let client = opts.client.map(high).transpose()?;
     cmd.args(args);
-    if detach {
+    if let Some([i, o, e]) = opts.stdio {
+        cmd.stdin(Stdio::from(i))
+            .stdout(Stdio::from(o))
+            .stderr(Stdio::from(e));
+    } else if opts.detach {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
     }
+    let detach = opts.detach;
     let ready_fd = ready_w.as_raw_fd();
     let client_fd = client.as_ref().map(|c| c.as_raw_fd());
     // SAFETY: only async-signal-safe calls (setsid, dup2, close) run between fork and exec.
@@ -132,7 +143,7 @@ impl Spawned {
 /// Reads a ready pipe's one line (or all of it if the writer never ends a line): "ok REST"
 /// gives REST, anything else is the error. Not to the pipe's end: a container's init,
 /// forked before it execs, may hold the write end.
-pub(crate) fn read_ready(ready: &mut File) -> Result<String, String> {
+fn read_ready(ready: &mut File) -> Result<String, String> {
     let mut bytes = Vec::new();
     let mut b = [0u8; 512];
     while let Ok(n) = ready.read(&mut b) {
