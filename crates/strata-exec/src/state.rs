@@ -167,27 +167,22 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<T
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or
-/// `None` if it is gone.
-pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// A process's state letter and start time (clock ticks since boot: fields 3 and 22 of
+/// /proc/PID/stat), or `None` if it is gone.
+fn stat(pid: i32) -> Option<(String, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let mut fields = text[text.rfind(')')? + 2..].split(' ');
+    let state = fields.next()?.to_string();
+    Some((state, fields.nth(18)?.parse().ok()?))
+}
+
+/// A process's start time, or `None` if it is gone.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    stat(pid).map(|(_, start)| start)
 }
 
 /// Whether the process recorded as (`pid`, `start`) still runs (and is not a zombie).
 pub fn alive(pid: i32, start: u64) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return false;
-    };
-    let mut fields = stat[close + 2..].split(' ');
-    let state = fields.next().unwrap_or("");
-    state != "Z" && fields.nth(18).and_then(|s| s.parse().ok()) == Some(start)
+    pid > 0 && stat(pid).is_some_and(|(state, s)| state != "Z" && s == start)
 }
