@@ -13,6 +13,10 @@ command -v runc >/dev/null 2>&1 || need+=(runc)
 command -v ps >/dev/null 2>&1 || need+=(procps)
 # `run --init` runs Debian's static tini as PID 1, as docker runs docker-init (tini).
 command -v tini-static >/dev/null 2>&1 || need+=(tini)
+# The btrfs driver formats its loop-backed pool with mkfs.btrfs; tests read `btrfs
+# filesystem du`.
+command -v mkfs.btrfs >/dev/null 2>&1 || need+=(btrfs-progs)
+grep -qw btrfs /proc/filesystems 2>/dev/null || modprobe btrfs 2>/dev/null || true
 grep -qw overlay /proc/filesystems 2>/dev/null || modprobe overlay 2>/dev/null || true
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

@@ -147,6 +147,9 @@ pub struct CreateArgs {
     /// Size of /dev/shm
     #[arg(long)]
     shm_size: Option<String>,
+    /// Storage driver options for the container (size=SIZE: btrfs)
+    #[arg(long = "storage-opt")]
+    storage_opt: Vec<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -236,6 +239,19 @@ impl CreateArgs {
             },
             shm_size: bytes_flag("--shm-size", &self.shm_size)?.max(0) as u64,
             init: self.init,
+            storage_opt: self
+                .storage_opt
+                .iter()
+                .map(|o| {
+                    o.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| {
+                            usage(format!(
+                                "invalid --storage-opt {o:?}: use KEY=VALUE, e.g. size=10G"
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?,
             resources: strata_exec::spec::Resources {
                 memory: bytes_flag("--memory", &self.memory)?,
                 memory_swap: bytes_flag("--memory-swap", &self.memory_swap)?,

@@ -78,6 +78,9 @@ pub fn info(engine: &Engine, a: InfoArgs) -> CmdResult {
     );
     s += &format!(" Strata Root Dir: {}\n", i.root_dir);
     out.write_all(s.as_bytes())?;
+    for w in &i.warnings {
+        eprintln!("WARNING: {w}");
+    }
     Ok(())
 }
 
@@ -230,4 +233,23 @@ pub fn check(engine: &Engine, a: CheckArgs) -> CmdResult {
             ),
         })
     }
+}
+
+#[derive(Args)]
+pub struct ResetArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+}
+
+pub fn reset(engine: Engine, a: ResetArgs) -> CmdResult {
+    if !a.force
+        && !crate::confirm(
+            "all containers (running ones are killed), all images and all storage, and detach the storage driver's loop devices",
+        )?
+    {
+        return Ok(());
+    }
+    engine.reset()?;
+    Ok(())
 }

@@ -30,9 +30,16 @@ struct Cli {
         default_value = "/var/lib/strata"
     )]
     root: PathBuf,
-    /// Storage driver (overlay2, vfs); recorded in the store at first use
+    /// Storage driver (overlay2, vfs, btrfs); recorded in the store at first use
     #[arg(long, global = true, env = "STRATA_STORAGE_DRIVER")]
     storage_driver: Option<String>,
+    /// Storage driver options (KEY=VALUE, e.g. btrfs.loopsize=100G), as dockerd's
+    #[arg(
+        long = "storage-opt",
+        env = "STRATA_STORAGE_OPT",
+        value_delimiter = ','
+    )]
+    storage_opt: Vec<String>,
     /// Register an OCI runtime binary (NAME=PATH), as dockerd's --add-runtime
     #[arg(
         long = "add-runtime",
@@ -205,6 +212,8 @@ enum SystemCommand {
     Info(cmd_system::InfoArgs),
     /// Verify every blob and layer against its digest and find leftovers
     Check(cmd_system::CheckArgs),
+    /// Remove all containers, images and storage: the store back to empty
+    Reset(cmd_system::ResetArgs),
 }
 
 /// A failed command: the message and docker's exit code for it.
@@ -366,6 +375,20 @@ fn open(cli: &Cli) -> Result<Engine, Failure> {
     Ok(Engine::open(&Options {
         root: cli.root.clone(),
         storage_driver: cli.storage_driver.clone(),
+        storage_opts: cli
+            .storage_opt
+            .iter()
+            .map(|o| {
+                o.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| Failure {
+                        code: 125,
+                        message: format!(
+                            "invalid --storage-opt {o:?}: use KEY=VALUE, e.g. btrfs.loopsize=100G"
+                        ),
+                    })
+            })
+            .collect::<Result<_, _>>()?,
         runtimes: cli
             .add_runtime
             .iter()
@@ -428,6 +451,7 @@ fn run(cli: Cli) -> CmdResult {
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => cmd_system::info(&engine, a),
         Command::System(SystemCommand::Df(a)) => cmd_system::df(&engine, a),
         Command::System(SystemCommand::Check(a)) => cmd_system::check(&engine, a),
+        Command::System(SystemCommand::Reset(a)) => cmd_system::reset(engine, a),
         Command::Version => unreachable!("handled before opening the store"),
     }
 }

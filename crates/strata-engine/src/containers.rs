@@ -80,6 +80,9 @@ pub struct HostConfig {
     /// `--init`: an init (tini, as docker's docker-init) runs as PID 1 and forwards
     /// signals to the command and reaps orphans.
     pub init: bool,
+    /// `--storage-opt KEY=VALUE` for the writable layer (`size`, where the driver
+    /// enforces it).
+    pub storage_opt: BTreeMap<String, String>,
     #[serde(flatten)]
     pub resources: strata_exec::spec::Resources,
 }
@@ -294,6 +297,27 @@ impl Engine {
         config.open_stdin = opts.open_stdin;
         config.stdin_once = opts.stdin_once;
         let host = self.complete_host_config(&opts.host)?;
+        let mut size_limit = None;
+        for (k, v) in &host.storage_opt {
+            match k.as_str() {
+                "size" => {
+                    size_limit = Some(
+                        strata_store::units::parse_bytes(v)
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| {
+                                EngineError::Invalid(format!(
+                                    "invalid --storage-opt size={v}: give a size, e.g. size=10G"
+                                ))
+                            })? as u64,
+                    )
+                }
+                other => {
+                    return Err(EngineError::Invalid(format!(
+                        "unknown --storage-opt {other:?}: a container takes size=SIZE"
+                    )))
+                }
+            }
+        }
         if config.entrypoint.is_empty() && config.cmd.is_empty() {
             return Err(EngineError::Invalid(
                 "no command specified: the image has no CMD or ENTRYPOINT; give a command".into(),
@@ -327,7 +351,10 @@ impl Engine {
             other => other?,
         };
         let parent = img.top_layer.map(|t| t.to_string());
-        let mut prepare = PrepareOpts::default();
+        let mut prepare = PrepareOpts {
+            size_limit,
+            ..Default::default()
+        };
         if opts.auto_remove {
             prepare.labels.push((
                 strata_snapshot::VOLATILE_LABEL.to_string(),

@@ -63,6 +63,8 @@ pub struct Options {
     pub root: PathBuf,
     /// The driver asked for; `None` keeps the recorded one or picks the default.
     pub storage_driver: Option<String>,
+    /// The driver's options (`--storage-opt KEY=VALUE`).
+    pub storage_opts: Vec<(String, String)>,
     /// OCI runtimes beyond `native` and `runc` (`--add-runtime NAME=PATH`).
     pub runtimes: Vec<(String, PathBuf)>,
     /// The runtime containers get unless `--runtime` says otherwise (default `native`).
@@ -93,7 +95,7 @@ impl Engine {
         let driver = Self::choose_driver(&db, opts)?;
         let content = ContentStore::open(&root.join("content"))
             .map_err(|e| EngineError::io("opening the content store", e))?;
-        let drv = strata_snapshot::open_driver(&driver, &root.join(&driver))
+        let drv = strata_snapshot::open_driver(&driver, &root.join(&driver), &opts.storage_opts)
             .map_err(|e| EngineError::io(format!("opening storage driver {driver}"), e))?;
         let snapshots = Snapshotter::new(db.clone(), drv, &root.join("tmp").join("mounts"))?;
         drop(init);

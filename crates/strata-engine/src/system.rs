@@ -1,9 +1,10 @@
 //! `info` and `system df`.
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::records;
 use crate::Engine;
 use serde::Serialize;
+use std::path::Path;
 use strata_store::Digest;
 
 #[derive(Debug, Clone, Serialize)]
@@ -22,6 +23,8 @@ pub struct SystemInfo {
     pub server_version: String,
     pub storage_driver: String,
     pub driver_status: Vec<(String, String)>,
+    /// What `info` warns about the driver's setup (docker prints these as WARNING lines).
+    pub warnings: Vec<String>,
     pub root_dir: String,
     pub kernel_version: String,
     pub operating_system: String,
@@ -58,6 +61,56 @@ pub struct DiskUsage {
 }
 
 impl Engine {
+    /// Takes the store back to empty, as podman's `system reset`: every container
+    /// (running ones killed), mount, image, layer and blob goes, and so does what the
+    /// storage driver set up outside the store's files (btrfs: its loop-backed pool is
+    /// unmounted and its loop device detached). Only the lock files stay.
+    pub fn reset(self) -> Result<()> {
+        for c in self.list_containers()? {
+            self.remove_container(&c.id, true)?;
+        }
+        let _alone = self.exclusive()?;
+        let unmount_all = |dir: &Path| -> Result<()> {
+            for t in strata_snapshot::mount::mounts_under(dir)
+                .map_err(|e| EngineError::io("reading the mount table", e))?
+            {
+                strata_snapshot::mount::unmount(&t)
+                    .map_err(|e| EngineError::io(format!("unmounting {}", t.display()), e))?;
+            }
+            Ok(())
+        };
+        unmount_all(&self.root.join("mounts"))?;
+        unmount_all(&self.tmp_dir())?;
+        let driver = self.snapshots.driver();
+        for id in driver
+            .stored_ids()
+            .map_err(|e| EngineError::io("listing the driver's storage", e))?
+        {
+            driver
+                .remove(id)
+                .map_err(|e| EngineError::io(format!("removing snapshot {id}"), e))?;
+        }
+        self.snapshots.close()?;
+        unmount_all(&self.root)?;
+        let entries = std::fs::read_dir(&self.root)
+            .map_err(|e| EngineError::io(format!("reading {}", self.root.display()), e))?;
+        for e in entries {
+            let e = e.map_err(|e| EngineError::io("reading the store root", e))?;
+            let name = e.file_name();
+            if name == "strata.lock" || name == "strata.init.lock" {
+                continue;
+            }
+            let p = e.path();
+            let removed = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            removed.map_err(|e| EngineError::io(format!("removing {}", p.display()), e))?;
+        }
+        Ok(())
+    }
+
     pub fn info(&self) -> Result<SystemInfo> {
         let uts = rustix::system::uname();
         let mem_total = std::fs::read_to_string("/proc/meminfo")
@@ -106,6 +159,7 @@ impl Engine {
             server_version: crate::VERSION.to_string(),
             storage_driver: self.driver.clone(),
             driver_status: self.snapshots.driver().status(),
+            warnings: self.snapshots.driver().warnings(),
             root_dir: self.root.display().to_string(),
             kernel_version: uts.release().to_string_lossy().into_owned(),
             operating_system: os,

@@ -7,6 +7,8 @@
 //! one place. Active snapshots come from `prepare`, read-only ones from `view`, committed
 //! ones from `commit`; a committed snapshot is named by the caller (strata uses chain IDs).
 
+pub mod btrfs;
+pub mod loopdev;
 pub mod metastore;
 pub mod mount;
 pub mod overlay;
@@ -108,16 +110,46 @@ pub trait Driver: Send + Sync {
     fn diff(&self, s: &Layout, w: &mut dyn Write) -> Option<io::Result<()>>;
     /// Snapshot numbers that have storage on disk, for orphan checks.
     fn stored_ids(&self) -> io::Result<Vec<i64>>;
+    /// Whether the driver enforces [`PrepareOpts::size_limit`].
+    fn limits_size(&self) -> bool {
+        false
+    }
+    /// Warnings `info` shows about how the driver is set up.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Releases what opening the driver set up outside the store's files (btrfs: the
+    /// loop-backed filesystem's mount and loop device); the next open sets it up again.
+    fn close(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
-/// Opens the named driver with its storage under `home`.
-pub fn open_driver(name: &str, home: &Path) -> io::Result<Box<dyn Driver>> {
+/// Opens the named driver with its storage under `home` and its options (`--storage-opt
+/// KEY=VALUE`, as docker's daemon takes them).
+pub fn open_driver(
+    name: &str,
+    home: &Path,
+    opts: &[(String, String)],
+) -> io::Result<Box<dyn Driver>> {
+    if name != "btrfs" {
+        if let Some((k, _)) = opts.first() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown storage option {k:?} for {name}: {name} takes no options"),
+            ));
+        }
+    }
     match name {
         "overlay2" => Ok(Box::new(overlay::Overlay::open(home)?)),
         "vfs" => Ok(Box::new(vfs::Vfs::open(home)?)),
+        "btrfs" => Ok(Box::new(btrfs::Btrfs::open(home, opts)?)),
         other => Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            format!("unknown storage driver {other:?}: choose overlay2 or vfs"),
+            format!(
+                "unknown storage driver {other:?}: choose one of {}",
+                DRIVERS.join(", ")
+            ),
         )),
     }
 }
@@ -131,7 +163,7 @@ pub fn default_driver() -> &'static str {
     }
 }
 
-pub const DRIVERS: &[&str] = &["overlay2", "vfs"];
+pub const DRIVERS: &[&str] = &["overlay2", "vfs", "btrfs"];
 
 /// Helper for drivers: removes a directory tree; one that is already gone is fine.
 pub(crate) fn remove_tree(dir: &Path) -> io::Result<()> {

@@ -12,7 +12,7 @@ use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Mount {
-    /// `overlay` or `bind`.
+    /// `overlay`, `bind`, or a block device filesystem (`btrfs`).
     #[serde(rename = "type")]
     pub kind: String,
     pub source: String,
@@ -50,7 +50,7 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> io::Result<()> {
                     }
                 }
             }
-            "overlay" => mount_overlay(mnt, target)?,
+            "overlay" | "btrfs" => mount_fs(mnt, target)?,
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
@@ -62,10 +62,15 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn mount_overlay(mnt: &Mount, target: &Path) -> io::Result<()> {
-    let fs = m::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+/// Mounts a filesystem of type `mnt.kind` through the new mount API; a block device
+/// filesystem's device is `mnt.source`.
+fn mount_fs(mnt: &Mount, target: &Path) -> io::Result<()> {
+    let fs = m::fsopen(mnt.kind.as_str(), FsOpenFlags::FSOPEN_CLOEXEC)?;
     let mut attrs = MountAttrFlags::empty();
     let configure = || -> rustix::io::Result<()> {
+        if mnt.kind != "overlay" {
+            m::fsconfig_set_string(&fs, "source", mnt.source.as_str())?;
+        }
         for opt in &mnt.options {
             match opt.split_once('=') {
                 Some((k, v)) => m::fsconfig_set_string(&fs, k, v)?,
@@ -79,7 +84,8 @@ fn mount_overlay(mnt: &Mount, target: &Path) -> io::Result<()> {
         return Err(io::Error::new(
             e.kind(),
             format!(
-                "mounting overlay on {}: {e}{}",
+                "mounting {} on {}: {e}{}",
+                mnt.kind,
                 target.display(),
                 fs_log(&fs)
             ),
@@ -133,6 +139,44 @@ pub fn unmount(target: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The mount points at or below `dir` in this mount namespace, deepest first (the order
+/// to unmount them in).
+pub fn mounts_under(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut out: Vec<std::path::PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|t| std::path::PathBuf::from(unescape_octal(t)))
+        .filter(|t| t.starts_with(dir))
+        .collect();
+    out.sort_by_key(|t| std::cmp::Reverse(t.as_os_str().len()));
+    out.dedup();
+    Ok(out)
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo`.
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A mount that is undone when dropped: for short-lived mounts the engine makes itself.

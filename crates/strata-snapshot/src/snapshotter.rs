@@ -132,6 +132,12 @@ impl Snapshotter {
                 "snapshot key must not be empty".into(),
             ));
         }
+        if opts.size_limit.is_some() && !self.driver.limits_size() {
+            return Err(SnapshotError::InvalidArgument(format!(
+                "--storage-opt size is not supported by the {} storage driver: use btrfs",
+                self.driver.name()
+            )));
+        }
         let labels: BTreeMap<_, _> = opts.labels.iter().cloned().collect();
         // The record first: storage without a record could not be found again, a record
         // without complete storage is repaired by removing it.
@@ -426,8 +432,9 @@ impl Snapshotter {
             .collect())
     }
 
-    /// Nothing to release: every operation is complete when it returns. Safe to call twice.
+    /// Releases what the driver set up outside the store's files (every operation is
+    /// complete when it returns, so nothing else). Safe to call twice.
     pub fn close(&self) -> Result<()> {
-        Ok(())
+        Ok(self.driver.close()?)
     }
 }

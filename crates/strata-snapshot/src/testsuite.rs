@@ -54,25 +54,66 @@ pub const TESTS: &[(&str, Test)] = &[
 /// Opens `driver` on a fresh store under `root`.
 pub fn open(driver: &str, root: &Path) -> Snapshotter {
     let db = Arc::new(strata_store::Db::open(&root.join("strata.db")).expect("open db"));
-    let drv = open_driver(driver, &root.join(driver)).expect("open driver");
+    let drv = open_driver(driver, &root.join(driver), &[]).expect("open driver");
     Snapshotter::new(db, drv, &root.join("tmp")).expect("snapshotter")
+}
+
+/// Closes a snapshotter when dropped, so a failing test releases what its driver set up
+/// (btrfs: the loop-backed pool) as a passing one does.
+struct Closing(Snapshotter);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.0.close().expect("close the snapshotter");
+    }
+}
+
+fn find(name: &str) -> Test {
+    TESTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no test {name}"))
+        .1
+}
+
+fn run_in(driver: &str, name: &str, root: &Path) {
+    let test = find(name);
+    let sn = Closing(open(driver, root));
+    let work = root.join("work");
+    fs::create_dir_all(&work).expect("work dir");
+    test(&sn.0, &work);
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("strata-suite-")
+        .tempdir()
+        .expect("tempdir")
 }
 
 /// Runs test `name` against `driver` in a new temporary root.
 pub fn run(driver: &str, name: &str) {
-    let test = TESTS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .unwrap_or_else(|| panic!("no test {name}"))
-        .1;
-    let root = tempfile::Builder::new()
-        .prefix("strata-suite-")
-        .tempdir()
-        .expect("tempdir");
-    let sn = open(driver, root.path());
-    let work = root.path().join("work");
-    fs::create_dir_all(&work).expect("work dir");
-    test(&sn, &work);
+    let root = tempdir();
+    run_in(driver, name, root.path());
+}
+
+/// Runs test `name` against `driver` with the store root on a btrfs filesystem made for
+/// the test (so the btrfs driver uses it directly, with no pool of its own).
+pub fn run_on_btrfs(driver: &str, name: &str) {
+    let dir = tempdir();
+    let pool =
+        crate::btrfs::LoopPool::open(&dir.path().join("fs.img"), &dir.path().join("fs"), 1 << 30)
+            .expect("make a btrfs filesystem");
+    struct Unmount(crate::btrfs::LoopPool);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            self.0.close().expect("unmount the test's btrfs");
+        }
+    }
+    let pool = Unmount(pool);
+    let root = pool.0.mountpoint().join("store");
+    fs::create_dir_all(&root).expect("store root");
+    run_in(driver, name, &root);
 }
 
 static MOUNT_SEQ: AtomicUsize = AtomicUsize::new(0);

@@ -6,6 +6,7 @@ pub mod db;
 pub mod digest;
 pub mod fsutil;
 pub mod lock;
+pub mod units;
 
 pub use content::{BlobWriter, Committed, ContentStore};
 pub use db::Db;
