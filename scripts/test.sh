@@ -21,6 +21,13 @@ if [ -n "$leftover" ]; then
     echo "$leftover" >&2
     exit 1
 fi
+# Nor a loop device (the btrfs driver's pools, the tests' own btrfs filesystems).
+loops=$(losetup -a | grep -E 'strata-(suite|cli)-' || true)
+if [ -n "$loops" ]; then
+    echo "tests left loop devices behind:" >&2
+    echo "$loops" >&2
+    exit 1
+fi
 # No container cgroup (v1 hierarchies or v2) nor shim may outlive the tests.
 cgroups=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -type d -path '*/strata/*' 2>/dev/null || true)
 shims=$(pgrep -f '^strata-shim' || true)

@@ -291,7 +291,7 @@ fn copy_on_write_through_commit(driver: &'static str) {
 fn removal_and_references(driver: &'static str) {
     let s = Store::new(driver);
     base_image(&s);
-    let layers_before: Vec<_> = std::fs::read_dir(s.root().join(driver)).unwrap().collect();
+    let layers_before: Vec<_> = std::fs::read_dir(s.layer_dir()).unwrap().collect();
     let id = s
         .ok(&["create", "--name", "keep", "-l", "team=a", "base:1"])
         .trim()
@@ -345,7 +345,7 @@ fn removal_and_references(driver: &'static str) {
     assert!(Path::new(m.trim()).join("etc/conf").exists());
     s.ok(&["rm", "kept"]);
     assert_eq!(
-        std::fs::read_dir(s.root().join(driver)).unwrap().count(),
+        std::fs::read_dir(s.layer_dir()).unwrap().count(),
         layers_before.len(),
         "no storage left"
     );
@@ -509,6 +509,7 @@ macro_rules! per_driver {
     ($($test:ident),*) => {
         mod overlay2 { $(#[test] fn $test() { super::$test("overlay2") })* }
         mod vfs { $(#[test] fn $test() { super::$test("vfs") })* }
+        mod btrfs { $(#[test] fn $test() { super::$test("btrfs") })* }
     };
 }
 

@@ -499,6 +499,7 @@ macro_rules! per_driver {
     ($($test:ident),*) => {
         mod overlay2 { $(#[test] fn $test() { super::$test("overlay2") })* }
         mod vfs { $(#[test] fn $test() { super::$test("vfs") })* }
+        mod btrfs { $(#[test] fn $test() { super::$test("btrfs") })* }
     };
 }
 

@@ -245,7 +245,7 @@ fn check_finds_damage_and_repairs_leftovers(driver: &'static str) {
     s.ok(&["load", "-i", s.file("a.tar", &a.build()).to_str().unwrap()]);
     s.check_clean();
     // Leftovers: storage no snapshot owns, a blob nothing uses, an abandoned ingest.
-    std::fs::create_dir_all(s.root().join(driver).join("99999/diff")).unwrap();
+    std::fs::create_dir_all(s.layer_dir().join("99999/diff")).unwrap();
     std::fs::write(
         s.root()
             .join("content/blobs/sha256")
@@ -297,6 +297,7 @@ macro_rules! per_driver {
     ($($test:ident),*) => {
         mod overlay2 { $(#[test] fn $test() { super::$test("overlay2") })* }
         mod vfs { $(#[test] fn $test() { super::$test("vfs") })* }
+        mod btrfs { $(#[test] fn $test() { super::$test("btrfs") })* }
     };
 }
 

@@ -141,15 +141,15 @@ pub fn unmount(target: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The mount points at or below `dir` in this mount namespace, deepest first (the order
-/// to unmount them in).
+/// The mount points below `dir` (not `dir` itself) in this mount namespace, deepest first
+/// (the order to unmount them in).
 pub fn mounts_under(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     let mut out: Vec<std::path::PathBuf> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(|t| std::path::PathBuf::from(unescape_octal(t)))
-        .filter(|t| t.starts_with(dir))
+        .filter(|t| t.starts_with(dir) && t != dir)
         .collect();
     out.sort_by_key(|t| std::cmp::Reverse(t.as_os_str().len()));
     out.dedup();

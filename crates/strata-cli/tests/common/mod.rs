@@ -30,6 +30,14 @@ impl Store {
         self.dir.path().join("root")
     }
 
+    /// Where the driver keeps one entry per snapshot.
+    pub fn layer_dir(&self) -> PathBuf {
+        match self.driver {
+            "btrfs" => self.root().join("btrfs/fs/subvolumes"),
+            d => self.root().join(d),
+        }
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
         c.args(args)
@@ -105,7 +113,7 @@ impl Store {
         };
         format!(
             "{images}\nlayers={:?}\nblobs={:?}",
-            list(self.root().join(self.driver)),
+            list(self.layer_dir()),
             list(self.root().join("content/blobs/sha256"))
         )
     }
@@ -147,13 +155,10 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        // Containers a failing test left running are killed and removed first.
+        // Everything goes: containers a failing test left running are killed, and what
+        // the driver set up (btrfs: its loop-backed pool) is unmounted and detached.
         if self.root().join("strata.db").exists() {
-            if let Ok(out) = self.cmd(&["ps", "-aq", "--no-trunc"]).output() {
-                for id in String::from_utf8_lossy(&out.stdout).lines() {
-                    let _ = self.cmd(&["rm", "-f", id]).output();
-                }
-            }
+            let _ = self.cmd(&["system", "reset", "-f"]).output();
         }
         // Unmount anything a failing test left mounted under the store, deepest first.
         if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
@@ -365,13 +370,15 @@ impl Archive {
     }
 }
 
+/// Mounts below `dir`, but for a btrfs store's own pool (`root/btrfs/fs`), which stays
+/// mounted while the store exists, as docker's loop-lvm pool did.
 pub fn mounted_under(dir: &Path) -> Vec<String> {
     let root = dir.display().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|t| t.starts_with(&root))
+        .filter(|t| t.starts_with(&root) && !t.ends_with("/btrfs/fs"))
         .map(str::to_string)
         .collect()
 }

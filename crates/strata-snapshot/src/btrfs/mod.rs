@@ -250,7 +250,11 @@ impl Driver for Btrfs {
     /// otherwise the generic comparison with the parent, as docker's naive diff size.
     fn changes_size(&self, s: &Layout) -> io::Result<u64> {
         let path = self.subvol(s.id);
-        let fd = open_dir(&path)?;
+        let fd = match open_dir(&path) {
+            // Recorded, not yet made (snapshots are recorded first): nothing changed yet.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            other => other?,
+        };
         if ioctl::qgroup_exclusive(fd.as_fd())?.is_some() {
             // Qgroup numbers are brought up to date when a transaction commits.
             rustix::fs::syncfs(&fd)?;
