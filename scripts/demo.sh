@@ -104,6 +104,17 @@ other=$(mktemp -d)
 strata save app:1.1 busybox:latest | STRATA_ROOT="$other" ./target/release/strata load
 STRATA_ROOT="$other" ./target/release/strata images
 rm -rf "$other"
+step "the same images on the btrfs driver (a loop-backed pool here: the root is not btrfs)"
+bt=$(mktemp -d)
+B() { STRATA_ROOT="$bt" STRATA_STORAGE_DRIVER=btrfs ./target/release/strata "$@"; }
+strata save app:1.1 busybox:latest | B load
+B run --name w --storage-opt size=64m app:1.1 sh -c 'echo changed > /etc/note.txt'
+B diff w
+B ps -a -s
+B info 2>/dev/null | grep -A10 'Storage Driver'
+B system reset -f
+echo "after system reset: $(losetup -a | grep -c "$bt") loop devices, $(findmnt -rn | grep -c "$bt") mounts"
+rm -rf "$bt"
 step strata system check
 strata system check
 echo

@@ -20,19 +20,41 @@ fn open_dir(p: &Path) -> io::Result<OwnedFd> {
 }
 
 pub fn diff_trees<W: Write>(lower: &Path, upper: &Path, w: W) -> io::Result<W> {
-    let (lfd, ufd) = (open_dir(lower)?, open_dir(upper)?);
-    let mut tw = TreeWriter::new(w, WhiteoutFormat::Apply);
-    compare_dirs(&mut tw, &lfd, &ufd, Path::new(""))?;
-    tw.finish()
+    diff_trees_pruned(lower, upper, w, &|_| false)
 }
 
 /// Bytes of the regular files a layer on `lower` would carry to give `upper`: the size
 /// docker reports for a writable layer on drivers without an upper dir (its naive
 /// `DiffSize`), without writing the layer.
 pub fn changes_size(lower: &Path, upper: &Path) -> io::Result<u64> {
+    changes_size_pruned(lower, upper, &|_| false)
+}
+
+/// [`diff_trees`] for an `upper` that is a snapshot of `lower` (inode numbers shared),
+/// skipping every directory that has the same inode number in both trees and for which
+/// `untouched(inode)` says that neither it nor anything below it changed. The walk is the
+/// same one, so the tar is identical; only subtrees that cannot differ are not read.
+pub fn diff_trees_pruned<W: Write>(
+    lower: &Path,
+    upper: &Path,
+    w: W,
+    untouched: &dyn Fn(u64) -> bool,
+) -> io::Result<W> {
+    let (lfd, ufd) = (open_dir(lower)?, open_dir(upper)?);
+    let mut tw = TreeWriter::new(w, WhiteoutFormat::Apply);
+    compare_dirs(&mut tw, &lfd, &ufd, Path::new(""), untouched)?;
+    tw.finish()
+}
+
+/// [`changes_size`] with the pruning of [`diff_trees_pruned`].
+pub fn changes_size_pruned(
+    lower: &Path,
+    upper: &Path,
+    untouched: &dyn Fn(u64) -> bool,
+) -> io::Result<u64> {
     let (lfd, ufd) = (open_dir(lower)?, open_dir(upper)?);
     let mut counter = SizeCounter(0);
-    compare_dirs(&mut counter, &lfd, &ufd, Path::new(""))?;
+    compare_dirs(&mut counter, &lfd, &ufd, Path::new(""), untouched)?;
     Ok(counter.0)
 }
 
@@ -86,7 +108,13 @@ impl DiffSink for SizeCounter {
     }
 }
 
-fn compare_dirs(tw: &mut dyn DiffSink, lfd: &OwnedFd, ufd: &OwnedFd, rel: &Path) -> io::Result<()> {
+fn compare_dirs(
+    tw: &mut dyn DiffSink,
+    lfd: &OwnedFd,
+    ufd: &OwnedFd,
+    rel: &Path,
+    untouched: &dyn Fn(u64) -> bool,
+) -> io::Result<()> {
     let lower = list_dir(lfd)?;
     let upper = list_dir(ufd)?;
     let (mut i, mut j) = (0, 0);
@@ -108,7 +136,9 @@ fn compare_dirs(tw: &mut dyn DiffSink, lfd: &OwnedFd, ufd: &OwnedFd, rel: &Path)
             let us = lstat_at(ufd, name)?;
             let both_dirs =
                 file_type(&ls) == FileType::Directory && file_type(&us) == FileType::Directory;
-            if both_dirs {
+            if both_dirs && ls.st_ino == us.st_ino && untouched(us.st_ino) {
+                // The same directory, and nothing in it changed: nothing to find there.
+            } else if both_dirs {
                 let ld = open_dir_at(lfd, name)?;
                 let ud = open_dir_at(ufd, name)?;
                 if meta_differs(&ls, &us)
@@ -116,7 +146,7 @@ fn compare_dirs(tw: &mut dyn DiffSink, lfd: &OwnedFd, ufd: &OwnedFd, rel: &Path)
                 {
                     tw.entry(ufd, name, &child, false)?;
                 }
-                compare_dirs(tw, &ld, &ud, &child)?;
+                compare_dirs(tw, &ld, &ud, &child, untouched)?;
             } else if file_type(&ls) != file_type(&us) || entry_differs(lfd, ufd, name, &ls, &us)? {
                 tw.entry(ufd, name, &child, true)?;
             }

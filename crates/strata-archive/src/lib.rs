@@ -18,7 +18,7 @@ pub mod write;
 pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyStats};
 pub use compression::{decompress, Compression};
 pub use copy::copy_tree;
-pub use diff::{changes_size, diff_trees};
+pub use diff::{changes_size, changes_size_pruned, diff_trees, diff_trees_pruned};
 pub use root::Root;
 pub use whiteout::WhiteoutFormat;
 pub use write::{write_tree, TreeWriter};

@@ -102,19 +102,21 @@ fn size_limit_stops_a_container_and_sizes_come_from_quota_groups() {
     let s = Store::new("btrfs");
     s.busybox();
     assert!(info(&s).contains("Quotas: disabled"));
-    let out = s.run(&[
-        "run",
-        "--storage-opt",
-        "size=10M",
-        "--name",
-        "limited",
-        "busybox",
-        "dd",
-        "if=/dev/zero",
-        "of=/fill",
-        "bs=1M",
-        "count=20",
-    ]);
+    // A container writing 20 MB, with the options given.
+    let write_20mb = |opts: &[&str]| {
+        let mut args = vec!["run"];
+        args.extend_from_slice(opts);
+        args.extend([
+            "busybox",
+            "dd",
+            "if=/dev/zero",
+            "of=/fill",
+            "bs=1M",
+            "count=20",
+        ]);
+        s.run(&args)
+    };
+    let out = write_20mb(&["--storage-opt", "size=10M", "--name", "limited"]);
     assert_eq!(out.status.code(), Some(1), "dd fails at the limit");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -134,17 +136,7 @@ fn size_limit_stops_a_container_and_sizes_come_from_quota_groups() {
     );
     // Without a limit the same write succeeds, and `ps -s` reads the container's
     // exclusive bytes from its quota group.
-    s.ok(&[
-        "run",
-        "--name",
-        "free",
-        "busybox",
-        "dd",
-        "if=/dev/zero",
-        "of=/fill",
-        "bs=1M",
-        "count=20",
-    ]);
+    assert!(write_20mb(&["--name", "free"]).status.success());
     let size = s.ok(&[
         "ps",
         "-a",

@@ -165,6 +165,16 @@ pub fn default_driver() -> &'static str {
 
 pub const DRIVERS: &[&str] = &["overlay2", "vfs", "btrfs"];
 
+/// Helper for drivers that keep a whole tree per snapshot (vfs, btrfs), with `tree(id)`
+/// its directory: a view of a committed snapshot reads the parent's own tree read-only
+/// (it has no storage of its own); anything else binds its own tree.
+pub(crate) fn tree_mounts(s: &Layout, tree: impl Fn(i64) -> PathBuf) -> Vec<Mount> {
+    match (s.kind, s.parents.first()) {
+        (Kind::View, Some(parent)) => vec![Mount::bind(&tree(*parent), true)],
+        (kind, _) => vec![Mount::bind(&tree(s.id), kind == Kind::View)],
+    }
+}
+
 /// Helper for drivers: removes a directory tree; one that is already gone is fine.
 pub(crate) fn remove_tree(dir: &Path) -> io::Result<()> {
     match std::fs::remove_dir_all(dir) {

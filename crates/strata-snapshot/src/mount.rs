@@ -74,7 +74,8 @@ fn mount_fs(mnt: &Mount, target: &Path) -> io::Result<()> {
         for opt in &mnt.options {
             match opt.split_once('=') {
                 Some((k, v)) => m::fsconfig_set_string(&fs, k, v)?,
-                None if opt == "ro" || opt == "rw" => {}
+                // Mount attributes, not filesystem parameters.
+                None if opt == "ro" || opt == "rw" || opt == "noatime" => {}
                 None => m::fsconfig_set_flag(&fs, opt.as_str())?,
             }
         }
@@ -93,6 +94,9 @@ fn mount_fs(mnt: &Mount, target: &Path) -> io::Result<()> {
     }
     if mnt.is_readonly() {
         attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
+    }
+    if mnt.options.iter().any(|o| o == "noatime") {
+        attrs |= MountAttrFlags::MOUNT_ATTR_NOATIME;
     }
     let mfd = m::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)?;
     m::move_mount(

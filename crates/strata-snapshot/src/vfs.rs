@@ -3,7 +3,7 @@
 
 use crate::mount::Mount;
 use crate::usage::{tree_usage, Usage};
-use crate::{numeric_dirs, remove_tree, Driver, Kind, Layout, PrepareOpts};
+use crate::{numeric_dirs, remove_tree, tree_mounts, Driver, Kind, Layout, PrepareOpts};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -51,10 +51,7 @@ impl Driver for Vfs {
     }
 
     fn mounts(&self, s: &Layout) -> io::Result<Vec<Mount>> {
-        Ok(match (s.kind, s.parents.first()) {
-            (Kind::View, Some(parent)) => vec![Mount::bind(&self.fs_dir(*parent), true)],
-            (kind, _) => vec![Mount::bind(&self.fs_dir(s.id), kind == Kind::View)],
-        })
+        Ok(tree_mounts(s, |id| self.fs_dir(id)))
     }
 
     fn commit(&self, _s: &Layout) -> io::Result<()> {

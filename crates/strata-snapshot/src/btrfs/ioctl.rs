@@ -21,6 +21,10 @@ const SUBVOL_RDONLY: u64 = 1 << 1;
 pub const FIRST_FREE_OBJECTID: u64 = 256;
 const ROOT_TREE_OBJECTID: u64 = 1;
 const QUOTA_TREE_OBJECTID: u64 = 8;
+const INODE_ITEM_KEY: u32 = 1;
+const INODE_REF_KEY: u32 = 12;
+const INODE_EXTREF_KEY: u32 = 13;
+const ROOT_ITEM_KEY: u32 = 132;
 const ROOT_REF_KEY: u32 = 156;
 const QGROUP_INFO_KEY: u32 = 242;
 const QUOTA_CTL_ENABLE: u64 = 1;
@@ -98,6 +102,8 @@ const QUOTA_CTL: Opcode = opcode::read_write::<QuotaCtlArgs>(MAGIC, 40);
 // The kernel declares QGROUP_LIMIT with _IOR although it only reads the argument.
 const QGROUP_LIMIT: Opcode = opcode::read::<QgroupLimitArgs>(MAGIC, 43);
 const QUOTA_RESCAN_WAIT: Opcode = opcode::none(MAGIC, 46);
+const START_SYNC: Opcode = opcode::read::<u64>(MAGIC, 24);
+const WAIT_SYNC: Opcode = opcode::write::<u64>(MAGIC, 22);
 
 fn copy_name<const N: usize>(dst: &mut [u8; N], name: &CStr) -> io::Result<()> {
     let b = name.to_bytes();
@@ -185,80 +191,168 @@ fn ino_path(fd: BorrowedFd<'_>, tree: u64, dirid: u64) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&a.name[..end]).into_owned())
 }
 
-/// One item a tree search found: its key's object ID and offset, and its bytes.
-struct Item {
-    offset: u64,
-    data: Vec<u8>,
-}
+/// A btrfs key: (object ID, item type, offset), ordered in that order.
+type Key = (u64, u32, u64);
 
-/// Every item of type `ty` with object ID in `objectids` in tree `tree` (TREE_SEARCH, in
-/// as many rounds as the kernel's buffer needs).
-fn search(fd: BorrowedFd<'_>, tree: u64, objectids: (u64, u64), ty: u32) -> io::Result<Vec<Item>> {
-    let mut out = Vec::new();
+/// Calls `f(key, item bytes)` for every item of tree `tree` with a key in `min..=max` that
+/// sits in a tree block written at or after `min_transid` (TREE_SEARCH, in as many rounds
+/// as the kernel's buffer needs). The kernel compares whole keys, so a range spanning
+/// several object IDs also yields other item types: `f` filters.
+fn search(
+    fd: BorrowedFd<'_>,
+    tree: u64,
+    min: Key,
+    max: Key,
+    min_transid: u64,
+    mut f: impl FnMut(Key, &[u8]),
+) -> io::Result<()> {
     let mut a = zeroed::<SearchArgs>();
     a.key.tree_id = tree;
-    a.key.min_objectid = objectids.0;
-    a.key.max_objectid = objectids.1;
-    a.key.max_offset = u64::MAX;
+    a.key.max_objectid = max.0;
+    a.key.max_type = max.1;
+    a.key.max_offset = max.2;
+    a.key.min_transid = min_transid;
     a.key.max_transid = u64::MAX;
-    a.key.min_type = ty;
-    a.key.max_type = ty;
+    let mut next = min;
     loop {
+        a.key.min_objectid = next.0;
+        a.key.min_type = next.1;
+        a.key.min_offset = next.2;
         a.key.nr_items = 4096;
         // SAFETY: as above.
         unsafe { ioctl(fd, Updater::<TREE_SEARCH, SearchArgs>::new(&mut a)) }?;
         let n = a.key.nr_items;
         if n == 0 {
-            return Ok(out);
+            return Ok(());
         }
         let mut pos = 0usize;
-        let mut last = (0u64, 0u64);
+        let mut last = next;
         for _ in 0..n {
             let h = &a.buf[pos..pos + 32];
             let u64_at = |i: usize| u64::from_ne_bytes(h[i..i + 8].try_into().unwrap());
-            let objectid = u64_at(8);
-            let offset = u64_at(16);
-            let item_type = u32::from_ne_bytes(h[24..28].try_into().unwrap());
+            let key = (
+                u64_at(8),
+                u32::from_ne_bytes(h[24..28].try_into().unwrap()),
+                u64_at(16),
+            );
             let len = u32::from_ne_bytes(h[28..32].try_into().unwrap()) as usize;
             pos += 32;
-            if item_type == ty {
-                out.push(Item {
-                    offset,
-                    data: a.buf[pos..pos + len].to_vec(),
-                });
-            }
+            f(key, &a.buf[pos..pos + len]);
             pos += len;
-            last = (objectid, offset);
+            last = key;
         }
-        // Continue after the last key returned.
-        match last.1.checked_add(1) {
-            Some(o) => {
-                a.key.min_objectid = last.0;
-                a.key.min_offset = o;
-            }
-            None if last.0 < objectids.1 => {
-                a.key.min_objectid = last.0 + 1;
-                a.key.min_offset = 0;
-            }
-            None => return Ok(out),
+        // Continue just after the last key returned (types are 8 bits on disk).
+        next = match last {
+            (o, t, off) if off < u64::MAX => (o, t, off + 1),
+            (o, t, _) if t < 255 => (o, t + 1, 0),
+            (o, _, _) if o < u64::MAX => (o + 1, 0, 0),
+            _ => return Ok(()),
+        };
+        if next > max {
+            return Ok(());
         }
     }
 }
 
 /// The subvolumes directly inside subvolume `id`, as paths relative to its root.
 pub fn child_subvolumes(fd: BorrowedFd<'_>, id: u64) -> io::Result<Vec<String>> {
-    let mut out = Vec::new();
-    for item in search(fd, ROOT_TREE_OBJECTID, (id, id), ROOT_REF_KEY)? {
+    let mut refs = Vec::new();
+    let range = ((id, ROOT_REF_KEY, 0), (id, ROOT_REF_KEY, u64::MAX));
+    search(fd, ROOT_TREE_OBJECTID, range.0, range.1, 0, |_, d| {
         // struct btrfs_root_ref { le64 dirid; le64 sequence; le16 name_len; } + name
-        let d = &item.data;
-        if d.len() < 18 {
-            continue;
+        if d.len() >= 18 {
+            let dirid = u64::from_le_bytes(d[..8].try_into().unwrap());
+            let name_len = u16::from_le_bytes(d[16..18].try_into().unwrap()) as usize;
+            let name = String::from_utf8_lossy(&d[18..(18 + name_len).min(d.len())]);
+            refs.push((dirid, name.into_owned()));
         }
-        let dirid = u64::from_le_bytes(d[..8].try_into().unwrap());
-        let name_len = u16::from_le_bytes(d[16..18].try_into().unwrap()) as usize;
-        let name = String::from_utf8_lossy(&d[18..(18 + name_len).min(d.len())]).into_owned();
-        out.push(format!("{}{name}", ino_path(fd, id, dirid)?));
-    }
+    })?;
+    refs.into_iter()
+        .map(|(dirid, name)| Ok(format!("{}{name}", ino_path(fd, id, dirid)?)))
+        .collect()
+}
+
+/// The transaction that created subvolume `id` (its root item's `otransid`), if the
+/// root item is of the current format.
+pub fn created_transid(fd: BorrowedFd<'_>, id: u64) -> io::Result<Option<u64>> {
+    let mut out = None;
+    let range = ((id, ROOT_ITEM_KEY, 0), (id, ROOT_ITEM_KEY, u64::MAX));
+    search(fd, ROOT_TREE_OBJECTID, range.0, range.1, 0, |_, d| {
+        // struct btrfs_root_item: a 160-byte inode item, then (packed) generation ..
+        // received_uuid up to byte 295, ctransid at 295, otransid at 303.
+        if d.len() >= 311 {
+            out = Some(u64::from_le_bytes(d[303..311].try_into().unwrap()));
+        }
+    })?;
+    Ok(out)
+}
+
+/// Commits the running transaction of the filesystem of `fd` and waits for it. Inode
+/// updates reach the trees as delayed items at commit, so tree searches see them only
+/// after this; unlike `syncfs` it does not wait for file data to be written back.
+pub fn commit_transaction(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: as above; START_SYNC writes the transaction ID, WAIT_SYNC reads it.
+    let transid = unsafe { ioctl(fd, rustix::ioctl::Getter::<START_SYNC, u64>::new()) }?;
+    // SAFETY: as above.
+    unsafe { ioctl(fd, Setter::<WAIT_SYNC, u64>::new(transid)) }?;
+    Ok(())
+}
+
+/// Inodes of subvolume `tree` changed in a transaction after `transid`: every inode whose
+/// data, metadata, xattrs or entries were written since (btrfs-progs' find-new, for
+/// inodes). Only tree blocks written since are read, so the cost follows the changes.
+/// Changes not yet committed are not in the tree: see [`commit_transaction`].
+pub fn changed_inodes(fd: BorrowedFd<'_>, tree: u64, transid: u64) -> io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    let range = (
+        (FIRST_FREE_OBJECTID, 0, 0),
+        (u64::MAX, INODE_ITEM_KEY, u64::MAX),
+    );
+    search(
+        fd,
+        tree,
+        range.0,
+        range.1,
+        transid + 1,
+        |(ino, ty, _), d| {
+            // struct btrfs_inode_item { le64 generation; le64 transid; .. }: blocks copied
+            // for a neighbour's sake carry unchanged items, so the item's own transid decides.
+            if ty == INODE_ITEM_KEY
+                && d.len() >= 16
+                && u64::from_le_bytes(d[8..16].try_into().unwrap()) > transid
+            {
+                out.push(ino);
+            }
+        },
+    )?;
+    Ok(out)
+}
+
+/// The directories holding inode `ino` of subvolume `tree` (one per hard link's parent).
+pub fn parent_dirs(fd: BorrowedFd<'_>, tree: u64, ino: u64) -> io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    let range = ((ino, INODE_REF_KEY, 0), (ino, INODE_EXTREF_KEY, u64::MAX));
+    search(
+        fd,
+        tree,
+        range.0,
+        range.1,
+        0,
+        |(_, ty, offset), d| match ty {
+            // An inode ref's key offset is the parent directory.
+            INODE_REF_KEY => out.push(offset),
+            // Extended refs (many links in one directory) pack entries of
+            // { le64 parent; le64 index; le16 name_len; name }.
+            INODE_EXTREF_KEY => {
+                let mut p = 0;
+                while p + 18 <= d.len() {
+                    out.push(u64::from_le_bytes(d[p..p + 8].try_into().unwrap()));
+                    p += 18 + u16::from_le_bytes(d[p + 16..p + 18].try_into().unwrap()) as usize;
+                }
+            }
+            _ => {}
+        },
+    )?;
     Ok(out)
 }
 
@@ -298,23 +392,27 @@ pub fn qgroup_limit(fd: BorrowedFd<'_>, bytes: u64) -> io::Result<()> {
 
 /// Exclusive bytes per level-0 qgroup (subvolume ID), or `None` when quotas are off.
 pub fn qgroup_exclusive(fd: BorrowedFd<'_>) -> io::Result<Option<Vec<(u64, u64)>>> {
-    match search(fd, QUOTA_TREE_OBJECTID, (0, 0), QGROUP_INFO_KEY) {
+    let mut out = Vec::new();
+    let range = ((0, QGROUP_INFO_KEY, 0), (0, QGROUP_INFO_KEY, u64::MAX));
+    let found = search(
+        fd,
+        QUOTA_TREE_OBJECTID,
+        range.0,
+        range.1,
+        0,
+        |(_, _, qgroup), d| {
+            // struct btrfs_qgroup_info_item { le64 generation, rfer, rfer_cmpr, excl, .. };
+            // level-0 qgroups (subvolumes) have no level bits above 48.
+            if qgroup >> 48 == 0 && d.len() >= 32 {
+                out.push((qgroup, u64::from_le_bytes(d[24..32].try_into().unwrap())));
+            }
+        },
+    );
+    match found {
         // No quota tree: quotas were never enabled.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
-        Ok(items) => Ok(Some(
-            items
-                .iter()
-                // struct btrfs_qgroup_info_item { le64 generation, rfer, rfer_cmpr, excl, .. }
-                .filter(|i| i.offset >> 48 == 0 && i.data.len() >= 32)
-                .map(|i| {
-                    (
-                        i.offset,
-                        u64::from_le_bytes(i.data[24..32].try_into().unwrap()),
-                    )
-                })
-                .collect(),
-        )),
+        Ok(()) => Ok(Some(out)),
     }
 }
 

@@ -20,8 +20,9 @@ pub mod ioctl;
 
 use crate::mount::Mount;
 use crate::usage::{tree_usage, Usage};
-use crate::{numeric_dirs, remove_tree, Driver, Kind, Layout, PrepareOpts};
+use crate::{numeric_dirs, remove_tree, tree_mounts, Driver, Kind, Layout, PrepareOpts};
 use rustix::fs::{Mode, OFlags};
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Write};
@@ -114,6 +115,27 @@ impl Btrfs {
             ioctl::quota_enable(dir.as_fd())?;
         }
         Ok(())
+    }
+
+    /// The directories of snapshot `id` (by inode number) that changed since it was made
+    /// from its parent, or hold something that did: every changed inode and the
+    /// directories up to the root above it. `None` when btrfs cannot tell (an old root
+    /// item format), and the caller then compares everything.
+    fn touched_dirs(&self, id: i64) -> io::Result<Option<HashSet<u64>>> {
+        let fd = open_dir(&self.subvol(id))?;
+        let tree = ioctl::subvol_id(fd.as_fd())?;
+        let Some(created) = ioctl::created_transid(fd.as_fd(), tree)? else {
+            return Ok(None);
+        };
+        ioctl::commit_transaction(fd.as_fd())?;
+        let mut touched = HashSet::new();
+        let mut todo = ioctl::changed_inodes(fd.as_fd(), tree, created)?;
+        while let Some(ino) = todo.pop() {
+            if touched.insert(ino) && ino != ioctl::FIRST_FREE_OBJECTID {
+                todo.extend(ioctl::parent_dirs(fd.as_fd(), tree, ino)?);
+            }
+        }
+        Ok(Some(touched))
     }
 
     /// Deletes the subvolume at `path` (named `name` in directory `parent`) after every
@@ -216,10 +238,7 @@ impl Driver for Btrfs {
     }
 
     fn mounts(&self, s: &Layout) -> io::Result<Vec<Mount>> {
-        Ok(match (s.kind, s.parents.first()) {
-            (Kind::View, Some(parent)) => vec![Mount::bind(&self.subvol(*parent), true)],
-            (kind, _) => vec![Mount::bind(&self.subvol(s.id), kind == Kind::View)],
-        })
+        Ok(tree_mounts(s, |id| self.subvol(id)))
     }
 
     fn commit(&self, s: &Layout) -> io::Result<()> {
@@ -247,7 +266,8 @@ impl Driver for Btrfs {
     }
 
     /// With quotas on, the subvolume's exclusive bytes (what only this container holds);
-    /// otherwise the generic comparison with the parent, as docker's naive diff size.
+    /// otherwise the generic comparison with the parent, as docker's naive diff size,
+    /// reading only the directories that changed.
     fn changes_size(&self, s: &Layout) -> io::Result<u64> {
         let path = self.subvol(s.id);
         let fd = match open_dir(&path) {
@@ -265,7 +285,12 @@ impl Driver for Btrfs {
             }
         }
         match s.parents.first() {
-            Some(p) => strata_archive::changes_size(&self.subvol(*p), &path),
+            Some(p) => match self.touched_dirs(s.id)? {
+                Some(t) => strata_archive::changes_size_pruned(&self.subvol(*p), &path, &|ino| {
+                    !t.contains(&ino)
+                }),
+                None => strata_archive::changes_size(&self.subvol(*p), &path),
+            },
             None => Ok(tree_usage(&path)?.size),
         }
     }
@@ -279,10 +304,21 @@ impl Driver for Btrfs {
             return None;
         }
         let upper = self.subvol(s.id);
-        Some(match s.parents.first() {
-            Some(p) => strata_archive::diff_trees(&self.subvol(*p), &upper, w).map(|_| ()),
-            None => strata_archive::write_tree(&upper, w, WhiteoutFormat::Apply).map(|_| ()),
-        })
+        let Some(parent) = s.parents.first() else {
+            return Some(strata_archive::write_tree(&upper, w, WhiteoutFormat::Apply).map(|_| ()));
+        };
+        let lower = self.subvol(*parent);
+        // The generic comparison, told which directories cannot differ: the same tar,
+        // with the cost of the changes rather than of the image.
+        Some(self.touched_dirs(s.id).and_then(|touched| {
+            match touched {
+                Some(t) => {
+                    strata_archive::diff_trees_pruned(&lower, &upper, w, &|ino| !t.contains(&ino))
+                        .map(|_| ())
+                }
+                None => strata_archive::diff_trees(&lower, &upper, w).map(|_| ()),
+            }
+        }))
     }
 
     fn stored_ids(&self) -> io::Result<Vec<i64>> {

@@ -43,8 +43,10 @@ impl LoopPool {
         let mnt = Mount {
             kind: "btrfs".into(),
             source: dev.path().display().to_string(),
-            // Deleted subvolumes give their space back to the sparse file.
-            options: vec!["discard=async".into()],
+            // Deleted subvolumes give their space back to the sparse file. No atime: a
+            // read would otherwise rewrite (and unshare) the metadata of a snapshotted
+            // file, and make it look changed to the diff. Bind mounts of it inherit this.
+            options: vec!["discard=async".into(), "noatime".into()],
         };
         mount::mount_all(&[mnt], mountpoint).map_err(|e| {
             io::Error::new(
