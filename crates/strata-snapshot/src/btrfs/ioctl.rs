@@ -26,6 +26,7 @@ const INODE_REF_KEY: u32 = 12;
 const INODE_EXTREF_KEY: u32 = 13;
 const ROOT_ITEM_KEY: u32 = 132;
 const ROOT_REF_KEY: u32 = 156;
+const QGROUP_STATUS_KEY: u32 = 240;
 const QGROUP_INFO_KEY: u32 = 242;
 const QUOTA_CTL_ENABLE: u64 = 1;
 const QGROUP_LIMIT_MAX_RFER: u64 = 1 << 0;
@@ -390,29 +391,32 @@ pub fn qgroup_limit(fd: BorrowedFd<'_>, bytes: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Exclusive bytes per level-0 qgroup (subvolume ID), or `None` when quotas are off.
-pub fn qgroup_exclusive(fd: BorrowedFd<'_>) -> io::Result<Option<Vec<(u64, u64)>>> {
-    let mut out = Vec::new();
-    let range = ((0, QGROUP_INFO_KEY, 0), (0, QGROUP_INFO_KEY, u64::MAX));
-    let found = search(
-        fd,
-        QUOTA_TREE_OBJECTID,
-        range.0,
-        range.1,
-        0,
-        |(_, _, qgroup), d| {
-            // struct btrfs_qgroup_info_item { le64 generation, rfer, rfer_cmpr, excl, .. };
-            // level-0 qgroups (subvolumes) have no level bits above 48.
-            if qgroup >> 48 == 0 && d.len() >= 32 {
-                out.push((qgroup, u64::from_le_bytes(d[24..32].try_into().unwrap())));
-            }
-        },
-    );
+/// Whether quotas are on for the filesystem of `fd` (it has a quota tree).
+pub fn quota_enabled(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let status = (0, QGROUP_STATUS_KEY, 0);
+    match search(fd, QUOTA_TREE_OBJECTID, status, status, 0, |_, _| {}) {
+        // No quota tree: quotas were never enabled, or were disabled.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+        Ok(()) => Ok(true),
+    }
+}
+
+/// The exclusive bytes of subvolume `id`'s quota group (its level-0 qgroup), or `None`
+/// when quotas are off or it has none.
+pub fn qgroup_exclusive(fd: BorrowedFd<'_>, id: u64) -> io::Result<Option<u64>> {
+    let mut out = None;
+    let key = (0, QGROUP_INFO_KEY, id);
+    let found = search(fd, QUOTA_TREE_OBJECTID, key, key, 0, |_, d| {
+        // struct btrfs_qgroup_info_item { le64 generation, rfer, rfer_cmpr, excl, .. }
+        if d.len() >= 32 {
+            out = Some(u64::from_le_bytes(d[24..32].try_into().unwrap()));
+        }
+    });
     match found {
-        // No quota tree: quotas were never enabled.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
-        Ok(()) => Ok(Some(out)),
+        Ok(()) => Ok(out),
     }
 }
 

@@ -111,7 +111,7 @@ impl Btrfs {
     /// Turns quotas on (once per filesystem: they cost time on every snapshot, so they
     /// stay off until a size limit asks for them, as docker's driver did).
     fn enable_quota(&self, dir: &OwnedFd) -> io::Result<()> {
-        if ioctl::qgroup_exclusive(dir.as_fd())?.is_none() {
+        if !ioctl::quota_enabled(dir.as_fd())? {
             ioctl::quota_enable(dir.as_fd())?;
         }
         Ok(())
@@ -196,8 +196,8 @@ impl Driver for Btrfs {
             }
         }
         let quotas = open_dir(&self.subvolumes)
-            .and_then(|d| ioctl::qgroup_exclusive(d.as_fd()))
-            .map(|q| if q.is_some() { "enabled" } else { "disabled" })
+            .and_then(|d| ioctl::quota_enabled(d.as_fd()))
+            .map(|on| if on { "enabled" } else { "disabled" })
             .unwrap_or("unknown");
         out.push(("Quotas".into(), quotas.into()));
         out
@@ -275,13 +275,13 @@ impl Driver for Btrfs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             other => other?,
         };
-        if ioctl::qgroup_exclusive(fd.as_fd())?.is_some() {
-            // Qgroup numbers are brought up to date when a transaction commits.
+        if ioctl::quota_enabled(fd.as_fd())? {
+            // Qgroup numbers count written extents and are settled when a transaction
+            // commits: write back and commit first.
             rustix::fs::syncfs(&fd)?;
             let id = ioctl::subvol_id(fd.as_fd())?;
-            let groups = ioctl::qgroup_exclusive(fd.as_fd())?.unwrap_or_default();
-            if let Some((_, excl)) = groups.iter().find(|(g, _)| *g == id) {
-                return Ok(*excl);
+            if let Some(excl) = ioctl::qgroup_exclusive(fd.as_fd(), id)? {
+                return Ok(excl);
             }
         }
         match s.parents.first() {
