@@ -340,7 +340,7 @@ fn removal_and_references(driver: &'static str) {
             "{{.Name}} {{.GraphDriver.Name}}",
             "kept"
         ])
-        .starts_with(&format!("/kept {driver}")));
+        .starts_with(&format!("/kept {}", s.driver)));
     let m = s.ok(&["mount", "kept"]);
     assert!(Path::new(m.trim()).join("etc/conf").exists());
     s.ok(&["rm", "kept"]);
@@ -510,6 +510,7 @@ macro_rules! per_driver {
         mod overlay2 { $(#[test] fn $test() { super::$test("overlay2") })* }
         mod vfs { $(#[test] fn $test() { super::$test("vfs") })* }
         mod btrfs { $(#[test] fn $test() { super::$test("btrfs") })* }
+        mod btrfs_native { $(#[test] fn $test() { super::$test("btrfs-native") })* }
     };
 }
 

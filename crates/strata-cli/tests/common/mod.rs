@@ -15,14 +15,50 @@ pub struct Store {
 }
 
 impl Store {
+    /// A store on `driver`; `btrfs-native` is the btrfs driver with the store's root on a
+    /// btrfs filesystem made for the test (the driver then needs no pool of its own).
     pub fn new(driver: &'static str) -> Store {
-        Store {
+        let (driver, on_btrfs) = match driver {
+            "btrfs-native" => ("btrfs", true),
+            d => (d, false),
+        };
+        let s = Store {
             dir: tempfile::Builder::new()
                 .prefix("strata-cli-")
                 .tempdir()
                 .unwrap(),
             driver,
             runtime: std::cell::OnceCell::new(),
+        };
+        if on_btrfs {
+            s.mount_btrfs_root();
+        }
+        s
+    }
+
+    /// Mounts a new btrfs filesystem (in a sparse file, loop-mounted with autoclear) where
+    /// the store's root goes; `Drop` unmounts it with everything else under the store.
+    pub fn mount_btrfs_root(&self) {
+        let img = self.dir.path().join("fs.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(4 << 30)
+            .unwrap();
+        let root = self.root();
+        std::fs::create_dir_all(&root).unwrap();
+        for (cmd, args) in [
+            ("mkfs.btrfs", vec!["-q", img.to_str().unwrap()]),
+            (
+                "mount",
+                vec!["-o", "loop", img.to_str().unwrap(), root.to_str().unwrap()],
+            ),
+        ] {
+            let out = Command::new(cmd).args(&args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 
@@ -371,14 +407,16 @@ impl Archive {
 }
 
 /// Mounts below `dir`, but for a btrfs store's own pool (`root/btrfs/fs`), which stays
-/// mounted while the store exists, as docker's loop-lvm pool did.
+/// mounted while the store exists, as docker's loop-lvm pool did, and a test's own
+/// filesystem mounted as the store's root (`btrfs-native`).
 pub fn mounted_under(dir: &Path) -> Vec<String> {
     let root = dir.display().to_string();
+    let store_root = format!("{root}/root");
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|t| t.starts_with(&root) && !t.ends_with("/btrfs/fs"))
+        .filter(|t| t.starts_with(&root) && !t.ends_with("/btrfs/fs") && *t != store_root)
         .map(str::to_string)
         .collect()
 }
