@@ -299,3 +299,25 @@ fn subvolumes_made_inside_a_container_go_with_it() {
     assert!(!listed.contains("inner"), "{listed}");
     s.check_clean();
 }
+
+#[test]
+fn loopsize_sets_the_pool_size_and_bad_options_are_refused() {
+    let s = Store::new("btrfs");
+    let data_file = s.root().join("btrfs/loop/data");
+    let out = s.run(&["--storage-opt", "btrfs.loopsize=1k", "info"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid btrfs.loopsize \"1k\""));
+    assert!(!data_file.exists(), "nothing made for a refused size");
+    let err = s.fails(&["--storage-opt", "btrfs.color=red", "info"]);
+    assert!(
+        err.contains("unknown storage option \"btrfs.color\""),
+        "{err}"
+    );
+    s.ok(&["--storage-opt", "btrfs.loopsize=2G", "info"]);
+    assert_eq!(std::fs::metadata(&data_file).unwrap().len(), 2 << 30);
+    assert!(info(&s).contains("Data Space Total: 2.1475 GB"));
+    // Options of other drivers are refused by name.
+    let o = Store::new("overlay2");
+    let err = o.fails(&["--storage-opt", "btrfs.loopsize=2G", "info"]);
+    assert!(err.contains("overlay2 takes no options"), "{err}");
+}
