@@ -141,6 +141,24 @@ fn copy_entry(
     Ok(())
 }
 
+/// Copies bytes `from..to` of `src` to the same offsets of `dst` through a buffer.
+fn copy_range(src: &File, dst: &File, mut from: u64, to: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; (to - from).min(1 << 20) as usize];
+    while from < to {
+        let want = ((to - from) as usize).min(buf.len());
+        let n = rustix::io::pread(src, &mut buf[..want], from)?;
+        if n == 0 {
+            break;
+        }
+        let mut done = 0;
+        while done < n {
+            done += rustix::io::pwrite(dst, &buf[done..n], from + done as u64)?;
+        }
+        from += n as u64;
+    }
+    Ok(())
+}
+
 /// Copies only the data extents (SEEK_DATA/SEEK_HOLE) with copy_file_range, so holes stay
 /// holes and the kernel moves the bytes (or shares them, on filesystems that reflink).
 fn copy_data(src: &File, dst: &File, len: u64) -> io::Result<()> {
@@ -159,7 +177,15 @@ fn copy_data(src: &File, dst: &File, len: u64) -> io::Result<()> {
         let mut off_out = data;
         while off_in < hole {
             let want = (hole - off_in) as usize;
-            let n = rfs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want)?;
+            let n =
+                match rfs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
+                    // Between filesystems of different types the kernel refuses: copy by hand.
+                    Err(Errno::XDEV) => {
+                        copy_range(src, dst, off_in, hole)?;
+                        break;
+                    }
+                    other => other?,
+                };
             if n == 0 {
                 break;
             }

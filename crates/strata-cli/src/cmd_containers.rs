@@ -19,7 +19,7 @@ fn usage(msg: impl Into<String>) -> Failure {
     }
 }
 
-fn parse_labels(labels: &[String]) -> Vec<(String, String)> {
+pub(crate) fn parse_labels(labels: &[String]) -> Vec<(String, String)> {
     labels
         .iter()
         .map(|l| {
@@ -150,6 +150,15 @@ pub struct CreateArgs {
     /// Storage driver options for the container (size=SIZE: btrfs)
     #[arg(long = "storage-opt")]
     storage_opt: Vec<String>,
+    /// Bind mount a volume ([NAME|/HOST:]/PATH[:ro|rw][,nocopy])
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
+    /// Attach a filesystem mount (type=volume|bind|tmpfs,source=,target=,readonly,...)
+    #[arg(long)]
+    mount: Vec<String>,
+    /// Mount volumes from the specified container(s) (CONTAINER[:ro|rw])
+    #[arg(long = "volumes-from")]
+    volumes_from: Vec<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -239,6 +248,8 @@ impl CreateArgs {
             },
             shm_size: bytes_flag("--shm-size", &self.shm_size)?.max(0) as u64,
             init: self.init,
+            binds: self.volume.clone(),
+            volumes_from: self.volumes_from.clone(),
             storage_opt: self
                 .storage_opt
                 .iter()
@@ -285,6 +296,7 @@ impl CreateArgs {
             open_stdin: self.interactive,
             stdin_once: false,
             host,
+            mounts: self.mount.clone(),
         })
     }
 }
@@ -539,9 +551,8 @@ pub struct RmArgs {
 }
 
 pub fn rm(engine: &Engine, a: RmArgs) -> CmdResult {
-    let _ = a.volumes; // no volumes exist yet to act on
     crate::each_name(&a.containers, |name| {
-        engine.remove_container(name, a.force)?;
+        engine.remove_container(name, a.force, a.volumes)?;
         println!("{name}");
         Ok(())
     })
@@ -575,7 +586,7 @@ pub fn prune(engine: &Engine, a: PruneArgs) -> CmdResult {
             )
         {
             freed += engine.container_size(&c)?.rw;
-            removed.push(engine.remove_container(&c.id, false)?.id);
+            removed.push(engine.remove_container(&c.id, false, false)?.id);
         }
     }
     crate::print_prune_report("Deleted Containers:", removed, freed);

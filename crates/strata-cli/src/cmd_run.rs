@@ -195,7 +195,7 @@ fn proxy_signals(run_dir: std::path::PathBuf) {
 /// docker removes an `--rm` container whose start failed; the error keeps its exit code.
 fn start_failed(engine: &Engine, id: &str, auto_remove: bool, e: EngineError) -> Failure {
     if auto_remove {
-        let _ = engine.remove_container(id, true);
+        let _ = engine.remove_container(id, true, true);
     }
     engine_error(e)
 }

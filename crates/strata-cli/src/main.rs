@@ -6,6 +6,7 @@ mod cmd_containers;
 mod cmd_images;
 mod cmd_run;
 mod cmd_system;
+mod cmd_volumes;
 mod format;
 mod units;
 
@@ -90,6 +91,9 @@ enum Command {
     /// Manage strata
     #[command(subcommand)]
     System(SystemCommand),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(cmd_volumes::VolumeCommand),
     /// Show the strata version information
     Version,
 }
@@ -452,6 +456,7 @@ fn run(cli: Cli) -> CmdResult {
         Command::System(SystemCommand::Df(a)) => cmd_system::df(&engine, a),
         Command::System(SystemCommand::Check(a)) => cmd_system::check(&engine, a),
         Command::System(SystemCommand::Reset(a)) => cmd_system::reset(engine, a),
+        Command::Volume(v) => cmd_volumes::run(&engine, v),
         Command::Version => unreachable!("handled before opening the store"),
     }
 }

@@ -5,7 +5,7 @@ use crate::error::{EngineError, Result};
 use crate::records::{self, now, ImageRow};
 use crate::Engine;
 use std::io::{self, Seek, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use strata_image::changes::apply_change;
 use strata_image::config::RunConfig;
 use strata_image::Reference;
@@ -79,9 +79,7 @@ impl Engine {
         };
         self.set_mount_count(&c.id, left)?;
         if left == 0 {
-            let target = self.container_mount_point(&c.id);
-            strata_snapshot::mount::unmount(&target)
-                .map_err(|e| EngineError::io(format!("unmounting container {}", c.name), e))?;
+            unmount_tree(&self.container_mount_point(&c.id))?;
         }
         Ok(())
     }
@@ -360,4 +358,16 @@ pub(crate) fn lock_in(dir: &std::path::Path) -> Result<StoreLock> {
     lock.lock(LockMode::Exclusive)
         .map_err(|e| EngineError::io("locking the container", e))?;
     Ok(lock)
+}
+
+/// Unmounts what is mounted below `target` (a running container's volumes), deepest
+/// first, then `target` itself.
+pub(crate) fn unmount_tree(target: &Path) -> Result<()> {
+    let below = strata_snapshot::mount::mounts_under(target)
+        .map_err(|e| EngineError::io("reading the mount table", e))?;
+    for t in below.iter().map(PathBuf::as_path).chain([target]) {
+        strata_snapshot::mount::unmount(t)
+            .map_err(|e| EngineError::io(format!("unmounting {}", t.display()), e))?;
+    }
+    Ok(())
 }

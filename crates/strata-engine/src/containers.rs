@@ -83,6 +83,12 @@ pub struct HostConfig {
     /// `--storage-opt KEY=VALUE` for the writable layer (`size`, where the driver
     /// enforces it).
     pub storage_opt: BTreeMap<String, String>,
+    /// `-v` as given (docker's `Binds`).
+    pub binds: Vec<String>,
+    /// `--volumes-from CONTAINER[:ro|rw]`.
+    pub volumes_from: Vec<String>,
+    /// The volumes and binds resolved at create time, mounted at every start.
+    pub mount_points: Vec<crate::volumes::MountPoint>,
     #[serde(flatten)]
     pub resources: strata_exec::spec::Resources,
 }
@@ -117,6 +123,8 @@ pub struct CreateOptions {
     /// Close stdin when the first attached client's ends (`run -i` in the foreground).
     pub stdin_once: bool,
     pub host: HostConfig,
+    /// `--mount` as given.
+    pub mounts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -296,7 +304,22 @@ impl Engine {
         config.tty = opts.tty;
         config.open_stdin = opts.open_stdin;
         config.stdin_once = opts.stdin_once;
-        let host = self.complete_host_config(&opts.host)?;
+        let mut host = self.complete_host_config(&opts.host)?;
+        let mut requested = Vec::new();
+        for b in &host.binds {
+            requested.push(crate::volumes::parse_volume_flag(b)?);
+        }
+        for m in &opts.mounts {
+            match crate::volumes::parse_mount_flag(m)? {
+                crate::volumes::ParsedMount::Mount { mount, .. } => requested.push(mount),
+                crate::volumes::ParsedMount::Tmpfs {
+                    destination,
+                    options,
+                } => {
+                    host.tmpfs.insert(destination, options);
+                }
+            }
+        }
         let mut size_limit = None;
         for (k, v) in &host.storage_opt {
             match k.as_str() {
@@ -334,6 +357,13 @@ impl Engine {
             }
             None => self.free_name()?,
         };
+        // Volumes are made before the container's row names them; if the row cannot be
+        // written, the anonymous ones made for it go again.
+        host.mount_points = self.resolve_mounts(
+            requested,
+            &host.volumes_from,
+            &icfg.volumes().clone().unwrap_or_default(),
+        )?;
         let created = now();
         let inserted = self.db.conn().execute(
             "INSERT INTO containers (id, name, image, image_name, config, created, state, auto_remove, host_config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', ?7, ?8)",
@@ -344,12 +374,25 @@ impl Engine {
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
                 let other = self.container(&name).map(|c| c.id).unwrap_or_default();
+                let _ = self.remove_anonymous_volumes(&host.mount_points);
                 return Err(EngineError::Conflict(format!(
                     "Conflict. The container name \"/{name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
                 )));
             }
-            other => other?,
+            Err(e) => {
+                let _ = self.remove_anonymous_volumes(&host.mount_points);
+                return Err(e.into());
+            }
+            Ok(_) => {}
         };
+        if let Err(e) = self.link_volumes(&id, &host.mount_points) {
+            let _ = self
+                .db
+                .conn()
+                .execute("DELETE FROM containers WHERE id = ?1", [&id]);
+            let _ = self.remove_anonymous_volumes(&host.mount_points);
+            return Err(e);
+        }
         let parent = img.top_layer.map(|t| t.to_string());
         let mut prepare = PrepareOpts {
             size_limit,
@@ -366,6 +409,7 @@ impl Engine {
                 .db
                 .conn()
                 .execute("DELETE FROM containers WHERE id = ?1", [&id]);
+            let _ = self.remove_anonymous_volumes(&host.mount_points);
             return Err(e.into());
         }
         self.container(&id)
@@ -388,7 +432,13 @@ impl Engine {
 
     /// Removes a container and its writable layer. A mounted container is unmounted first;
     /// a running one is refused unless `force`, which kills it first.
-    pub fn remove_container(&self, name_or_id: &str, force: bool) -> Result<Container> {
+    /// With `volumes` (`rm -v`, `--rm`), the anonymous volumes only it used go too.
+    pub fn remove_container(
+        &self,
+        name_or_id: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<Container> {
         let c = self.container(name_or_id)?;
         if self.run_state(&c)?.active() {
             if !force {
@@ -411,6 +461,9 @@ impl Engine {
                     self.db
                         .conn()
                         .execute("DELETE FROM containers WHERE id = ?1", [&c.id])?;
+                    if volumes {
+                        self.remove_anonymous_volumes(&c.host.mount_points)?;
+                    }
                     Ok(c.clone())
                 }
                 Err(e) => {
@@ -428,8 +481,7 @@ impl Engine {
     /// Unmounts a container and removes its writable layer and mount point.
     pub(crate) fn remove_container_storage(&self, id: &str) -> Result<()> {
         let target = self.container_mount_point(id);
-        strata_snapshot::mount::unmount(&target)
-            .map_err(|e| EngineError::io("unmounting the container", e))?;
+        crate::container_fs::unmount_tree(&target)?;
         // Only known, empty entries: never a recursive delete next to a mount point.
         let dir = target.parent().expect("mount point has a parent");
         let _ = std::fs::remove_dir(&target);
@@ -618,7 +670,19 @@ impl Engine {
             "ExecIDs": null,
             "HostConfig": host,
             "GraphDriver": {"Data": self.container_graph_data(&c)?, "Name": self.driver},
-            "Mounts": [],
+            "Mounts": c.host.mount_points.iter().map(|m| {
+                let volume = m.kind == "volume";
+                serde_json::json!({
+                    "Type": m.kind,
+                    "Name": if volume { Some(&m.name) } else { None },
+                    "Source": if volume { self.volume_data(&m.name).display().to_string() } else { m.source.clone() },
+                    "Destination": m.destination,
+                    "Driver": if volume { "local" } else { "" },
+                    "Mode": if m.rw { "rw" } else { "ro" },
+                    "RW": m.rw,
+                    "Propagation": if volume { String::new() } else if m.propagation.is_empty() { "rprivate".to_string() } else { m.propagation.clone() },
+                })
+            }).collect::<Vec<_>>(),
             "Config": c.config,
             "NetworkSettings": {"Networks": {}},
         });

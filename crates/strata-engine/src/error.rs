@@ -9,6 +9,8 @@ pub enum EngineError {
     NoSuchImage(String),
     #[error("No such container: {0}")]
     NoSuchContainer(String),
+    #[error("get {0}: no such volume")]
+    NoSuchVolume(String),
     /// Bad input: a reference, flag value, archive or config.
     #[error("{0}")]
     Invalid(String),

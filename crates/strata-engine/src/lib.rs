@@ -19,6 +19,7 @@ mod recovery;
 mod runspec;
 mod save;
 mod system;
+mod volumes;
 
 pub use check::CheckReport;
 pub use container_fs::{Change, CommitOptions};
@@ -33,6 +34,9 @@ pub use import::ImportOptions;
 pub use lifecycle::{parse_signal, Started};
 pub use load::LoadReport;
 pub use system::{ContainerUsage, DiskUsage, ImageUsage, SystemInfo};
+pub use volumes::{
+    parse_mount_flag, parse_volume_flag, MountPoint, ParsedMount, Volume, VolumeOptions,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

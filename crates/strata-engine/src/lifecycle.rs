@@ -127,7 +127,7 @@ impl Engine {
                 self.release_run_mount(c)?;
                 drop(lock);
                 if c.auto_remove {
-                    self.remove_container(&c.id, true)?;
+                    self.remove_container(&c.id, true, true)?;
                 }
             }
             return Ok(st);
@@ -149,7 +149,7 @@ impl Engine {
         self.release_run_mount(c)?;
         drop(_lock);
         if c.auto_remove {
-            self.remove_container(&c.id, true)?;
+            self.remove_container(&c.id, true, true)?;
         }
         Ok(st)
     }
@@ -188,6 +188,15 @@ impl Engine {
         } else {
             let p = self.mount_container(&c.id)?;
             std::fs::write(&mark, b"").map_err(|e| io("marking the mount", e))?;
+            // A root mounted before (`strata mount`) may still hold an earlier run's.
+            let mounted = strata_snapshot::mount::mounts_under(&p)
+                .map_err(|e| io("reading the mount table", e))?;
+            if mounted.is_empty() {
+                if let Err(e) = self.mount_volumes(&c.host.mount_points, &p) {
+                    let _ = self.release_run_mount(&c);
+                    return Err(e);
+                }
+            }
             p
         };
         let started = (|| {
@@ -275,7 +284,7 @@ impl Engine {
         self.release_run_mount(&c)?;
         drop(lock);
         if c.auto_remove {
-            self.remove_container(&c.id, false)?;
+            self.remove_container(&c.id, false, true)?;
         }
         Ok(())
     }

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS operations (
 pub fn migrate(db: &Db) -> Result<()> {
     db.conn().execute_batch(SCHEMA)?;
     db.conn().execute_batch(crate::containers::SCHEMA)?;
+    db.conn().execute_batch(crate::volumes::SCHEMA)?;
     // Stores made before containers ran lack their host config column.
     let has_host: bool = db.conn().query_row(
         "SELECT EXISTS(SELECT 1 FROM pragma_table_info('containers') WHERE name = 'host_config')",

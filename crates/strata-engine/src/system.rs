@@ -67,7 +67,7 @@ impl Engine {
     /// unmounted and its loop device detached). Only the lock files stay.
     pub fn reset(self) -> Result<()> {
         for c in self.list_containers()? {
-            self.remove_container(&c.id, true)?;
+            self.remove_container(&c.id, true, true)?;
         }
         let _alone = self.exclusive()?;
         let unmount_all = |dir: &Path| -> Result<()> {
