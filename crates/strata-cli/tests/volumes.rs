@@ -427,3 +427,119 @@ fn symlinked_mount_targets_stay_inside_the_container() {
     }
     assert!(!std::path::Path::new("/tmp/escaped").exists());
 }
+
+#[test]
+fn local_driver_mount_options() {
+    let s = store();
+    // tmpfs with a size: what the container writes lives in memory, within the size.
+    s.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "-o",
+        "o=size=4m",
+        "mem",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&["volume", "inspect", "mem"])).unwrap();
+    assert_eq!(v[0]["Options"]["type"], "tmpfs");
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "mem:/m",
+        "busybox",
+        "sh",
+        "-c",
+        "grep ' /m ' /proc/mounts; echo hi > /m/f",
+    ]);
+    assert!(out.starts_with("tmpfs /m tmpfs"), "{out}");
+    assert!(out.contains("size=4096k"), "{out}");
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "mem:/m",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/m/big",
+        "bs=1M",
+        "count=8",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "the tmpfs size holds");
+    assert_eq!(
+        s.ok(&["run", "--rm", "-v", "mem:/m", "busybox", "cat", "/m/f"]),
+        "hi\n"
+    );
+    s.ok(&["volume", "rm", "mem"]);
+    // An image file with a filesystem, attached to a loop device on first use.
+    let img = s.dir.path().join("vol.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let st = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dev = format!("device={}", img.display());
+    s.ok(&["volume", "create", "-o", "type=ext4", "-o", &dev, "disk"]);
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "disk:/d",
+        "busybox",
+        "sh",
+        "-c",
+        "grep ' /d ' /proc/mounts | cut -d' ' -f3; echo on-disk > /d/f",
+    ]);
+    assert_eq!(out, "ext4\n");
+    s.ok(&["volume", "rm", "disk"]);
+    assert!(!std::process::Command::new("losetup")
+        .arg("-a")
+        .output()
+        .unwrap()
+        .stdout
+        .windows(7)
+        .any(|w| w == b"vol.img"));
+    // o=bind: the volume is a host directory; removing the volume never deletes it.
+    let host = s.dir.path().join("bound");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("precious"), b"keep me").unwrap();
+    let dev = format!("device={}", host.display());
+    s.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=none",
+        "-o",
+        "o=bind",
+        "-o",
+        &dev,
+        "bnd",
+    ]);
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "bnd:/b",
+            "busybox",
+            "cat",
+            "/b/precious"
+        ]),
+        "keep me"
+    );
+    s.ok(&["volume", "rm", "bnd"]);
+    assert_eq!(std::fs::read(host.join("precious")).unwrap(), b"keep me");
+    // Options the local driver does not know are refused.
+    let err = s.fails(&["volume", "create", "-o", "color=red", "x1"]);
+    assert!(err.contains("invalid option \"color\""), "{err}");
+    assert!(mounted_under(s.dir.path()).is_empty());
+}

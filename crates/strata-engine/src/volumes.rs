@@ -348,9 +348,10 @@ impl Engine {
                 )));
             }
         }
-        if !opts.options.is_empty() {
+        let options: BTreeMap<String, String> = opts.options.iter().cloned().collect();
+        if !options.is_empty() && !options.contains_key("type") {
             return Err(invalid(
-                "the local driver's mount options (-o type=, device=, o=) are not supported yet: create the volume without -o".into(),
+                "the local driver's mount options need type=FSTYPE (e.g. -o type=tmpfs -o device=tmpfs -o o=size=64m)".into(),
             ));
         }
         let (name, anonymous) = match &opts.name {
@@ -364,8 +365,64 @@ impl Engine {
             }
             None => (hex::encode(rand::random::<[u8; 32]>()), true),
         };
-        self.ensure_volume(&name, anonymous, &opts.labels)?;
+        if self.volume(&name).is_err() {
+            self.ensure_volume(&name, anonymous, &opts.labels, &options)?;
+        }
         self.volume(&name)
+    }
+
+    /// Mounts the filesystem a local volume was created with (`-o type=,device=,o=`) on
+    /// its `_data`, the first time a container uses it; it stays mounted until the volume
+    /// is removed. An image file as device is attached to a loop device first, as
+    /// mount(8)'s `loop` option does; `o=bind` binds the device path.
+    fn mount_local_options(&self, v: &Volume) -> Result<()> {
+        let Some(fstype) = v.options.get("type") else {
+            return Ok(());
+        };
+        let data = self.volume_data(&v.name);
+        if mounted(&data) {
+            return Ok(());
+        }
+        let io = |e: std::io::Error| EngineError::io(format!("mounting volume {}", v.name), e);
+        let device = v
+            .options
+            .get("device")
+            .cloned()
+            .unwrap_or_else(|| fstype.clone());
+        let mut opts: Vec<&str> = v
+            .options
+            .get("o")
+            .map(|o| o.split(',').collect())
+            .unwrap_or_default();
+        let bind = opts.contains(&"bind");
+        let mut flags = m::MountFlags::empty();
+        if opts.contains(&"ro") {
+            flags |= m::MountFlags::RDONLY;
+        }
+        opts.retain(|o| !["bind", "loop", "ro", "rw", ""].contains(o));
+        if bind {
+            return m::mount_bind(device.as_str(), &data).map_err(|e| io(e.into()));
+        }
+        let loop_dev = if Path::new(&device).is_file() {
+            Some(strata_snapshot::loopdev::LoopDevice::attach(Path::new(&device)).map_err(io)?)
+        } else {
+            None
+        };
+        let source = loop_dev
+            .as_ref()
+            .map(|l| l.path().display().to_string())
+            .unwrap_or(device);
+        let data_opts =
+            std::ffi::CString::new(opts.join(",")).map_err(|e| io(std::io::Error::other(e)))?;
+        // With autoclear, the loop device goes when the mount does.
+        m::mount(
+            source.as_str(),
+            &data,
+            fstype.as_str(),
+            flags,
+            data_opts.as_c_str(),
+        )
+        .map_err(|e| io(e.into()))
     }
 
     /// The volume `name`, made (directory first, then its row) if it does not exist.
@@ -374,14 +431,15 @@ impl Engine {
         name: &str,
         anonymous: bool,
         labels: &[(String, String)],
+        options: &BTreeMap<String, String>,
     ) -> Result<()> {
         let data = self.volume_data(name);
         std::fs::create_dir_all(&data)
             .map_err(|e| EngineError::io(format!("creating volume {name}"), e))?;
         let labels: BTreeMap<_, _> = labels.iter().cloned().collect();
         self.db.conn().execute(
-            "INSERT OR IGNORE INTO volumes (name, driver, created, labels, anonymous) VALUES (?1, 'local', ?2, ?3, ?4)",
-            params![name, now(), serde_json::to_string(&labels).expect("labels serialise"), anonymous],
+            "INSERT OR IGNORE INTO volumes (name, driver, created, labels, options, anonymous) VALUES (?1, 'local', ?2, ?3, ?4, ?5)",
+            params![name, now(), serde_json::to_string(&labels).expect("labels serialise"), serde_json::to_string(options).expect("options serialise"), anonymous],
         )?;
         Ok(())
     }
@@ -427,6 +485,12 @@ impl Engine {
             other => other?,
         };
         let dir = self.root.join("volumes").join(name);
+        // A filesystem mounted for it (-o type=) goes first: never delete through a mount.
+        let data = self.volume_data(name);
+        while mounted(&data) {
+            strata_snapshot::mount::unmount(&data)
+                .map_err(|e| EngineError::io(format!("unmounting volume {name}"), e))?;
+        }
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(EngineError::io(format!("removing volume {name}"), e))
@@ -517,7 +581,7 @@ impl Engine {
                     if anonymous {
                         mp.name = hex::encode(rand::random::<[u8; 32]>());
                     }
-                    self.ensure_volume(&mp.name, anonymous, &[])?;
+                    self.ensure_volume(&mp.name, anonymous, &[], &BTreeMap::new())?;
                 }
                 _ => {
                     // -v creates a missing host directory, as docker's does.
@@ -578,7 +642,10 @@ impl Engine {
         for mp in ordered {
             let rel = Path::new(mp.destination.trim_start_matches('/'));
             let source = match mp.kind.as_str() {
-                "volume" => self.volume_data(&mp.name),
+                "volume" => {
+                    self.mount_local_options(&self.volume(&mp.name)?)?;
+                    self.volume_data(&mp.name)
+                }
                 _ => PathBuf::from(&mp.source),
             };
             let io = |what: &str, e: std::io::Error| {
@@ -721,6 +788,14 @@ fn clamp(p: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// Whether something is mounted on `p`, by the mount table: a bind from the same
+/// filesystem has the same device number, so `stat` cannot tell.
+fn mounted(p: &Path) -> bool {
+    p.parent()
+        .and_then(|dir| strata_snapshot::mount::mounts_under(dir).ok())
+        .is_some_and(|m| m.iter().any(|t| t == p))
 }
 
 fn is_empty_dir(p: &Path) -> bool {

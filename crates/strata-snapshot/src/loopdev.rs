@@ -82,9 +82,11 @@ impl LoopDevice {
             let name = backing.as_os_str().as_encoded_bytes();
             let len = name.len().min(LO_NAME_SIZE - 1);
             info.file_name[..len].copy_from_slice(&name[..len]);
+            // Block size 0: the kernel's choice (the backing device's with direct I/O),
+            // so filesystems of any block size mount on the device.
             let cfg = LoopConfig {
                 fd: back.as_raw_fd() as u32,
-                block_size: 4096,
+                block_size: 0,
                 info,
                 reserved: [0; 8],
             };
