@@ -523,9 +523,9 @@ pub fn ps(engine: &Engine, a: PsArgs) -> CmdResult {
             "Names": c.name,
             "Size": size,
             "Labels": labels.join(","),
-            "Mounts": "",
+            "Mounts": volume_names(c),
             "Networks": "",
-            "LocalVolumes": "0",
+            "LocalVolumes": local_volumes(c),
         });
         rows.push(row.as_object().cloned().expect("object"));
     }
@@ -755,17 +755,15 @@ pub fn inspect_any(
 }
 
 /// Rows for `system df -v`'s container section.
-pub(crate) fn df_rows(engine: &Engine) -> Result<Vec<Row>, Failure> {
-    Ok(engine
-        .disk_usage()?
-        .containers
+pub(crate) fn df_rows(du: &strata_engine::DiskUsage) -> Vec<Row> {
+    du.containers
         .iter()
         .map(|u| {
             json!({
                 "ID": u.container.short_id(),
                 "Image": u.container.image_name,
                 "Command": format!("\"{}\"", u.container.command().join(" ")),
-                "LocalVolumes": "0",
+                "LocalVolumes": local_volumes(&u.container),
                 "Size": human_size(u.size.rw),
                 "RunningFor": since(Some(&u.container.created)),
                 "Status": "Created",
@@ -775,7 +773,7 @@ pub(crate) fn df_rows(engine: &Engine) -> Result<Vec<Row>, Failure> {
             .cloned()
             .expect("object")
         })
-        .collect())
+        .collect()
 }
 
 #[derive(Args)]
@@ -857,4 +855,25 @@ pub fn cp(engine: &Engine, a: CpArgs) -> CmdResult {
         (Some(_), Some(_)) => Err(usage("copying between containers is not supported")),
         (None, None) => Err(usage("must specify at least one container source")),
     }
+}
+
+/// The names of a container's volumes, as `ps`'s Mounts column shows them.
+fn volume_names(c: &strata_engine::Container) -> String {
+    let names: Vec<&str> = c
+        .host
+        .mount_points
+        .iter()
+        .filter(|m| m.kind == "volume")
+        .map(|m| m.name.get(..15).unwrap_or(&m.name))
+        .collect();
+    names.join(",")
+}
+
+fn local_volumes(c: &strata_engine::Container) -> String {
+    c.host
+        .mount_points
+        .iter()
+        .filter(|m| m.kind == "volume")
+        .count()
+        .to_string()
 }

@@ -125,11 +125,27 @@ pub fn df(engine: &Engine, a: DfArgs) -> CmdResult {
             "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.LocalVolumes}}\t{{.Size}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}",
             &[("ID", "CONTAINER ID"), ("Image", "IMAGE"), ("Command", "COMMAND"), ("LocalVolumes", "LOCAL VOLUMES"), ("Size", "SIZE"), ("RunningFor", "CREATED"), ("Status", "STATUS"), ("Names", "NAMES")],
         )?
-        .render(&crate::cmd_containers::df_rows(engine)?, &mut out)?;
-        writeln!(
-            out,
-            "\nLocal Volumes space usage:\n\nVOLUME NAME   LINKS     SIZE"
-        )?;
+        .render(&crate::cmd_containers::df_rows(&du), &mut out)?;
+        writeln!(out, "\nLocal Volumes space usage:\n")?;
+        let rows: Vec<Row> = du
+            .volumes
+            .iter()
+            .map(|v| {
+                json!({"Name": v.volume.name, "Links": v.links.to_string(), "Size": human_size(v.size)})
+                    .as_object()
+                    .cloned()
+                    .expect("object")
+            })
+            .collect();
+        Formatter::new(
+            "table {{.Name}}\t{{.Links}}\t{{.Size}}",
+            &[
+                ("Name", "VOLUME NAME"),
+                ("Links", "LINKS"),
+                ("Size", "SIZE"),
+            ],
+        )?
+        .render(&rows, &mut out)?;
         writeln!(out, "\nBuild cache usage: 0B\n\nCACHE ID   CACHE TYPE   SIZE      CREATED   LAST USED   USAGE     SHARED")?;
         return Ok(());
     }
@@ -159,7 +175,23 @@ pub fn df(engine: &Engine, a: DfArgs) -> CmdResult {
             containers_size,
             percent(containers_size, containers_size),
         ),
-        row("Local Volumes", 0, 0, 0, "0B".into()),
+        {
+            let size: u64 = du.volumes.iter().map(|v| v.size).sum();
+            let unused: u64 = du
+                .volumes
+                .iter()
+                .filter(|v| v.links == 0)
+                .map(|v| v.size)
+                .sum();
+            let active = du.volumes.iter().filter(|v| v.links > 0).count();
+            row(
+                "Local Volumes",
+                du.volumes.len(),
+                active,
+                size,
+                percent(unused, size),
+            )
+        },
         row("Build Cache", 0, 0, 0, "0B".into()),
     ];
     Formatter::new(

@@ -363,6 +363,23 @@ fn volume_writes_bypass_the_writable_layer() {
             .len(),
         10 << 20
     );
+    // system df counts the volume, its container and its size.
+    let df = s.ok(&[
+        "system",
+        "df",
+        "--format",
+        "{{.Type}} {{.TotalCount}} {{.Active}} {{.Size}}",
+    ]);
+    assert!(df.contains("Local Volumes 1 1 10.5MB"), "{df}");
+    let dfv = s.ok(&["system", "df", "-v"]);
+    let row = dfv
+        .lines()
+        .find(|l| l.starts_with("big "))
+        .unwrap_or_else(|| panic!("{dfv}"));
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["big", "1", "10.5MB"]
+    );
 }
 
 #[test]

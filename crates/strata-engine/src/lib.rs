@@ -33,7 +33,7 @@ pub use images::{HistoryRow, ImageDetails, ImageSummary, RemoveReport};
 pub use import::ImportOptions;
 pub use lifecycle::{parse_signal, Started};
 pub use load::LoadReport;
-pub use system::{ContainerUsage, DiskUsage, ImageUsage, SystemInfo};
+pub use system::{ContainerUsage, DiskUsage, ImageUsage, SystemInfo, VolumeUsage};
 pub use volumes::{
     parse_mount_flag, parse_volume_flag, MountPoint, ParsedMount, Volume, VolumeOptions,
 };

@@ -58,6 +58,15 @@ pub struct DiskUsage {
     /// Images with at least one container.
     pub images_active: usize,
     pub containers: Vec<ContainerUsage>,
+    pub volumes: Vec<VolumeUsage>,
+}
+
+/// A volume, how many containers use it, and the bytes its data holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeUsage {
+    pub volume: crate::volumes::Volume,
+    pub links: usize,
+    pub size: u64,
 }
 
 impl Engine {
@@ -210,12 +219,25 @@ impl Engine {
             .zip(sizes)
             .map(|(container, size)| ContainerUsage { container, size })
             .collect();
+        let links = self.volume_links()?;
+        let volumes = self
+            .list_volumes()?
+            .into_iter()
+            .map(|volume| VolumeUsage {
+                links: links.get(&volume.name).copied().unwrap_or(0),
+                size: strata_snapshot::usage::tree_usage(Path::new(&volume.mountpoint))
+                    .map(|u| u.size)
+                    .unwrap_or(0),
+                volume,
+            })
+            .collect();
         Ok(DiskUsage {
             images,
             images_size,
             images_reclaimable,
             images_active: per_image.len(),
             containers,
+            volumes,
         })
     }
 }
