@@ -560,3 +560,115 @@ fn local_driver_mount_options() {
     assert!(err.contains("invalid option \"color\""), "{err}");
     assert!(mounted_under(s.dir.path()).is_empty());
 }
+
+/// A plugin speaking the Docker volume plugin protocol (tests/volume_plugin.py) serves a
+/// volume to containers: created, mounted for each run and unmounted after, removed.
+#[test]
+fn a_volume_plugin_serves_a_volume() {
+    let s = store();
+    let name = format!("strata-test-{}", std::process::id());
+    std::fs::create_dir_all("/run/docker/plugins").unwrap();
+    let socket = PathBuf::from(format!("/run/docker/plugins/{name}.sock"));
+    let base = s.dir.path().join("plugin-volumes");
+    let log = s.dir.path().join("plugin.log");
+    struct Plugin(std::process::Child, PathBuf);
+    impl Drop for Plugin {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_file(&self.1);
+        }
+    }
+    let _plugin = Plugin(
+        std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/volume_plugin.py"
+            ))
+            .arg(&socket)
+            .arg(&base)
+            .arg(&log)
+            .spawn()
+            .unwrap(),
+        socket.clone(),
+    );
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    s.ok(&[
+        "volume",
+        "create",
+        "-d",
+        &name,
+        "-o",
+        "replicas=3",
+        "remote",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(base.join("remote.opts")).unwrap(),
+        "{\"replicas\": \"3\"}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&s.ok(&["volume", "inspect", "remote"])).unwrap();
+    assert_eq!(v[0]["Driver"], name.as_str());
+    s.ok(&[
+        "run",
+        "--name",
+        "w",
+        "-v",
+        "remote:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo via plugin > /data/f",
+    ]);
+    assert_eq!(
+        std::fs::read(base.join("remote/f")).unwrap(),
+        b"via plugin\n"
+    );
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "remote:/data",
+            "busybox",
+            "cat",
+            "/data/f"
+        ]),
+        "via plugin\n"
+    );
+    // In use by w: refused; then removed through the plugin.
+    assert!(s
+        .fails(&["volume", "rm", "remote"])
+        .contains("volume is in use"));
+    s.ok(&["rm", "w"]);
+    s.ok(&["volume", "rm", "remote"]);
+    assert!(!base.join("remote").exists());
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<&str> = calls
+        .lines()
+        .filter(|l| !l.starts_with("Plugin.Activate") && !l.starts_with("VolumeDriver.Path"))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "VolumeDriver.Create remote",
+            "VolumeDriver.Mount remote",
+            "VolumeDriver.Unmount remote",
+            "VolumeDriver.Mount remote",
+            "VolumeDriver.Unmount remote",
+            "VolumeDriver.Remove remote",
+        ]
+    );
+    // A driver with no plugin behind it is refused by name.
+    let err = s.fails(&["volume", "create", "-d", "no-such-plugin", "x2"]);
+    assert!(
+        err.contains("volume driver \"no-such-plugin\" not found"),
+        "{err}"
+    );
+    assert!(mounted_under(s.dir.path()).is_empty());
+}

@@ -19,6 +19,7 @@ mod recovery;
 mod runspec;
 mod save;
 mod system;
+mod volume_plugin;
 mod volumes;
 
 pub use check::CheckReport;

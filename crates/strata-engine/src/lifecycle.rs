@@ -164,6 +164,7 @@ impl Engine {
         if mark.exists() {
             self.unmount_container(&c.id, false)?;
             let _ = std::fs::remove_file(mark);
+            self.unmount_plugin_volumes(&c.id, &c.host.mount_points)?;
         }
         Ok(())
     }
@@ -192,7 +193,7 @@ impl Engine {
             let mounted = strata_snapshot::mount::mounts_under(&p)
                 .map_err(|e| io("reading the mount table", e))?;
             if mounted.is_empty() {
-                if let Err(e) = self.mount_volumes(&c.host.mount_points, &p) {
+                if let Err(e) = self.mount_volumes(&c.id, &c.host.mount_points, &p) {
                     let _ = self.release_run_mount(&c);
                     return Err(e);
                 }

@@ -304,7 +304,8 @@ impl Engine {
     }
 
     pub fn volume(&self, name: &str) -> Result<Volume> {
-        self.db
+        let mut v = self
+            .db
             .conn()
             .query_row(
                 &format!("SELECT {VOLUME_COLS} FROM volumes WHERE name = ?1"),
@@ -312,7 +313,15 @@ impl Engine {
                 |r| row_to_volume(self, r),
             )
             .optional()?
-            .ok_or_else(|| EngineError::NoSuchVolume(name.to_string()))
+            .ok_or_else(|| EngineError::NoSuchVolume(name.to_string()))?;
+        if v.driver != "local" {
+            // Where the plugin has it: empty while no container uses it, or if the plugin
+            // is gone.
+            v.mountpoint = crate::volume_plugin::Plugin::activate(&v.driver)
+                .and_then(|p| p.path(&v.name))
+                .unwrap_or_default();
+        }
+        Ok(v)
     }
 
     pub fn list_volumes(&self) -> Result<Vec<Volume>> {
@@ -337,9 +346,7 @@ impl Engine {
     pub fn create_volume(&self, opts: &VolumeOptions) -> Result<Volume> {
         let driver = opts.driver.clone().unwrap_or_else(|| "local".into());
         if driver != "local" {
-            return Err(invalid(format!(
-                "volume driver {driver:?} is not available: strata has the local driver"
-            )));
+            return self.create_plugin_volume(&driver, opts);
         }
         for (k, _) in &opts.options {
             if !["type", "device", "o"].contains(&k.as_str()) {
@@ -368,6 +375,31 @@ impl Engine {
         if self.volume(&name).is_err() {
             self.ensure_volume(&name, anonymous, &opts.labels, &options)?;
         }
+        self.volume(&name)
+    }
+
+    /// A volume served by plugin `driver`: the plugin makes it, strata records it.
+    fn create_plugin_volume(&self, driver: &str, opts: &VolumeOptions) -> Result<Volume> {
+        let plugin = crate::volume_plugin::Plugin::activate(driver)?;
+        let name = match &opts.name {
+            Some(n) if valid_name(n) => n.clone(),
+            Some(n) => {
+                return Err(invalid(format!(
+                    "invalid volume name {n:?}: names match [a-zA-Z0-9][a-zA-Z0-9_.-]+"
+                )))
+            }
+            None => hex::encode(rand::random::<[u8; 32]>()),
+        };
+        if let Ok(v) = self.volume(&name) {
+            return Ok(v);
+        }
+        let options: BTreeMap<String, String> = opts.options.iter().cloned().collect();
+        plugin.create(&name, &options)?;
+        let labels: BTreeMap<_, _> = opts.labels.iter().cloned().collect();
+        self.db.conn().execute(
+            "INSERT OR IGNORE INTO volumes (name, driver, created, labels, options, anonymous) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![name, driver, now(), serde_json::to_string(&labels).expect("labels serialise"), serde_json::to_string(&options).expect("options serialise"), opts.name.is_none()],
+        )?;
         self.volume(&name)
     }
 
@@ -433,6 +465,9 @@ impl Engine {
         labels: &[(String, String)],
         options: &BTreeMap<String, String>,
     ) -> Result<()> {
+        if self.volume(name).is_ok() {
+            return Ok(());
+        }
         let data = self.volume_data(name);
         std::fs::create_dir_all(&data)
             .map_err(|e| EngineError::io(format!("creating volume {name}"), e))?;
@@ -470,6 +505,16 @@ impl Engine {
     /// The row first (refused by its foreign key if a container took the volume since),
     /// then the data.
     fn drop_volume(&self, name: &str) -> Result<()> {
+        let driver: Option<String> = self
+            .db
+            .conn()
+            .query_row("SELECT driver FROM volumes WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(d) = driver.filter(|d| d != "local") {
+            crate::volume_plugin::Plugin::activate(&d)?.remove(name)?;
+        }
         let deleted = self
             .db
             .conn()
@@ -633,7 +678,12 @@ impl Engine {
     /// Mounts a container's volumes and binds into its root filesystem at `rootfs`, each
     /// target resolved inside the root and mounted on the resolved fd. An empty volume
     /// over image content is first filled with it (owners and modes kept), unless nocopy.
-    pub(crate) fn mount_volumes(&self, mounts: &[MountPoint], rootfs: &Path) -> Result<()> {
+    pub(crate) fn mount_volumes(
+        &self,
+        id: &str,
+        mounts: &[MountPoint],
+        rootfs: &Path,
+    ) -> Result<()> {
         let root =
             Root::open(rootfs).map_err(|e| EngineError::io("opening the container root", e))?;
         let mut ordered: Vec<&MountPoint> = mounts.iter().collect();
@@ -641,12 +691,20 @@ impl Engine {
         ordered.sort_by_key(|m| m.destination.matches('/').count());
         for mp in ordered {
             let rel = Path::new(mp.destination.trim_start_matches('/'));
-            let source = match mp.kind.as_str() {
-                "volume" => {
-                    self.mount_local_options(&self.volume(&mp.name)?)?;
-                    self.volume_data(&mp.name)
+            let volume = match mp.kind.as_str() {
+                "volume" => Some(self.volume(&mp.name)?),
+                _ => None,
+            };
+            let plugin_volume = volume.as_ref().is_some_and(|v| v.driver != "local");
+            let source = match &volume {
+                Some(v) if plugin_volume => {
+                    crate::volume_plugin::Plugin::activate(&v.driver)?.mount(&v.name, id)?
                 }
-                _ => PathBuf::from(&mp.source),
+                Some(v) => {
+                    self.mount_local_options(v)?;
+                    self.volume_data(&v.name)
+                }
+                None => PathBuf::from(&mp.source),
             };
             let io = |what: &str, e: std::io::Error| {
                 EngineError::io(format!("{what} for {}", mp.destination), e)
@@ -672,7 +730,7 @@ impl Engine {
                 root.open_at(rel, rustix::fs::OFlags::PATH)
                     .map_err(|e| io("opening the mount point", e))?
             };
-            if mp.kind == "volume" && !mp.no_copy && is_empty_dir(&source) {
+            if volume.is_some() && !plugin_volume && !mp.no_copy && is_empty_dir(&source) {
                 let from = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&target));
                 strata_archive::copy_tree(Path::new(&from), &source)
                     .map_err(|e| io("filling the volume from the image", e))?;
@@ -693,6 +751,19 @@ impl Engine {
                 MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
             )
             .map_err(|e| io("mounting", e.into()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Tells the plugins serving container `id`'s volumes that its run ended.
+    pub(crate) fn unmount_plugin_volumes(&self, id: &str, mounts: &[MountPoint]) -> Result<()> {
+        for mp in mounts.iter().filter(|m| m.kind == "volume") {
+            let v = self.volume(&mp.name)?;
+            if v.driver != "local" {
+                crate::volume_plugin::Plugin::activate(&v.driver)?.unmount(&v.name, id)?;
+            }
         }
         Ok(())
     }
