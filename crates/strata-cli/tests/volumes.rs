@@ -37,6 +37,21 @@ fn named_volumes_outlive_their_containers() {
         ]),
         "kept\n"
     );
+    // The engine mounts volumes before the runtime starts: runc carries them too.
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--runtime",
+            "runc",
+            "-v",
+            "data:/data",
+            "busybox",
+            "cat",
+            "/data/f"
+        ]),
+        "kept\n"
+    );
     let v: serde_json::Value = serde_json::from_str(&s.ok(&["volume", "inspect", "data"])).unwrap();
     let v = &v[0];
     assert_eq!(v["Name"], "data");

@@ -320,9 +320,13 @@ impl Snapshotter {
                     parents.push(p);
                     next = parent_of.get(&p).copied().flatten();
                 }
-                Ok(Some(self.driver.changes_size(&Layout::new(
-                    r.id, parents, r.kind, &r.labels,
-                ))?))
+                let layout = Layout::new(r.id, parents, r.kind, &r.labels);
+                match self.driver.changes_size(&layout) {
+                    // Recorded but not yet made (a snapshot's row comes first): nothing
+                    // changed in it yet.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(0)),
+                    other => Ok(Some(other?)),
+                }
             })
             .collect()
     }

@@ -270,11 +270,7 @@ impl Driver for Btrfs {
     /// reading only the directories that changed.
     fn changes_size(&self, s: &Layout) -> io::Result<u64> {
         let path = self.subvol(s.id);
-        let fd = match open_dir(&path) {
-            // Recorded, not yet made (snapshots are recorded first): nothing changed yet.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            other => other?,
-        };
+        let fd = open_dir(&path)?;
         if ioctl::quota_enabled(fd.as_fd())? {
             // Qgroup numbers count written extents and are settled when a transaction
             // commits: write back and commit first.

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Volumes (issue 5), strata side by side with docker and podman in one run: a container
+# writing 1 GiB (dd, conv=fsync) to a named volume, and the same write to its writable
+# layer, each a whole `run --rm`; plus the same dd on the host filesystem as the floor.
+# Usage: bash bench/volumes.sh [RUNS]   (root; installs docker.io, podman, hyperfine)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-5}
+source bench/peers.sh
+cargo build --release --locked -q
+S="$PWD/target/release/strata --root $BENCH/strata-vol"
+OUT="$BENCH/results"
+mkdir -p "$OUT" "$BENCH/host"
+# A busybox image (Debian's busybox-static), the same tarball for every engine.
+if [ ! -f "$BENCH/busybox.tar" ]; then
+    r="$BENCH/bb"; rm -rf "$r"; mkdir -p "$r/bin" "$r/tmp" "$r/proc" "$r/sys" "$r/dev" "$r/etc"
+    cp /bin/busybox "$r/bin/"
+    for a in sh dd true; do ln -s busybox "$r/bin/$a"; done
+    echo "root:x:0:0:root:/root:/bin/sh" > "$r/etc/passwd"
+    tar -C "$r" -cf "$BENCH/busybox.tar" .
+fi
+for e in "$S" "$DOCKER" "$PODMAN"; do
+    $e image inspect bb:1 >/dev/null 2>&1 || $e import "$BENCH/busybox.tar" bb:1 >/dev/null
+    $e volume inspect benchvol >/dev/null 2>&1 || $e volume create benchvol >/dev/null
+done
+dd="dd if=/dev/zero bs=1M count=1024 conv=fsync"
+hyperfine --style basic --runs "$RUNS" --prepare sync --export-json "$OUT/volume-write.json" \
+    -n "host filesystem" "$dd of=$BENCH/host/f" \
+    -n "strata volume" "$S run --rm -v benchvol:/v bb:1 $dd of=/v/f" \
+    -n "docker volume" "$DOCKER run --rm --network none -v benchvol:/v bb:1 $dd of=/v/f" \
+    -n "podman volume" "$PODMAN run --rm --network none -v benchvol:/v bb:1 $dd of=/v/f" \
+    -n "strata writable layer" "$S run --rm bb:1 $dd of=/f" \
+    -n "docker writable layer" "$DOCKER run --rm --network none bb:1 $dd of=/f" \
+    -n "podman writable layer" "$PODMAN run --rm --network none bb:1 $dd of=/f"
+python3 - "$OUT/volume-write.json" <<'EOF'
+import json, statistics, sys
+rs = json.load(open(sys.argv[1]))["results"]
+med = {r["command"]: statistics.median(r["times"]) for r in rs}
+host = med["host filesystem"]
+print(f"\n**1 GiB write, conv=fsync** ({len(rs[0]['times'])} runs)\n")
+print("| what | median s | min s | max s | MiB/s | / host |")
+print("|---|---:|---:|---:|---:|---:|")
+for r in rs:
+    m = med[r["command"]]
+    print(f"| {r['command']} | {m:.2f} | {min(r['times']):.2f} | {max(r['times']):.2f} | {1024 / m:.0f} | {m / host:.2f}x |")
+EOF
+rm -f "$BENCH/host/f"
+$S volume rm benchvol >/dev/null; $DOCKER volume rm benchvol >/dev/null; $PODMAN volume rm benchvol >/dev/null
