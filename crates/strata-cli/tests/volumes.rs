@@ -570,6 +570,19 @@ fn local_driver_mount_options() {
     );
     s.ok(&["volume", "rm", "bnd"]);
     assert_eq!(std::fs::read(host.join("precious")).unwrap(), b"keep me");
+    // --mount's volume-opt= configures the volume it creates.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=volume,src=viaopt,dst=/o,volume-opt=type=tmpfs,volume-opt=device=tmpfs",
+        "busybox",
+        "sh",
+        "-c",
+        "grep ' /o ' /proc/mounts | cut -d' ' -f3",
+    ]);
+    assert_eq!(out, "tmpfs\n");
+    s.ok(&["volume", "rm", "viaopt"]);
     // Options the local driver does not know are refused.
     let err = s.fails(&["volume", "create", "-o", "color=red", "x1"]);
     assert!(err.contains("invalid option \"color\""), "{err}");

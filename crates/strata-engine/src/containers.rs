@@ -311,7 +311,17 @@ impl Engine {
         }
         for m in &opts.mounts {
             match crate::volumes::parse_mount_flag(m)? {
-                crate::volumes::ParsedMount::Mount { mount, .. } => requested.push(mount),
+                crate::volumes::ParsedMount::Mount { mount, volume_opts } => {
+                    // volume-opt= configures a named volume this mount creates, as docker.
+                    if !volume_opts.is_empty() && self.volume(&mount.name).is_err() {
+                        self.create_volume(&crate::volumes::VolumeOptions {
+                            name: (!mount.name.is_empty()).then(|| mount.name.clone()),
+                            options: volume_opts,
+                            ..Default::default()
+                        })?;
+                    }
+                    requested.push(mount)
+                }
                 crate::volumes::ParsedMount::Tmpfs {
                     destination,
                     options,
