@@ -16,6 +16,9 @@ command -v tini-static >/dev/null 2>&1 || need+=(tini)
 # The btrfs driver formats its loop-backed pool with mkfs.btrfs; tests read `btrfs
 # filesystem du`.
 command -v mkfs.btrfs >/dev/null 2>&1 || need+=(btrfs-progs)
+# Volume tests format an image file for the local driver's -o device=; the test volume
+# plugin is a python3 script.
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 grep -qw btrfs /proc/filesystems 2>/dev/null || modprobe btrfs 2>/dev/null || true
 grep -qw overlay /proc/filesystems 2>/dev/null || modprobe overlay 2>/dev/null || true
 if [ ${#need[@]} -gt 0 ]; then
