@@ -569,28 +569,31 @@ pub struct PruneArgs {
 }
 
 pub fn prune(engine: &Engine, a: PruneArgs) -> CmdResult {
-    if !a.force && !crate::confirm("all stopped containers")? {
-        return Ok(());
-    }
-    let mut removed = Vec::new();
-    let mut freed = 0;
-    for c in engine.list_containers()? {
-        let mut ok = true;
-        for f in &a.filter {
-            ok &= matches_filter(engine, &c, f)?;
-        }
-        if ok
-            && !matches!(
-                container_state(engine, &c)?.0,
-                "running" | "paused" | "restarting"
-            )
-        {
-            freed += engine.container_size(&c)?.rw;
-            removed.push(engine.remove_container(&c.id, false, false)?.id);
-        }
-    }
-    crate::print_prune_report("Deleted Containers:", removed, freed);
-    Ok(())
+    crate::prune_confirmed(
+        a.force,
+        "all stopped containers",
+        "Deleted Containers:",
+        || {
+            let mut removed = Vec::new();
+            let mut freed = 0;
+            for c in engine.list_containers()? {
+                let mut ok = true;
+                for f in &a.filter {
+                    ok &= matches_filter(engine, &c, f)?;
+                }
+                if ok
+                    && !matches!(
+                        container_state(engine, &c)?.0,
+                        "running" | "paused" | "restarting"
+                    )
+                {
+                    freed += engine.container_size(&c)?.rw;
+                    removed.push(engine.remove_container(&c.id, false, false)?.id);
+                }
+            }
+            Ok((removed, freed))
+        },
+    )
 }
 
 #[derive(Args)]

@@ -550,16 +550,13 @@ pub fn prune(engine: &Engine, a: PruneArgs) -> CmdResult {
     } else {
         "all dangling images"
     };
-    if !a.force && !crate::confirm(what)? {
-        return Ok(());
-    }
-    let (removed, freed) = engine.prune_images(a.all)?;
-    crate::print_prune_report(
-        "Deleted Images:",
-        removed.iter().map(|d| format!("deleted: {d}")),
-        freed,
-    );
-    Ok(())
+    crate::prune_confirmed(a.force, what, "Deleted Images:", || {
+        let (removed, freed) = engine.prune_images(a.all)?;
+        Ok((
+            removed.iter().map(|d| format!("deleted: {d}")).collect(),
+            freed,
+        ))
+    })
 }
 
 #[derive(Args)]

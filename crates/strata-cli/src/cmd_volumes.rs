@@ -102,12 +102,9 @@ pub fn run(engine: &Engine, cmd: VolumeCommand) -> CmdResult {
             } else {
                 "all anonymous local volumes not used by at least one container"
             };
-            if !a.force && !crate::confirm(what)? {
-                return Ok(());
-            }
-            let (removed, freed) = engine.prune_volumes(a.all)?;
-            crate::print_prune_report("Deleted Volumes:", removed, freed);
-            Ok(())
+            crate::prune_confirmed(a.force, what, "Deleted Volumes:", || {
+                Ok(engine.prune_volumes(a.all)?)
+            })
         }
     }
 }

@@ -323,8 +323,24 @@ pub fn write_archive(
     res
 }
 
+/// docker's prune flow: ask about `what` unless forced, prune, then report what went
+/// under `heading` and the space reclaimed.
+pub fn prune_confirmed(
+    force: bool,
+    what: &str,
+    heading: &str,
+    prune: impl FnOnce() -> Result<(Vec<String>, u64), Failure>,
+) -> CmdResult {
+    if !force && !confirm(what)? {
+        return Ok(());
+    }
+    let (removed, freed) = prune()?;
+    print_prune_report(heading, removed, freed);
+    Ok(())
+}
+
 /// docker's prune report: the heading, one line per removed object, the space reclaimed.
-pub fn print_prune_report(heading: &str, lines: impl IntoIterator<Item = String>, freed: u64) {
+fn print_prune_report(heading: &str, lines: impl IntoIterator<Item = String>, freed: u64) {
     let lines: Vec<String> = lines.into_iter().collect();
     if !lines.is_empty() {
         println!("{heading}");
