@@ -69,6 +69,15 @@ fn named_volumes_outlive_their_containers() {
     assert_eq!(s.ok(&["volume", "ls", "-q"]), "data\n");
     s.ok(&["volume", "rm", "data"]);
     assert!(!s.root().join("volumes/data").exists());
+    // A directory no volume owns (a removal killed half way) is found and repaired.
+    std::fs::create_dir_all(s.root().join("volumes/stray/_data")).unwrap();
+    let out = s.run(&["system", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("volume directory stray belongs to no volume"));
+    s.ok(&["system", "check", "--repair"]);
+    assert!(!s.root().join("volumes/stray").exists());
+    s.check_clean();
     assert_eq!(s.ok(&["volume", "ls", "-q"]), "");
     assert!(mounted_under(s.dir.path()).is_empty());
 }

@@ -137,6 +137,10 @@ impl Engine {
         for l in records::unused_layers(&self.db)? {
             r.leftovers.push(format!("layer {l} is used by no image"));
         }
+        for v in self.orphan_volume_dirs()? {
+            r.leftovers
+                .push(format!("volume directory {v} belongs to no volume"));
+        }
         if repair && !r.leftovers.is_empty() {
             r.repaired.extend(self.clean_leftovers()?);
             records::clear_operations(&self.db)?;

@@ -64,6 +64,11 @@ impl Engine {
             done.push(format!("snapshot {s}"));
         }
         done.extend(
+            self.remove_orphan_volume_dirs()?
+                .iter()
+                .map(|v| format!("volume directory {v}")),
+        );
+        done.extend(
             self.snapshots
                 .remove_orphans()?
                 .iter()

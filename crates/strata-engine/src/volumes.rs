@@ -529,19 +529,58 @@ impl Engine {
             }
             other => other?,
         };
-        let dir = self.root.join("volumes").join(name);
-        // A filesystem mounted for it (-o type=) goes first: never delete through a mount.
+        self.remove_volume_dir(name)
+    }
+
+    /// Removes `ROOT/volumes/NAME`. A filesystem mounted on its `_data` (-o type=) is
+    /// unmounted first: a removal never deletes through a mount.
+    fn remove_volume_dir(&self, name: &str) -> Result<()> {
         let data = self.volume_data(name);
-        while mounted(&data) {
+        for _ in 0..8 {
+            if !mounted(&data) {
+                let dir = self.root.join("volumes").join(name);
+                return match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(EngineError::io(format!("removing volume {name}"), e))
+                    }
+                    _ => Ok(()),
+                };
+            }
             strata_snapshot::mount::unmount(&data)
                 .map_err(|e| EngineError::io(format!("unmounting volume {name}"), e))?;
         }
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(EngineError::io(format!("removing volume {name}"), e))
-            }
-            _ => Ok(()),
+        Err(EngineError::Store(format!(
+            "volume {name}: {} stays mounted after 8 unmounts; unmount it by hand",
+            data.display()
+        )))
+    }
+
+    /// Volume directories no volume owns: a removal or creation interrupted between the
+    /// row and the directory.
+    pub(crate) fn orphan_volume_dirs(&self) -> Result<Vec<String>> {
+        let known: std::collections::HashSet<String> =
+            self.list_volumes()?.into_iter().map(|v| v.name).collect();
+        let dir = self.root.join("volumes");
+        let entries = match std::fs::read_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            other => other.map_err(|e| EngineError::io("listing volumes", e))?,
+        };
+        let mut out: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !known.contains(n))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes the directories [`Self::orphan_volume_dirs`] found.
+    pub(crate) fn remove_orphan_volume_dirs(&self) -> Result<Vec<String>> {
+        let orphans = self.orphan_volume_dirs()?;
+        for name in &orphans {
+            self.remove_volume_dir(name)?;
         }
+        Ok(orphans)
     }
 
     /// Removes unused volumes: anonymous ones, or all with `all` (docker 23+). Returns the
