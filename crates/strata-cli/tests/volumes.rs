@@ -60,6 +60,18 @@ fn named_volumes_outlive_their_containers() {
     let mountpoint = PathBuf::from(v["Mountpoint"].as_str().unwrap());
     assert_eq!(mountpoint, s.root().join("volumes/data/_data"));
     assert!(v["CreatedAt"].as_str().unwrap().ends_with('Z'));
+    // cp reaches a stopped container's volume: in and out, and never its writable layer.
+    let note = s.file("note", b"copied in\n");
+    s.ok(&["cp", note.to_str().unwrap(), "w:/data/note"]);
+    assert_eq!(
+        std::fs::read(mountpoint.join("note")).unwrap(),
+        b"copied in\n"
+    );
+    let back = s.dir.path().join("back");
+    s.ok(&["cp", "w:/data/f", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), b"kept\n");
+    assert!(!s.ok(&["diff", "w"]).contains("/data/note"));
+    assert!(mounted_under(s.dir.path()).is_empty());
     // In use by a stopped container: refused, data kept.
     let err = s.fails(&["volume", "rm", "data"]);
     assert!(err.contains("volume is in use"), "{err}");

@@ -94,7 +94,18 @@ impl Engine {
             .join(format!("cp-{:016x}", rand::random::<u64>()));
         let guard = MountGuard::new(&mounts, &target)
             .map_err(|e| EngineError::io("mounting the container", e))?;
-        f(guard.path())
+        // Paths in its volumes and binds reach them, as docker's cp does.
+        let out = self
+            .mount_volumes(&c.id, &c.host.mount_points, guard.path(), false)
+            .and_then(|()| f(guard.path()));
+        // The volumes come off first: the root cannot be unmounted under them.
+        for t in strata_snapshot::mount::mounts_under(guard.path())
+            .map_err(|e| EngineError::io("reading the mount table", e))?
+        {
+            strata_snapshot::mount::unmount(&t)
+                .map_err(|e| EngineError::io(format!("unmounting {}", t.display()), e))?;
+        }
+        out
     }
 
     /// Writes `src` (a path in the container) as a tar, its top entry named `as_name`

@@ -193,7 +193,7 @@ impl Engine {
             let mounted = strata_snapshot::mount::mounts_under(&p)
                 .map_err(|e| io("reading the mount table", e))?;
             if mounted.is_empty() {
-                if let Err(e) = self.mount_volumes(&c.id, &c.host.mount_points, &p) {
+                if let Err(e) = self.mount_volumes(&c.id, &c.host.mount_points, &p, true) {
                     let _ = self.release_run_mount(&c);
                     return Err(e);
                 }

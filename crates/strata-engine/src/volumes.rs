@@ -715,13 +715,16 @@ impl Engine {
     }
 
     /// Mounts a container's volumes and binds into its root filesystem at `rootfs`, each
-    /// target resolved inside the root and mounted on the resolved fd. An empty volume
-    /// over image content is first filled with it (owners and modes kept), unless nocopy.
+    /// target resolved inside the root and mounted on the resolved fd. For a run (`run`
+    /// set), an empty volume over image content is first filled with it (owners and modes
+    /// kept) unless nocopy, and plugin volumes are mounted for container `id`; otherwise
+    /// (`cp`) plugin volumes are left out and nothing is filled, as docker's `cp`.
     pub(crate) fn mount_volumes(
         &self,
         id: &str,
         mounts: &[MountPoint],
         rootfs: &Path,
+        run: bool,
     ) -> Result<()> {
         let root =
             Root::open(rootfs).map_err(|e| EngineError::io("opening the container root", e))?;
@@ -729,12 +732,15 @@ impl Engine {
         // Parents before children: /data before /data/logs.
         ordered.sort_by_key(|m| m.destination.matches('/').count());
         for mp in ordered {
-            let rel = Path::new(mp.destination.trim_start_matches('/'));
             let volume = match mp.kind.as_str() {
                 "volume" => Some(self.volume(&mp.name)?),
                 _ => None,
             };
             let plugin_volume = volume.as_ref().is_some_and(|v| v.driver != "local");
+            if plugin_volume && !run {
+                continue;
+            }
+            let rel = Path::new(mp.destination.trim_start_matches('/'));
             let source = match &volume {
                 Some(v) if plugin_volume => {
                     crate::volume_plugin::Plugin::activate(&v.driver)?.mount(&v.name, id)?
@@ -769,7 +775,7 @@ impl Engine {
                 root.open_at(rel, rustix::fs::OFlags::PATH)
                     .map_err(|e| io("opening the mount point", e))?
             };
-            if volume.is_some() && !plugin_volume && !mp.no_copy && is_empty_dir(&source) {
+            if run && volume.is_some() && !plugin_volume && !mp.no_copy && is_empty_dir(&source) {
                 let from = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&target));
                 strata_archive::copy_tree(Path::new(&from), &source)
                     .map_err(|e| io("filling the volume from the image", e))?;
