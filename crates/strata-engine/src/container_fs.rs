@@ -360,14 +360,15 @@ pub(crate) fn lock_in(dir: &std::path::Path) -> Result<StoreLock> {
     Ok(lock)
 }
 
-/// Unmounts what is mounted below `target` (a running container's volumes), deepest
-/// first, then `target` itself.
+/// Unmounts everything below `dir`, deepest first (a running container's volumes).
+pub(crate) fn unmount_below(dir: &Path) -> Result<()> {
+    strata_snapshot::mount::unmount_below(dir)
+        .map_err(|e| EngineError::io(format!("unmounting what is below {}", dir.display()), e))
+}
+
+/// Unmounts what is mounted below `target`, then `target` itself.
 pub(crate) fn unmount_tree(target: &Path) -> Result<()> {
-    let below = strata_snapshot::mount::mounts_under(target)
-        .map_err(|e| EngineError::io("reading the mount table", e))?;
-    for t in below.iter().map(PathBuf::as_path).chain([target]) {
-        strata_snapshot::mount::unmount(t)
-            .map_err(|e| EngineError::io(format!("unmounting {}", t.display()), e))?;
-    }
-    Ok(())
+    unmount_below(target)?;
+    strata_snapshot::mount::unmount(target)
+        .map_err(|e| EngineError::io(format!("unmounting {}", target.display()), e))
 }

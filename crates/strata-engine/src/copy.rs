@@ -99,12 +99,7 @@ impl Engine {
             .mount_volumes(&c.id, &c.host.mount_points, guard.path(), false)
             .and_then(|()| f(guard.path()));
         // The volumes come off first: the root cannot be unmounted under them.
-        for t in strata_snapshot::mount::mounts_under(guard.path())
-            .map_err(|e| EngineError::io("reading the mount table", e))?
-        {
-            strata_snapshot::mount::unmount(&t)
-                .map_err(|e| EngineError::io(format!("unmounting {}", t.display()), e))?;
-        }
+        crate::container_fs::unmount_below(guard.path())?;
         out
     }
 

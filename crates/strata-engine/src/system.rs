@@ -1,5 +1,6 @@
 //! `info` and `system df`.
 
+use crate::container_fs::unmount_below;
 use crate::error::{EngineError, Result};
 use crate::records;
 use crate::Engine;
@@ -79,17 +80,9 @@ impl Engine {
             self.remove_container(&c.id, true, true)?;
         }
         let _alone = self.exclusive()?;
-        let unmount_all = |dir: &Path| -> Result<()> {
-            for t in strata_snapshot::mount::mounts_under(dir)
-                .map_err(|e| EngineError::io("reading the mount table", e))?
-            {
-                strata_snapshot::mount::unmount(&t)
-                    .map_err(|e| EngineError::io(format!("unmounting {}", t.display()), e))?;
-            }
-            Ok(())
-        };
-        unmount_all(&self.root.join("mounts"))?;
-        unmount_all(&self.tmp_dir())?;
+        // Container and image mounts first: the driver cannot remove storage under them.
+        unmount_below(&self.root.join("mounts"))?;
+        unmount_below(&self.tmp_dir())?;
         let driver = self.snapshots.driver();
         for id in driver
             .stored_ids()
@@ -100,7 +93,7 @@ impl Engine {
                 .map_err(|e| EngineError::io(format!("removing snapshot {id}"), e))?;
         }
         self.snapshots.close()?;
-        unmount_all(&self.root)?;
+        unmount_below(&self.root)?;
         let entries = std::fs::read_dir(&self.root)
             .map_err(|e| EngineError::io(format!("reading {}", self.root.display()), e))?;
         for e in entries {

@@ -160,6 +160,14 @@ pub fn mounts_under(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
     Ok(out)
 }
 
+/// Unmounts everything mounted below `dir` (not `dir` itself), deepest first.
+pub fn unmount_below(dir: &Path) -> io::Result<()> {
+    for t in mounts_under(dir)? {
+        unmount(&t)?;
+    }
+    Ok(())
+}
+
 /// mountinfo writes space, tab, newline and backslash in paths as `\ooo`.
 fn unescape_octal(s: &str) -> String {
     let b = s.as_bytes();
