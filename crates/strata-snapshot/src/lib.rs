@@ -132,17 +132,9 @@ pub fn open_driver(
     home: &Path,
     opts: &[(String, String)],
 ) -> io::Result<Box<dyn Driver>> {
-    if name != "btrfs" {
-        if let Some((k, _)) = opts.first() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("unknown storage option {k:?} for {name}: {name} takes no options"),
-            ));
-        }
-    }
     match name {
-        "overlay2" => Ok(Box::new(overlay::Overlay::open(home)?)),
-        "vfs" => Ok(Box::new(vfs::Vfs::open(home)?)),
+        "overlay2" => Ok(Box::new(overlay::Overlay::open(home, opts)?)),
+        "vfs" => Ok(Box::new(vfs::Vfs::open(home, opts)?)),
         "btrfs" => Ok(Box::new(btrfs::Btrfs::open(home, opts)?)),
         other => Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -172,6 +164,17 @@ pub(crate) fn tree_mounts(s: &Layout, tree: impl Fn(i64) -> PathBuf) -> Vec<Moun
     match (s.kind, s.parents.first()) {
         (Kind::View, Some(parent)) => vec![Mount::bind(&tree(*parent), true)],
         (kind, _) => vec![Mount::bind(&tree(s.id), kind == Kind::View)],
+    }
+}
+
+/// Helper for drivers that take no options: refuses any, naming it.
+pub(crate) fn no_options(driver: &str, opts: &[(String, String)]) -> io::Result<()> {
+    match opts.first() {
+        Some((k, _)) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unknown storage option {k:?} for {driver}: {driver} takes no options"),
+        )),
+        None => Ok(()),
     }
 }
 

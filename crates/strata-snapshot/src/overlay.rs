@@ -26,7 +26,8 @@ pub fn supported() -> bool {
 }
 
 impl Overlay {
-    pub fn open(home: &Path) -> io::Result<Overlay> {
+    pub fn open(home: &Path, opts: &[(String, String)]) -> io::Result<Overlay> {
+        crate::no_options("overlay2", opts)?;
         if !supported() {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "overlay2 needs overlayfs, which this kernel does not offer: use --storage-driver vfs"));
         }

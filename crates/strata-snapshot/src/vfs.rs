@@ -14,7 +14,8 @@ pub struct Vfs {
 }
 
 impl Vfs {
-    pub fn open(home: &Path) -> io::Result<Vfs> {
+    pub fn open(home: &Path, opts: &[(String, String)]) -> io::Result<Vfs> {
+        crate::no_options("vfs", opts)?;
         fs::create_dir_all(home)?;
         Ok(Vfs {
             home: home.to_path_buf(),

@@ -7,7 +7,7 @@
 use rustix::ioctl::{ioctl, opcode, Opcode, Setter, Updater};
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 const MAGIC: u8 = 0x94;
 const PATH_NAME_MAX: usize = 4087;
@@ -132,16 +132,10 @@ pub fn subvol_create(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     Ok(())
 }
 
-/// Snapshots subvolume `source` as `name` in directory `dir`; read-only when `readonly`.
-pub fn snapshot(
-    source: BorrowedFd<'_>,
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    readonly: bool,
-) -> io::Result<()> {
+/// Snapshots subvolume `source` as the writable subvolume `name` in directory `dir`.
+pub fn snapshot(source: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     let mut a = zeroed::<VolArgsV2>();
     a.fd = i64::from(std::os::fd::AsRawFd::as_raw_fd(&source));
-    a.flags = if readonly { SUBVOL_RDONLY } else { 0 };
     copy_name(&mut a.name, name)?;
     // SAFETY: as above.
     unsafe { ioctl(dir, Updater::<SNAP_CREATE_V2, VolArgsV2>::new(&mut a)) }?;
@@ -418,10 +412,4 @@ pub fn qgroup_exclusive(fd: BorrowedFd<'_>, id: u64) -> io::Result<Option<u64>> 
         Err(e) => Err(e),
         Ok(()) => Ok(out),
     }
-}
-
-/// Whether `fd` is on btrfs.
-pub fn is_btrfs(fd: impl AsFd) -> io::Result<bool> {
-    const BTRFS_SUPER_MAGIC: i64 = 0x9123683e;
-    Ok(rustix::fs::fstatfs(fd)?.f_type as i64 == BTRFS_SUPER_MAGIC)
 }

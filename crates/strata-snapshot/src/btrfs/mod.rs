@@ -82,7 +82,7 @@ impl Btrfs {
         fs::create_dir_all(home)?;
         let fs_dir = home.join("fs");
         fs::create_dir_all(&fs_dir)?;
-        let pool = if ioctl::is_btrfs(open_dir(home)?)? {
+        let pool = if crate::overlay::backing_fs(home) == "btrfs" {
             None
         } else {
             Some(LoopPool::open(
@@ -136,6 +136,13 @@ impl Btrfs {
             }
         }
         Ok(Some(touched))
+    }
+
+    /// Which directories of snapshot `id` (by inode number) the generic walk may skip:
+    /// those [`Self::touched_dirs`] does not name, or none when btrfs cannot tell.
+    fn untouched(&self, id: i64) -> io::Result<impl Fn(u64) -> bool> {
+        let touched = self.touched_dirs(id)?;
+        Ok(move |ino| touched.as_ref().is_some_and(|t| !t.contains(&ino)))
     }
 
     /// Deletes the subvolume at `path` (named `name` in directory `parent`) after every
@@ -226,7 +233,7 @@ impl Driver for Btrfs {
             (Kind::View, Some(_)) => return Ok(()),
             (_, Some(parent)) => {
                 let src = open_dir(&self.subvol(*parent))?;
-                ioctl::snapshot(src.as_fd(), dir.as_fd(), &name, false)?;
+                ioctl::snapshot(src.as_fd(), dir.as_fd(), &name)?;
             }
             (_, None) => ioctl::subvol_create(dir.as_fd(), &name)?,
         }
@@ -281,12 +288,10 @@ impl Driver for Btrfs {
             }
         }
         match s.parents.first() {
-            Some(p) => match self.touched_dirs(s.id)? {
-                Some(t) => strata_archive::changes_size_pruned(&self.subvol(*p), &path, &|ino| {
-                    !t.contains(&ino)
-                }),
-                None => strata_archive::changes_size(&self.subvol(*p), &path),
-            },
+            Some(p) => {
+                let untouched = self.untouched(s.id)?;
+                strata_archive::changes_size_pruned(&self.subvol(*p), &path, &untouched)
+            }
             None => Ok(tree_usage(&path)?.size),
         }
     }
@@ -306,14 +311,8 @@ impl Driver for Btrfs {
         let lower = self.subvol(*parent);
         // The generic comparison, told which directories cannot differ: the same tar,
         // with the cost of the changes rather than of the image.
-        Some(self.touched_dirs(s.id).and_then(|touched| {
-            match touched {
-                Some(t) => {
-                    strata_archive::diff_trees_pruned(&lower, &upper, w, &|ino| !t.contains(&ino))
-                        .map(|_| ())
-                }
-                None => strata_archive::diff_trees(&lower, &upper, w).map(|_| ()),
-            }
+        Some(self.untouched(s.id).and_then(|untouched| {
+            strata_archive::diff_trees_pruned(&lower, &upper, w, &untouched).map(|_| ())
         }))
     }
 

@@ -2,7 +2,6 @@
 //! driver's storage when the store root is not on btrfs (docker's loop-lvm mode, for
 //! btrfs). Usable on its own: tests make btrfs filesystems with it.
 
-use super::ioctl;
 use crate::loopdev::LoopDevice;
 use crate::mount::{self, Mount};
 use std::fs::{self, File};
@@ -103,11 +102,7 @@ impl LoopPool {
     /// Whether the pool's filesystem is mounted at its mount point. In loop mode the mount
     /// point's parent is not on btrfs, so btrfs there means our mount.
     pub fn is_mounted(&self) -> io::Result<bool> {
-        match File::open(&self.mountpoint) {
-            Ok(f) => ioctl::is_btrfs(&f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(crate::overlay::backing_fs(&self.mountpoint) == "btrfs")
     }
 
     /// The backing file.
