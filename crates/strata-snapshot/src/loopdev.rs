@@ -63,8 +63,13 @@ impl LoopDevice {
             .read(true)
             .write(true)
             .open("/dev/loop-control")?;
+        // SAFETY: all-zero is a valid loop_info64.
+        let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+        let name = backing.as_os_str().as_encoded_bytes();
+        let len = name.len().min(LO_NAME_SIZE - 1);
+        info.file_name[..len].copy_from_slice(&name[..len]);
         // Another process may take the free device between asking and configuring it.
-        for _ in 0..100 {
+        'devices: for _ in 0..100 {
             // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
             let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
             if n < 0 {
@@ -76,41 +81,25 @@ impl LoopDevice {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            // SAFETY: all-zero is a valid loop_info64.
-            let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
-            info.flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO;
-            let name = backing.as_os_str().as_encoded_bytes();
-            let len = name.len().min(LO_NAME_SIZE - 1);
-            info.file_name[..len].copy_from_slice(&name[..len]);
-            // Block size 0: the kernel's choice (the backing device's with direct I/O),
-            // so filesystems of any block size mount on the device.
-            let cfg = LoopConfig {
-                fd: back.as_raw_fd() as u32,
-                block_size: 0,
-                info,
-                reserved: [0; 8],
-            };
-            // SAFETY: LOOP_CONFIGURE reads a struct loop_config, whose layout this is.
-            match unsafe { ioctl(&dev, Setter::<LOOP_CONFIGURE, LoopConfig>::new(cfg)) } {
-                Ok(()) => return Ok(LoopDevice { file: dev, path }),
-                Err(rustix::io::Errno::BUSY) => continue,
-                // Direct I/O needs the backing file's block size to allow it; retry without.
-                Err(rustix::io::Errno::INVAL) => {
-                    let mut cfg = LoopConfig {
-                        fd: back.as_raw_fd() as u32,
-                        block_size: 0,
-                        info,
-                        reserved: [0; 8],
-                    };
-                    cfg.info.flags = LO_FLAGS_AUTOCLEAR;
-                    // SAFETY: as above.
-                    match unsafe { ioctl(&dev, Setter::<LOOP_CONFIGURE, LoopConfig>::new(cfg)) } {
-                        Ok(()) => return Ok(LoopDevice { file: dev, path }),
-                        Err(rustix::io::Errno::BUSY) => continue,
-                        Err(e) => return Err(e.into()),
-                    }
+            // Direct I/O needs the backing file's block size to allow it: without it
+            // when the kernel refuses.
+            for flags in [LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO, LO_FLAGS_AUTOCLEAR] {
+                info.flags = flags;
+                // Block size 0: the kernel's choice (the backing device's with direct
+                // I/O), so filesystems of any block size mount on the device.
+                let cfg = LoopConfig {
+                    fd: back.as_raw_fd() as u32,
+                    block_size: 0,
+                    info,
+                    reserved: [0; 8],
+                };
+                // SAFETY: LOOP_CONFIGURE reads a struct loop_config, whose layout this is.
+                match unsafe { ioctl(&dev, Setter::<LOOP_CONFIGURE, LoopConfig>::new(cfg)) } {
+                    Ok(()) => return Ok(LoopDevice { file: dev, path }),
+                    Err(rustix::io::Errno::BUSY) => continue 'devices,
+                    Err(rustix::io::Errno::INVAL) if flags & LO_FLAGS_DIRECT_IO != 0 => {}
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
             }
         }
         Err(io::Error::other("no free loop device after 100 tries"))
