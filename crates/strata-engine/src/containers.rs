@@ -313,7 +313,7 @@ impl Engine {
             match crate::volumes::parse_mount_flag(m)? {
                 crate::volumes::ParsedMount::Mount { mount, volume_opts } => {
                     // volume-opt= configures a named volume this mount creates, as docker.
-                    if !volume_opts.is_empty() && self.volume(&mount.name).is_err() {
+                    if !volume_opts.is_empty() && self.volume_row(&mount.name).is_err() {
                         self.create_volume(&crate::volumes::VolumeOptions {
                             name: (!mount.name.is_empty()).then(|| mount.name.clone()),
                             options: volume_opts,

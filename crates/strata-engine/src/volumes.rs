@@ -91,6 +91,23 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
 }
 
+/// A new anonymous volume's name: 64 hex digits, as docker's.
+fn anonymous_name() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// The name for a new volume and whether it is anonymous: `given` checked against
+/// docker's rule, or a new anonymous name.
+fn volume_name(given: Option<&str>) -> Result<(String, bool)> {
+    match given {
+        Some(n) if valid_name(n) => Ok((n.to_string(), false)),
+        Some(n) => Err(invalid(format!(
+            "invalid volume name {n:?}: names match [a-zA-Z0-9][a-zA-Z0-9_.-]+"
+        ))),
+        None => Ok((anonymous_name(), true)),
+    }
+}
+
 fn invalid(msg: String) -> EngineError {
     EngineError::Invalid(msg)
 }
@@ -283,10 +300,16 @@ fn row_to_volume(engine: &Engine, r: &rusqlite::Row<'_>) -> rusqlite::Result<Vol
     let name: String = r.get(0)?;
     let labels: String = r.get(3)?;
     let options: String = r.get(4)?;
+    let driver: String = r.get(1)?;
     Ok(Volume {
-        mountpoint: engine.volume_data(&name).display().to_string(),
+        // A plugin volume's is the plugin's to say (see `Engine::volume`).
+        mountpoint: if driver == "local" {
+            engine.volume_data(&name).display().to_string()
+        } else {
+            String::new()
+        },
         name,
-        driver: r.get(1)?,
+        driver,
         created_at: r.get(2)?,
         labels: serde_json::from_str(&labels).unwrap_or_default(),
         options: serde_json::from_str(&options).unwrap_or_default(),
@@ -303,9 +326,9 @@ impl Engine {
         self.root.join("volumes").join(name).join("_data")
     }
 
-    pub fn volume(&self, name: &str) -> Result<Volume> {
-        let mut v = self
-            .db
+    /// The volume's record, without asking a plugin anything.
+    pub(crate) fn volume_row(&self, name: &str) -> Result<Volume> {
+        self.db
             .conn()
             .query_row(
                 &format!("SELECT {VOLUME_COLS} FROM volumes WHERE name = ?1"),
@@ -313,7 +336,13 @@ impl Engine {
                 |r| row_to_volume(self, r),
             )
             .optional()?
-            .ok_or_else(|| EngineError::NoSuchVolume(name.to_string()))?;
+            .ok_or_else(|| EngineError::NoSuchVolume(name.to_string()))
+    }
+
+    /// The volume as `volume inspect` shows it: a plugin volume's mount point is asked
+    /// of its plugin.
+    pub fn volume(&self, name: &str) -> Result<Volume> {
+        let mut v = self.volume_row(name)?;
         if v.driver != "local" {
             // Where the plugin has it: empty while no container uses it, or if the plugin
             // is gone.
@@ -361,44 +390,24 @@ impl Engine {
                 "the local driver's mount options need type=FSTYPE (e.g. -o type=tmpfs -o device=tmpfs -o o=size=64m)".into(),
             ));
         }
-        let (name, anonymous) = match &opts.name {
-            Some(n) => {
-                if !valid_name(n) {
-                    return Err(invalid(format!(
-                        "invalid volume name {n:?}: names match [a-zA-Z0-9][a-zA-Z0-9_.-]+"
-                    )));
-                }
-                (n.clone(), false)
-            }
-            None => (hex::encode(rand::random::<[u8; 32]>()), true),
-        };
-        if self.volume(&name).is_err() {
-            self.ensure_volume(&name, anonymous, &opts.labels, &options)?;
-        }
+        let (name, anonymous) = volume_name(opts.name.as_deref())?;
+        self.ensure_volume(&name, anonymous, &opts.labels, &options)?;
         self.volume(&name)
     }
 
     /// A volume served by plugin `driver`: the plugin makes it, strata records it.
     fn create_plugin_volume(&self, driver: &str, opts: &VolumeOptions) -> Result<Volume> {
         let plugin = crate::volume_plugin::Plugin::activate(driver)?;
-        let name = match &opts.name {
-            Some(n) if valid_name(n) => n.clone(),
-            Some(n) => {
-                return Err(invalid(format!(
-                    "invalid volume name {n:?}: names match [a-zA-Z0-9][a-zA-Z0-9_.-]+"
-                )))
-            }
-            None => hex::encode(rand::random::<[u8; 32]>()),
-        };
-        if let Ok(v) = self.volume(&name) {
-            return Ok(v);
+        let (name, anonymous) = volume_name(opts.name.as_deref())?;
+        if self.volume_row(&name).is_ok() {
+            return self.volume(&name);
         }
         let options: BTreeMap<String, String> = opts.options.iter().cloned().collect();
         plugin.create(&name, &options)?;
         let labels: BTreeMap<_, _> = opts.labels.iter().cloned().collect();
         self.db.conn().execute(
             "INSERT OR IGNORE INTO volumes (name, driver, created, labels, options, anonymous) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![name, driver, now(), serde_json::to_string(&labels).expect("labels serialise"), serde_json::to_string(&options).expect("options serialise"), opts.name.is_none()],
+            params![name, driver, now(), serde_json::to_string(&labels).expect("labels serialise"), serde_json::to_string(&options).expect("options serialise"), anonymous],
         )?;
         self.volume(&name)
     }
@@ -465,7 +474,7 @@ impl Engine {
         labels: &[(String, String)],
         options: &BTreeMap<String, String>,
     ) -> Result<()> {
-        if self.volume(name).is_ok() {
+        if self.volume_row(name).is_ok() {
             return Ok(());
         }
         let data = self.volume_data(name);
@@ -482,7 +491,7 @@ impl Engine {
     /// Removes volumes by name: a volume any container uses is refused (with `force`, a
     /// missing one is not an error), and its data stays.
     pub fn remove_volume(&self, name: &str, force: bool) -> Result<()> {
-        let v = match self.volume(name) {
+        let v = match self.volume_row(name) {
             Err(EngineError::NoSuchVolume(_)) if force => return Ok(()),
             other => other?,
         };
@@ -505,15 +514,10 @@ impl Engine {
     /// The row first (refused by its foreign key if a container took the volume since),
     /// then the data.
     fn drop_volume(&self, name: &str) -> Result<()> {
-        let driver: Option<String> = self
-            .db
-            .conn()
-            .query_row("SELECT driver FROM volumes WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if let Some(d) = driver.filter(|d| d != "local") {
-            crate::volume_plugin::Plugin::activate(&d)?.remove(name)?;
+        if let Ok(v) = self.volume_row(name) {
+            if v.driver != "local" {
+                crate::volume_plugin::Plugin::activate(&v.driver)?.remove(name)?;
+            }
         }
         let deleted = self
             .db
@@ -618,7 +622,7 @@ impl Engine {
         image_volumes: &[String],
     ) -> Result<Vec<MountPoint>> {
         let mut out: Vec<MountPoint> = Vec::new();
-        let add = |mp: MountPoint, out: &mut Vec<MountPoint>| -> Result<()> {
+        for mp in requested {
             if out.iter().any(|o| o.destination == mp.destination) {
                 return Err(invalid(format!(
                     "Duplicate mount point: {}",
@@ -626,10 +630,6 @@ impl Engine {
                 )));
             }
             out.push(mp);
-            Ok(())
-        };
-        for mp in requested {
-            add(mp, &mut out)?;
         }
         for from in volumes_from {
             let (name, mode) = match from.rsplit_once(':') {
@@ -663,7 +663,7 @@ impl Engine {
                 "volume" => {
                     let anonymous = mp.name.is_empty();
                     if anonymous {
-                        mp.name = hex::encode(rand::random::<[u8; 32]>());
+                        mp.name = anonymous_name();
                     }
                     self.ensure_volume(&mp.name, anonymous, &[], &BTreeMap::new())?;
                 }
@@ -703,7 +703,7 @@ impl Engine {
     /// the container's row is gone.
     pub(crate) fn remove_anonymous_volumes(&self, mounts: &[MountPoint]) -> Result<()> {
         for mp in mounts.iter().filter(|m| m.kind == "volume") {
-            let anonymous = self.volume(&mp.name).map(|v| v.anonymous).unwrap_or(false);
+            let anonymous = self.volume_row(&mp.name).is_ok_and(|v| v.anonymous);
             if anonymous {
                 match self.drop_volume(&mp.name) {
                     Ok(()) | Err(EngineError::Conflict(_)) => {}
@@ -733,7 +733,7 @@ impl Engine {
         ordered.sort_by_key(|m| m.destination.matches('/').count());
         for mp in ordered {
             let volume = match mp.kind.as_str() {
-                "volume" => Some(self.volume(&mp.name)?),
+                "volume" => Some(self.volume_row(&mp.name)?),
                 _ => None,
             };
             let plugin_volume = volume.as_ref().is_some_and(|v| v.driver != "local");
@@ -805,7 +805,7 @@ impl Engine {
     /// Tells the plugins serving container `id`'s volumes that its run ended.
     pub(crate) fn unmount_plugin_volumes(&self, id: &str, mounts: &[MountPoint]) -> Result<()> {
         for mp in mounts.iter().filter(|m| m.kind == "volume") {
-            let v = self.volume(&mp.name)?;
+            let v = self.volume_row(&mp.name)?;
             if v.driver != "local" {
                 crate::volume_plugin::Plugin::activate(&v.driver)?.unmount(&v.name, id)?;
             }
