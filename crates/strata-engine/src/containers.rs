@@ -367,61 +367,62 @@ impl Engine {
             }
             None => self.free_name()?,
         };
-        // Volumes are made before the container's row names them; if the row cannot be
-        // written, the anonymous ones made for it go again.
         host.mount_points = self.resolve_mounts(
             requested,
             &host.volumes_from,
             &icfg.volumes().clone().unwrap_or_default(),
         )?;
-        let created = now();
-        let inserted = self.db.conn().execute(
-            "INSERT INTO containers (id, name, image, image_name, config, created, state, auto_remove, host_config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', ?7, ?8)",
-            params![id, name, image.to_string(), opts.image, serde_json::to_string(&config).expect("config serialises"), created, opts.auto_remove, serde_json::to_string(&host).expect("host config serialises")],
-        );
-        match inserted {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                let other = self.container(&name).map(|c| c.id).unwrap_or_default();
-                let _ = self.remove_anonymous_volumes(&host.mount_points);
-                return Err(EngineError::Conflict(format!(
-                    "Conflict. The container name \"/{name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
-                )));
+        let made = (|| -> Result<()> {
+            // The row and the volumes it uses, together.
+            let inserted = self.db.write(|tx| -> rusqlite::Result<()> {
+                tx.execute(
+                    "INSERT INTO containers (id, name, image, image_name, config, created, state, auto_remove, host_config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', ?7, ?8)",
+                    params![id, name, image.to_string(), opts.image, serde_json::to_string(&config).expect("config serialises"), now(), opts.auto_remove, serde_json::to_string(&host).expect("host config serialises")],
+                )?;
+                crate::volumes::link_volumes(tx, &id, &host.mount_points)
+            });
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(EngineError::Conflict(match self.container(&name) {
+                        Ok(other) => format!(
+                            "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                            other.id
+                        ),
+                        // The other constraint: a volume it names was removed meanwhile.
+                        Err(_) => format!(
+                            "a volume of container {name} was removed while it was created: create it again"
+                        ),
+                    }));
+                }
+                other => other?,
             }
-            Err(e) => {
-                let _ = self.remove_anonymous_volumes(&host.mount_points);
+            let parent = img.top_layer.map(|t| t.to_string());
+            let mut prepare = PrepareOpts {
+                size_limit,
+                ..Default::default()
+            };
+            if opts.auto_remove {
+                prepare.labels.push((
+                    strata_snapshot::VOLATILE_LABEL.to_string(),
+                    "true".to_string(),
+                ));
+            }
+            if let Err(e) = self.snapshots.prepare(&id, parent.as_deref(), &prepare) {
+                let _ = self
+                    .db
+                    .conn()
+                    .execute("DELETE FROM containers WHERE id = ?1", [&id]);
                 return Err(e.into());
             }
-            Ok(_) => {}
-        };
-        if let Err(e) = self.link_volumes(&id, &host.mount_points) {
-            let _ = self
-                .db
-                .conn()
-                .execute("DELETE FROM containers WHERE id = ?1", [&id]);
+            Ok(())
+        })();
+        if made.is_err() {
+            // Volumes are made before the row names them: the anonymous ones go again.
             let _ = self.remove_anonymous_volumes(&host.mount_points);
-            return Err(e);
         }
-        let parent = img.top_layer.map(|t| t.to_string());
-        let mut prepare = PrepareOpts {
-            size_limit,
-            ..Default::default()
-        };
-        if opts.auto_remove {
-            prepare.labels.push((
-                strata_snapshot::VOLATILE_LABEL.to_string(),
-                "true".to_string(),
-            ));
-        }
-        if let Err(e) = self.snapshots.prepare(&id, parent.as_deref(), &prepare) {
-            let _ = self
-                .db
-                .conn()
-                .execute("DELETE FROM containers WHERE id = ?1", [&id]);
-            let _ = self.remove_anonymous_volumes(&host.mount_points);
-            return Err(e.into());
-        }
+        made?;
         self.container(&id)
     }
 

@@ -685,19 +685,6 @@ impl Engine {
         Ok(out)
     }
 
-    /// Records which volumes container `id` uses (after its row exists).
-    pub(crate) fn link_volumes(&self, id: &str, mounts: &[MountPoint]) -> Result<()> {
-        self.db.write(|tx| -> Result<()> {
-            for mp in mounts.iter().filter(|m| m.kind == "volume") {
-                tx.execute(
-                    "INSERT INTO container_volumes (container, volume, destination) VALUES (?1, ?2, ?3)",
-                    params![id, mp.name, mp.destination],
-                )?;
-            }
-            Ok(())
-        })
-    }
-
     /// Removes the anonymous volumes container `id` used and no other container uses
     /// (`rm -v`, `--rm`); named volumes and bind sources are never touched. Called after
     /// the container's row is gone.
@@ -918,4 +905,19 @@ fn is_empty_dir(p: &Path) -> bool {
     std::fs::read_dir(p)
         .map(|mut d| d.next().is_none())
         .unwrap_or(false)
+}
+
+/// Records, in the transaction that writes container `id`'s row, which volumes it uses.
+pub(crate) fn link_volumes(
+    tx: &rusqlite::Connection,
+    id: &str,
+    mounts: &[MountPoint],
+) -> rusqlite::Result<()> {
+    for mp in mounts.iter().filter(|m| m.kind == "volume") {
+        tx.execute(
+            "INSERT INTO container_volumes (container, volume, destination) VALUES (?1, ?2, ?3)",
+            params![id, mp.name, mp.destination],
+        )?;
+    }
+    Ok(())
 }
