@@ -678,6 +678,12 @@ fn a_volume_plugin_serves_a_volume() {
         std::fs::read(base.join("remote/f")).unwrap(),
         b"via plugin\n"
     );
+    // inspect names the volume's own driver and the plugin's mount point.
+    assert_eq!(
+        s.ok(&["inspect", "-f", "{{range .Mounts}}{{.Driver}}{{end}}", "w"])
+            .trim(),
+        name.as_str()
+    );
     assert_eq!(
         s.ok(&[
             "run",

@@ -682,16 +682,17 @@ impl Engine {
             "HostConfig": host,
             "GraphDriver": {"Data": self.container_graph_data(&c)?, "Name": self.driver},
             "Mounts": c.host.mount_points.iter().map(|m| {
-                let volume = m.kind == "volume";
+                // A volume's driver and place come from the volume (a plugin says where).
+                let volume = (m.kind == "volume").then(|| self.volume(&m.name).ok()).flatten();
                 serde_json::json!({
                     "Type": m.kind,
-                    "Name": if volume { Some(&m.name) } else { None },
-                    "Source": if volume { self.volume_data(&m.name).display().to_string() } else { m.source.clone() },
+                    "Name": (m.kind == "volume").then_some(&m.name),
+                    "Source": volume.as_ref().map_or(m.source.clone(), |v| v.mountpoint.clone()),
                     "Destination": m.destination,
-                    "Driver": if volume { "local" } else { "" },
+                    "Driver": volume.as_ref().map_or("", |v| v.driver.as_str()),
                     "Mode": if m.rw { "rw" } else { "ro" },
                     "RW": m.rw,
-                    "Propagation": if volume { String::new() } else if m.propagation.is_empty() { "rprivate".to_string() } else { m.propagation.clone() },
+                    "Propagation": if m.kind == "volume" { String::new() } else if m.propagation.is_empty() { "rprivate".to_string() } else { m.propagation.clone() },
                 })
             }).collect::<Vec<_>>(),
             "Config": c.config,
