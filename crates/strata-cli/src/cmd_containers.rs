@@ -250,19 +250,9 @@ impl CreateArgs {
             init: self.init,
             binds: self.volume.clone(),
             volumes_from: self.volumes_from.clone(),
-            storage_opt: self
-                .storage_opt
-                .iter()
-                .map(|o| {
-                    o.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .ok_or_else(|| {
-                            usage(format!(
-                                "invalid --storage-opt {o:?}: use KEY=VALUE, e.g. size=10G"
-                            ))
-                        })
-                })
-                .collect::<Result<_, _>>()?,
+            storage_opt: crate::key_values("--storage-opt", &self.storage_opt, "size=10G")?
+                .into_iter()
+                .collect(),
             resources: strata_exec::spec::Resources {
                 memory: bytes_flag("--memory", &self.memory)?,
                 memory_swap: bytes_flag("--memory-swap", &self.memory_swap)?,

@@ -118,13 +118,7 @@ fn create(engine: &Engine, a: CreateArgs) -> CmdResult {
         }
         (x, y) => x.or(y),
     };
-    let mut options = Vec::new();
-    for o in &a.opt {
-        let (k, v) = o
-            .split_once('=')
-            .ok_or_else(|| usage(format!("invalid option {o:?}: use -o KEY=VALUE")))?;
-        options.push((k.to_string(), v.to_string()));
-    }
+    let options = crate::key_values("-o", &a.opt, "type=tmpfs")?;
     let v = engine.create_volume(&VolumeOptions {
         name,
         driver: a.driver,

@@ -323,6 +323,26 @@ pub fn write_archive(
     res
 }
 
+/// A repeated `KEY=VALUE` flag as pairs; one without `=` is a usage error naming `flag`
+/// and an `example`.
+pub fn key_values(
+    flag: &str,
+    items: &[String],
+    example: &str,
+) -> Result<Vec<(String, String)>, Failure> {
+    items
+        .iter()
+        .map(|o| {
+            o.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| Failure {
+                    code: 125,
+                    message: format!("invalid {flag} {o:?}: use KEY=VALUE, e.g. {example}"),
+                })
+        })
+        .collect()
+}
+
 /// docker's prune flow: ask about `what` unless forced, prune, then report what went
 /// under `heading` and the space reclaimed.
 pub fn prune_confirmed(
@@ -395,20 +415,7 @@ fn open(cli: &Cli) -> Result<Engine, Failure> {
     Ok(Engine::open(&Options {
         root: cli.root.clone(),
         storage_driver: cli.storage_driver.clone(),
-        storage_opts: cli
-            .storage_opt
-            .iter()
-            .map(|o| {
-                o.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .ok_or_else(|| Failure {
-                        code: 125,
-                        message: format!(
-                            "invalid --storage-opt {o:?}: use KEY=VALUE, e.g. btrfs.loopsize=100G"
-                        ),
-                    })
-            })
-            .collect::<Result<_, _>>()?,
+        storage_opts: key_values("--storage-opt", &cli.storage_opt, "btrfs.loopsize=100G")?,
         runtimes: cli
             .add_runtime
             .iter()
