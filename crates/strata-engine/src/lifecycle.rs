@@ -189,10 +189,13 @@ impl Engine {
         } else {
             let p = self.mount_container(&c.id)?;
             std::fs::write(&mark, b"").map_err(|e| io("marking the mount", e))?;
-            // A root mounted before (`strata mount`) may still hold an earlier run's.
-            let mounted = strata_snapshot::mount::mounts_under(&p)
-                .map_err(|e| io("reading the mount table", e))?;
-            if mounted.is_empty() {
+            // A root mounted before (`strata mount`) may still hold an earlier run's
+            // volumes; a container without any never reads the mount table.
+            if !c.host.mount_points.is_empty()
+                && strata_snapshot::mount::mounts_under(&p)
+                    .map_err(|e| io("reading the mount table", e))?
+                    .is_empty()
+            {
                 if let Err(e) = self.mount_volumes(&c.id, &c.host.mount_points, &p, true) {
                     let _ = self.release_run_mount(&c);
                     return Err(e);
