@@ -217,20 +217,9 @@ fn loop_pool_is_reattached_and_reset_detaches_it() {
     s.ok(&["system", "reset", "-f"]);
     assert!(loops_under(s.dir.path()).is_empty());
     assert!(mounted_under(s.dir.path()).is_empty());
-    assert!(findmnt_under(s.dir.path()).is_empty());
+    assert!(all_mounts_under(s.dir.path()).is_empty());
     assert!(!data_file.exists());
     assert_eq!(s.ok(&["images", "-q"]), "");
-}
-
-/// Every mount below `dir`, the pool included.
-fn findmnt_under(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|t| t.starts_with(&*dir.to_string_lossy()))
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]
@@ -248,7 +237,7 @@ fn a_root_on_btrfs_holds_subvolumes_directly() {
     assert_eq!(s.ok(&["run", "--rm", "hi:1", "cat", "/f"]), "hi\n");
     // Only the test's own filesystem is a mount: subvolumes are not mounted.
     assert_eq!(
-        findmnt_under(s.dir.path()),
+        all_mounts_under(s.dir.path()),
         vec![s.root().display().to_string()]
     );
     s.ok(&["system", "reset", "-f"]);

@@ -410,13 +410,21 @@ impl Archive {
 /// mounted while the store exists, as docker's loop-lvm pool did, and a test's own
 /// filesystem mounted as the store's root (`btrfs-native`).
 pub fn mounted_under(dir: &Path) -> Vec<String> {
+    let store_root = format!("{}/root", dir.display());
+    all_mounts_under(dir)
+        .into_iter()
+        .filter(|t| !t.ends_with("/btrfs/fs") && *t != store_root)
+        .collect()
+}
+
+/// Every mount point below `dir`, a store's own included.
+pub fn all_mounts_under(dir: &Path) -> Vec<String> {
     let root = dir.display().to_string();
-    let store_root = format!("{root}/root");
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|t| t.starts_with(&root) && !t.ends_with("/btrfs/fs") && *t != store_root)
+        .filter(|t| t.starts_with(&root))
         .map(str::to_string)
         .collect()
 }
