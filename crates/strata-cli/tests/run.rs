@@ -10,7 +10,12 @@ use std::process::{Command, Stdio};
 
 /// A store with a busybox image whose containers use `runtime`.
 fn setup(runtime: &str) -> Store {
-    let s = Store::new("overlay2");
+    setup_on(runtime, "overlay2")
+}
+
+/// As [`setup`], with the store on `driver`.
+fn setup_on(runtime: &str, driver: &'static str) -> Store {
+    let s = Store::new(driver);
     s.busybox();
     s.runtime.set(runtime.to_string()).ok();
     s
@@ -854,20 +859,20 @@ fn init_as_pid1(s: Store) {
     assert!(!o.status.success());
 }
 
-fn run_test(f: fn(Store), runtime: &str) {
+fn run_test(f: fn(Store), runtime: &str, driver: &'static str) {
     if runtime == "runc" && Command::new("runc").arg("--version").output().is_err() {
         panic!("runc is not installed: scripts/deps.sh installs it");
     }
-    f(setup(runtime));
+    f(setup_on(runtime, driver));
 }
 
 macro_rules! runtime_tests {
-    ($runtime:ident: $($name:ident),* $(,)?) => {
-        mod $runtime {
+    ($module:ident, $runtime:literal, $driver:literal: $($name:ident),* $(,)?) => {
+        mod $module {
             $(
                 #[test]
                 fn $name() {
-                    super::run_test(super::$name, stringify!($runtime));
+                    super::run_test(super::$name, $runtime, $driver);
                 }
             )*
         }
@@ -875,8 +880,8 @@ macro_rules! runtime_tests {
 }
 
 macro_rules! all_tests {
-    ($($runtime:ident),*) => {
-        $(runtime_tests!($runtime:
+    ($($module:ident = $runtime:literal on $driver:literal),*) => {
+        $(runtime_tests!($module, $runtime, $driver:
             exit_codes, output_and_pid1, stdin_with_i, tty_through_a_pty, memory_limit_oom,
             pids_limit, read_only_and_tmpfs, namespaces, hardening, exec_into_running,
             stop_escalates_and_restart_keeps_layer, logs_follow_and_detach,
@@ -887,7 +892,12 @@ macro_rules! all_tests {
     };
 }
 
-all_tests!(native, runc);
+all_tests!(
+    native = "native" on "overlay2",
+    runc = "runc" on "overlay2",
+    // Containers whose root is the userspace union (a FUSE server per container).
+    native_on_aufs = "native" on "aufs"
+);
 
 #[test]
 fn info_lists_runtimes_and_added_ones_run() {

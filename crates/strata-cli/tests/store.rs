@@ -298,6 +298,7 @@ macro_rules! per_driver {
         mod overlay2 { $(#[test] fn $test() { super::$test("overlay2") })* }
         mod vfs { $(#[test] fn $test() { super::$test("vfs") })* }
         mod btrfs { $(#[test] fn $test() { super::$test("btrfs") })* }
+        mod aufs { $(#[test] fn $test() { super::$test("aufs") })* }
     };
 }
 

@@ -7,6 +7,7 @@
 //! one place. Active snapshots come from `prepare`, read-only ones from `view`, committed
 //! ones from `commit`; a committed snapshot is named by the caller (strata uses chain IDs).
 
+pub mod aufs;
 pub mod btrfs;
 pub mod loopdev;
 pub mod metastore;
@@ -136,6 +137,7 @@ pub fn open_driver(
         "overlay2" => Ok(Box::new(overlay::Overlay::open(home, opts)?)),
         "vfs" => Ok(Box::new(vfs::Vfs::open(home, opts)?)),
         "btrfs" => Ok(Box::new(btrfs::Btrfs::open(home, opts)?)),
+        "aufs" => Ok(Box::new(aufs::Aufs::open(home, opts)?)),
         other => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!(
@@ -155,7 +157,7 @@ pub fn default_driver() -> &'static str {
     }
 }
 
-pub const DRIVERS: &[&str] = &["overlay2", "vfs", "btrfs"];
+pub const DRIVERS: &[&str] = &["overlay2", "vfs", "btrfs", "aufs"];
 
 /// Helper for drivers that keep a whole tree per snapshot (vfs, btrfs), with `tree(id)`
 /// its directory: a view of a committed snapshot reads the parent's own tree read-only

@@ -12,7 +12,8 @@ use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Mount {
-    /// `overlay`, `bind`, or a block device filesystem (`btrfs`).
+    /// `overlay`, `bind`, `aufs` (the userspace union), or a block device filesystem
+    /// (`btrfs`).
     #[serde(rename = "type")]
     pub kind: String,
     pub source: String,
@@ -51,6 +52,7 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> io::Result<()> {
                 }
             }
             "overlay" | "btrfs" => mount_fs(mnt, target)?,
+            "aufs" => mount_aufs(mnt, target)?,
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
@@ -106,6 +108,57 @@ fn mount_fs(mnt: &Mount, target: &Path) -> io::Result<()> {
         target,
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )?;
+    Ok(())
+}
+
+/// The `strata-aufs` mount helper: `$STRATA_AUFS`, else beside the running program (or one
+/// directory up, where cargo puts binaries next to its test programs), else on `PATH`.
+pub fn aufs_helper() -> io::Result<std::path::PathBuf> {
+    const NAME: &str = "strata-aufs";
+    if let Some(p) = std::env::var_os("STRATA_AUFS") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe()?;
+    let beside = exe
+        .parent()
+        .into_iter()
+        .flat_map(|d| [d.join(NAME), d.join("..").join(NAME)]);
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(NAME))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    beside.chain(on_path).find(|p| p.is_file()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "the aufs driver needs the strata-aufs helper beside strata or on PATH \
+                 (build it with `cargo build --release -p strata-aufs`, or set STRATA_AUFS)",
+        )
+    })
+}
+
+/// Mounts a branch union through the `strata-aufs` helper, which returns once the mount is
+/// in place and keeps serving it from its own session until it is unmounted. Mounted so
+/// that a container's processes (any user) may use it, with devices and set-ID bits.
+fn mount_aufs(mnt: &Mount, target: &Path) -> io::Result<()> {
+    let mut opts = vec!["allow_other".to_string(), "dev".into(), "suid".into()];
+    opts.extend(mnt.options.iter().cloned());
+    let out = std::process::Command::new(aufs_helper()?)
+        .arg("-o")
+        .arg(opts.join(","))
+        .arg(&mnt.source)
+        .arg(target)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "mounting aufs on {}: {}",
+            target.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
     Ok(())
 }
 

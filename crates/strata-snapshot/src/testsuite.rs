@@ -129,6 +129,14 @@ fn mount(work: &Path, mounts: &[Mount]) -> MountGuard {
             "an overlay mount is overlayfs"
         );
     }
+    if mounts.iter().any(|m| m.kind == "aufs") {
+        const FUSE_MAGIC: i64 = 0x65735546;
+        assert_eq!(
+            rustix::fs::statfs(g.path()).unwrap().f_type,
+            FUSE_MAGIC,
+            "an aufs mount is the FUSE union"
+        );
+    }
     g
 }
 

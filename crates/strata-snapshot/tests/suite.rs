@@ -24,6 +24,8 @@ driver_suite!(vfs, run, "vfs");
 driver_suite!(btrfs, run, "btrfs");
 // btrfs on a root that is btrfs: subvolumes straight in the store.
 driver_suite!(btrfs_native, run_on_btrfs, "btrfs");
+// aufs: the userspace branch union over FUSE.
+driver_suite!(aufs, run, "aufs");
 
 #[test]
 fn every_suite_test_is_run() {

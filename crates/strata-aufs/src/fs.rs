@@ -1,0 +1,1699 @@
+//! The union itself: nodes, copy-up, whiteouts, and the FUSE operations.
+//!
+//! Names are resolved through per-directory merged views ([`DirView`]). A node is known by
+//! the paths it was looked up by; its number (`st_ino`, which FUSE also uses as the node
+//! id) is derived from the branch and inode number it was first found at, so the same
+//! files get the same numbers across lookups and remounts of the same branches, and hard
+//! links in a branch share one. All namespace state sits behind one lock; file data goes
+//! straight between the kernel and the branch file (passthrough) or through an fd.
+
+use crate::copyup::{self, fd_path, temp_name};
+use crate::view::{reserved, whiteout_name, DirView, Entry, Listing, OPAQUE};
+use crate::{BranchMode, MountConfig};
+use fuser::{
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, ResolveFlags, Stat};
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long the kernel may trust entries and attributes. Everything that changes them goes
+/// through this filesystem, and the kernel drops what its own operations invalidate.
+const TTL: Duration = Duration::from_secs(3600);
+const ROOT: u64 = 1;
+/// Node numbers past derivable ones (a collision, a huge branch inode number).
+const OVERFLOW: u64 = 1 << 63;
+const PLNK: &str = ".wh..wh.plnk";
+
+type Res<T> = std::result::Result<T, Errno>;
+
+fn errno(e: io::Error) -> Errno {
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn rerr(e: rustix::io::Errno) -> Errno {
+    Errno::from_i32(e.raw_os_error())
+}
+
+struct BranchFd {
+    fd: OwnedFd,
+}
+
+struct Node {
+    /// The union paths it is known by (hard links give several); empty once all are gone.
+    paths: Vec<PathBuf>,
+    /// (branch, inode number) pairs that name this node's file.
+    idents: Vec<(u16, u64)>,
+    lookups: u64,
+    generation: u64,
+}
+
+enum Handle {
+    File {
+        file: Arc<File>,
+        /// Holds the kernel's passthrough registration while the file is open.
+        _backing: Option<Arc<BackingId>>,
+    },
+    Dir(Listing),
+}
+
+#[derive(Default)]
+struct State {
+    nodes: HashMap<u64, Node>,
+    by_path: HashMap<PathBuf, u64>,
+    by_ident: HashMap<(u16, u64), u64>,
+    views: HashMap<PathBuf, DirView>,
+    /// Per node: the branch file registered for passthrough, while open.
+    backing: HashMap<u64, (u16, Weak<BackingId>)>,
+    next_overflow: u64,
+}
+
+pub struct Union {
+    branches: Vec<BranchFd>,
+    /// The leftmost writable branch: where every change lands.
+    write: Option<u16>,
+    passthrough: AtomicBool,
+    state: Mutex<State>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+}
+
+fn derive_ino(branch: u16, ino: u64) -> Option<u64> {
+    (ino < 1 << 48).then(|| ((branch as u64 + 1) << 48) | ino)
+}
+
+fn kind_of(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn kind_of_dirent(t: rfs::FileType) -> Option<FileType> {
+    Some(match t {
+        rfs::FileType::Directory => FileType::Directory,
+        rfs::FileType::Symlink => FileType::Symlink,
+        rfs::FileType::CharacterDevice => FileType::CharDevice,
+        rfs::FileType::BlockDevice => FileType::BlockDevice,
+        rfs::FileType::Fifo => FileType::NamedPipe,
+        rfs::FileType::Socket => FileType::Socket,
+        rfs::FileType::RegularFile => FileType::RegularFile,
+        _ => return None,
+    })
+}
+
+fn time(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+fn attr(ino: u64, st: &Stat) -> FileAttr {
+    let kind = kind_of(st.st_mode);
+    FileAttr {
+        ino: INodeNo(ino),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime, st.st_atime_nsec as i64),
+        mtime: time(st.st_mtime, st.st_mtime_nsec as i64),
+        ctime: time(st.st_ctime, st.st_ctime_nsec as i64),
+        crtime: time(st.st_ctime, st.st_ctime_nsec as i64),
+        kind,
+        perm: (st.st_mode & 0o7777) as u16,
+        // A merged directory's link count is not its top copy's; 1 means "unknown" to
+        // tools that would otherwise skip subdirectories (as btrfs reports).
+        nlink: if kind == FileType::Directory {
+            1
+        } else {
+            st.st_nlink as u32
+        },
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+fn split(path: &Path) -> (&Path, &OsStr) {
+    (
+        path.parent().unwrap_or(Path::new("")),
+        path.file_name().unwrap_or_default(),
+    )
+}
+
+fn to_timestamp(t: Option<TimeOrNow>) -> rfs::Timespec {
+    match t {
+        None => rfs::Timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => rfs::Timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => rfs::Timespec {
+                tv_sec: d.as_secs() as _,
+                tv_nsec: d.subsec_nanos() as _,
+            },
+            Err(e) => {
+                let d = e.duration();
+                let (s, n) = if d.subsec_nanos() == 0 {
+                    (-(d.as_secs() as i64), 0)
+                } else {
+                    (
+                        -(d.as_secs() as i64) - 1,
+                        1_000_000_000 - d.subsec_nanos() as i64,
+                    )
+                };
+                rfs::Timespec {
+                    tv_sec: s as _,
+                    tv_nsec: n as _,
+                }
+            }
+        },
+    }
+}
+
+impl Union {
+    pub fn new(config: &MountConfig) -> io::Result<Union> {
+        if config.branches.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no branches: give br=DIR[=rw|ro]:DIR...",
+            ));
+        }
+        let mut branches = Vec::new();
+        for b in &config.branches {
+            let fd = rfs::open(
+                &b.path,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| {
+                io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("branch {}: {e}", b.path.display()),
+                )
+            })?;
+            branches.push(BranchFd { fd });
+        }
+        let write = if config.readonly {
+            None
+        } else {
+            config
+                .branches
+                .iter()
+                .position(|b| b.mode == BranchMode::ReadWrite)
+                .map(|i| i as u16)
+        };
+        Ok(Union {
+            branches,
+            write,
+            passthrough: AtomicBool::new(config.passthrough),
+            state: Mutex::new(State {
+                next_overflow: OVERFLOW,
+                ..State::default()
+            }),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn writable(&self) -> Res<u16> {
+        self.write.ok_or(Errno::EROFS)
+    }
+
+    /// Opens directory `rel` of branch `b`, never leaving the branch nor following a link.
+    fn dir_fd(&self, b: u16, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        let root = &self.branches[b as usize].fd;
+        let flags = flags | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        if rel.as_os_str().is_empty() {
+            return Ok(rfs::openat(root, ".", flags, Mode::empty())?);
+        }
+        Ok(rfs::openat2(
+            root,
+            rel,
+            flags | OFlags::NOFOLLOW,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
+        )?)
+    }
+
+    fn parent_fd(&self, b: u16, path: &Path) -> io::Result<OwnedFd> {
+        self.dir_fd(b, split(path).0, OFlags::PATH)
+    }
+
+    fn stat_in(&self, b: u16, path: &Path) -> io::Result<Stat> {
+        if path.as_os_str().is_empty() {
+            return Ok(rfs::fstat(&self.branches[b as usize].fd)?);
+        }
+        let dir = self.parent_fd(b, path)?;
+        Ok(rfs::statat(&dir, split(path).1, AtFlags::SYMLINK_NOFOLLOW)?)
+    }
+
+    fn read_branch_dir(
+        &self,
+        b: u16,
+        rel: &Path,
+    ) -> io::Result<Option<Vec<(OsString, FileType, u64)>>> {
+        let fd = match self.dir_fd(b, rel, OFlags::RDONLY) {
+            Ok(fd) => fd,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        let mut dir = rfs::Dir::new(fd)?;
+        while let Some(e) = dir.read() {
+            let e = e?;
+            let name = e.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let name = OsStr::from_bytes(name);
+            let kind = match kind_of_dirent(e.file_type()) {
+                Some(k) => k,
+                None => kind_of(rfs::statat(dir.fd()?, name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode),
+            };
+            out.push((name.to_os_string(), kind, e.ino()));
+        }
+        Ok(Some(out))
+    }
+
+    /// Makes sure the merged view of directory `dir` is built.
+    fn ensure_view(&self, st: &mut State, dir: &Path) -> Res<()> {
+        if st.views.contains_key(dir) {
+            return Ok(());
+        }
+        let dirs: Vec<u16> = if dir.as_os_str().is_empty() {
+            (0..self.branches.len() as u16).collect()
+        } else {
+            let e = self.entry(st, dir)?;
+            if e.kind != FileType::Directory {
+                return Err(Errno::ENOTDIR);
+            }
+            e.dirs
+        };
+        let v = DirView::build(&dirs, |b| self.read_branch_dir(b, dir)).map_err(errno)?;
+        st.views.insert(dir.to_path_buf(), v);
+        Ok(())
+    }
+
+    fn view<'a>(&self, st: &'a mut State, dir: &Path) -> Res<&'a mut DirView> {
+        self.ensure_view(st, dir)?;
+        Ok(st.views.get_mut(dir).expect("view built"))
+    }
+
+    /// What `path` is in the union.
+    fn entry(&self, st: &mut State, path: &Path) -> Res<Entry> {
+        if path.as_os_str().is_empty() {
+            let v = self.view(st, path)?;
+            let top = *v.dirs.first().unwrap_or(&0);
+            let mut e = Entry::new(top, FileType::Directory, 0, false);
+            e.dirs = v.dirs.clone();
+            return Ok(e);
+        }
+        let (parent, name) = split(path);
+        self.view(st, parent)?
+            .entries
+            .get(name)
+            .cloned()
+            .ok_or(Errno::ENOENT)
+    }
+
+    fn path_of(&self, st: &State, ino: INodeNo) -> Res<PathBuf> {
+        if ino.0 == ROOT {
+            return Ok(PathBuf::new());
+        }
+        st.nodes
+            .get(&ino.0)
+            .and_then(|n| n.paths.first().cloned())
+            .ok_or(Errno::ENOENT)
+    }
+
+    fn child_path(&self, st: &State, parent: INodeNo, name: &OsStr) -> Res<PathBuf> {
+        if reserved(name) {
+            return Err(Errno::ENOENT);
+        }
+        Ok(self.path_of(st, parent)?.join(name))
+    }
+
+    /// The node for `path`, found at (`branch`, `ino`); counts one kernel lookup.
+    fn node_for(&self, st: &mut State, path: &Path, ident: (u16, u64)) -> (u64, u64) {
+        if path.as_os_str().is_empty() {
+            return (ROOT, 0);
+        }
+        let id = match st.by_path.get(path).or_else(|| st.by_ident.get(&ident)) {
+            Some(&id) => id,
+            None => {
+                let id = match derive_ino(ident.0, ident.1) {
+                    Some(id) if !st.nodes.contains_key(&id) => id,
+                    _ => {
+                        st.next_overflow += 1;
+                        st.next_overflow
+                    }
+                };
+                st.nodes.insert(
+                    id,
+                    Node {
+                        paths: Vec::new(),
+                        idents: vec![ident],
+                        lookups: 0,
+                        generation: 0,
+                    },
+                );
+                st.by_ident.insert(ident, id);
+                id
+            }
+        };
+        let node = st.nodes.get_mut(&id).expect("node");
+        node.lookups += 1;
+        if !node.paths.iter().any(|p| p == path) {
+            node.paths.push(path.to_path_buf());
+            st.by_path.insert(path.to_path_buf(), id);
+        }
+        (id, node.generation)
+    }
+
+    /// Looks `path` up for the kernel: its attributes under its node number.
+    fn lookup_path(&self, st: &mut State, path: &Path) -> Res<(FileAttr, u64)> {
+        let e = self.entry(st, path)?;
+        let s = self.stat_in(e.branch, path).map_err(errno)?;
+        let (id, generation) = self.node_for(st, path, (e.branch, s.st_ino));
+        Ok((attr(id, &s), generation))
+    }
+
+    fn attr_of(&self, st: &mut State, ino: INodeNo, path: &Path) -> Res<FileAttr> {
+        let e = self.entry(st, path)?;
+        let s = self.stat_in(e.branch, path).map_err(errno)?;
+        Ok(attr(ino.0, &s))
+    }
+
+    /// Forgets `path` as a name of its node (it was removed or renamed away).
+    fn drop_path(&self, st: &mut State, path: &Path) {
+        if let Some(id) = st.by_path.remove(path) {
+            if let Some(n) = st.nodes.get_mut(&id) {
+                n.paths.retain(|p| p != path);
+                if n.paths.is_empty() {
+                    // Its numbers may be reused by new files; keep them off this node.
+                    for i in std::mem::take(&mut n.idents) {
+                        st.by_ident.remove(&i);
+                    }
+                }
+            }
+        }
+        let prefix = path.to_path_buf();
+        st.views.retain(|k, _| !k.starts_with(&prefix));
+    }
+
+    /// Copies directory `dir` (and its parents) up to the writable branch.
+    fn copy_up_dir(&self, st: &mut State, dir: &Path) -> Res<()> {
+        if dir.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let w = self.writable()?;
+        let e = self.entry(st, dir)?;
+        if e.kind != FileType::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        if e.branch == w {
+            return Ok(());
+        }
+        if e.branch < w {
+            return Err(Errno::EROFS);
+        }
+        let (parent, name) = split(dir);
+        self.copy_up_dir(st, parent)?;
+        let ino = self.copy_object(e.branch, dir, w, true)?;
+        let pv = self.view(st, parent)?;
+        if let Some(pe) = pv.entry_mut(name) {
+            pe.branch = w;
+            pe.ino = ino;
+            pe.dirs.insert(0, w);
+            pe.shadows = true;
+        }
+        if let Some(v) = st.views.get_mut(dir) {
+            v.dirs.insert(0, w);
+        }
+        self.alias(st, dir, (w, ino));
+        Ok(())
+    }
+
+    /// Records that `path`'s node is now also found at `ident` (after a copy-up).
+    fn alias(&self, st: &mut State, path: &Path, ident: (u16, u64)) {
+        if let Some(&id) = st.by_path.get(path) {
+            st.by_ident.insert(ident, id);
+            if let Some(n) = st.nodes.get_mut(&id) {
+                n.idents.push(ident);
+            }
+        }
+    }
+
+    /// Copies `path` from branch `from` into the same place in branch `w`; returns the
+    /// copy's inode number. Files linked more than once go through the hard-link store, so
+    /// every name of a lower file copied up ends up as a link to one copy (aufs's plnk).
+    fn copy_object(&self, from: u16, path: &Path, w: u16, with_data: bool) -> Res<u64> {
+        let (_, name) = split(path);
+        let src_dir = self.parent_fd(from, path).map_err(errno)?;
+        let dst_dir = self.parent_fd(w, path).map_err(errno)?;
+        let s = rfs::statat(&src_dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+        let linked = kind_of(s.st_mode) == FileType::RegularFile && s.st_nlink > 1;
+        let plnk_name = OsString::from(format!("{from}.{}", s.st_ino));
+        let plnk = if linked {
+            let root = &self.branches[w as usize].fd;
+            match rfs::mkdirat(root, PLNK, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(rerr(e)),
+            }
+            let p = self
+                .dir_fd(w, Path::new(PLNK), OFlags::PATH)
+                .map_err(errno)?;
+            if rfs::linkat(&p, &plnk_name, &dst_dir, name, AtFlags::empty()).is_ok() {
+                return rfs::statat(&dst_dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map(|s| s.st_ino)
+                    .map_err(rerr);
+            }
+            Some(p)
+        } else {
+            None
+        };
+        let tmp = temp_name();
+        copyup::copy_object(src_dir.as_fd(), name, &s, dst_dir.as_fd(), &tmp, with_data)
+            .map_err(errno)?;
+        if let Some(p) = &plnk {
+            let _ = rfs::linkat(&dst_dir, &tmp, p, &plnk_name, AtFlags::empty());
+        }
+        if let Err(e) = rfs::renameat(&dst_dir, &tmp, &dst_dir, name) {
+            let _ = rfs::unlinkat(&dst_dir, &tmp, AtFlags::REMOVEDIR);
+            let _ = rfs::unlinkat(&dst_dir, &tmp, AtFlags::empty());
+            return Err(rerr(e));
+        }
+        rfs::statat(&dst_dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map(|s| s.st_ino)
+            .map_err(rerr)
+    }
+
+    /// Copies `path` up to the writable branch (its data only if `with_data`).
+    fn copy_up(&self, st: &mut State, path: &Path, with_data: bool) -> Res<()> {
+        let w = self.writable()?;
+        let e = self.entry(st, path)?;
+        if e.branch == w {
+            return Ok(());
+        }
+        if e.branch < w {
+            return Err(Errno::EROFS);
+        }
+        if e.kind == FileType::Directory {
+            return self.copy_up_dir(st, path);
+        }
+        let (parent, name) = split(path);
+        self.copy_up_dir(st, parent)?;
+        let ino = self.copy_object(e.branch, path, w, with_data)?;
+        if let Some(pe) = self.view(st, parent)?.entry_mut(name) {
+            pe.branch = w;
+            pe.ino = ino;
+            pe.shadows = true;
+        }
+        self.alias(st, path, (w, ino));
+        Ok(())
+    }
+
+    /// Copies a whole merged directory tree up (for renaming a directory with lower parts).
+    fn copy_up_tree(&self, st: &mut State, dir: &Path) -> Res<()> {
+        self.copy_up_dir(st, dir)?;
+        let names: Vec<(OsString, FileType)> = self
+            .view(st, dir)?
+            .entries
+            .iter()
+            .map(|(n, e)| (n.clone(), e.kind))
+            .collect();
+        for (n, kind) in names {
+            let p = dir.join(&n);
+            if kind == FileType::Directory {
+                self.copy_up_tree(st, &p)?;
+            } else {
+                self.copy_up(st, &p, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn put_whiteout(&self, dir: &OwnedFd, name: &OsStr) -> Res<()> {
+        let fd = rfs::openat(
+            dir,
+            whiteout_name(name),
+            OFlags::CREATE | OFlags::WRONLY | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o444),
+        )
+        .map_err(rerr)?;
+        drop(fd);
+        Ok(())
+    }
+
+    fn clear_whiteout(&self, dir: &OwnedFd, name: &OsStr) -> Res<()> {
+        match rfs::unlinkat(dir, whiteout_name(name), AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(rerr(e)),
+        }
+    }
+
+    /// Prepares to create `name` in `parent`: the parent copied up, the name free. Returns
+    /// the parent's fd in the writable branch and whether the name hides a lower one.
+    fn prepare_create(
+        &self,
+        st: &mut State,
+        parent: &Path,
+        name: &OsStr,
+    ) -> Res<(u16, OwnedFd, bool)> {
+        if reserved(name) {
+            return Err(Errno::EPERM);
+        }
+        let w = self.writable()?;
+        let v = self.view(st, parent)?;
+        if v.entries.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        let hidden = v.hidden.contains(name);
+        self.copy_up_dir(st, parent)?;
+        let dir = self.dir_fd(w, parent, OFlags::PATH).map_err(errno)?;
+        Ok((w, dir, hidden))
+    }
+
+    /// Ownership for a new object: the caller's, the group from a set-group-ID parent.
+    fn own_new(
+        &self,
+        st: &mut State,
+        req: &Request,
+        parent: &Path,
+        dir: &OwnedFd,
+        name: &OsStr,
+        is_dir: bool,
+    ) -> Res<()> {
+        let pe = self.entry(st, parent)?;
+        let ps = self.stat_in(pe.branch, parent).map_err(errno)?;
+        let setgid = ps.st_mode & libc::S_ISGID != 0;
+        let gid = if setgid { ps.st_gid } else { req.gid() };
+        rfs::chownat(
+            dir,
+            name,
+            Some(rfs::Uid::from_raw(req.uid())),
+            Some(rfs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(rerr)?;
+        if setgid && is_dir {
+            let s = rfs::statat(dir, name, AtFlags::empty()).map_err(rerr)?;
+            rfs::chmodat(
+                dir,
+                name,
+                Mode::from_raw_mode((s.st_mode & 0o7777) | libc::S_ISGID),
+                AtFlags::empty(),
+            )
+            .map_err(rerr)?;
+        }
+        Ok(())
+    }
+
+    /// Registers a new object `name` made in the writable branch and answers its lookup.
+    fn finish_create(
+        &self,
+        st: &mut State,
+        parent: &Path,
+        name: &OsStr,
+        dir: &OwnedFd,
+        hidden: bool,
+    ) -> Res<(FileAttr, u64)> {
+        self.clear_whiteout(dir, name)?;
+        let w = self.writable()?;
+        let s = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+        let path = parent.join(name);
+        self.view(st, parent)?.insert(
+            name.to_os_string(),
+            Entry::new(w, kind_of(s.st_mode), s.st_ino, hidden),
+        );
+        let (id, generation) = self.node_for(st, &path, (w, s.st_ino));
+        Ok((attr(id, &s), generation))
+    }
+
+    /// Removes `name` from `parent`: from the writable branch if it is there, with a
+    /// whiteout if a lower branch has it.
+    fn remove(&self, st: &mut State, parent: &Path, name: &OsStr, is_dir: bool) -> Res<()> {
+        let w = self.writable()?;
+        let path = parent.join(name);
+        let e = self.entry(st, &path)?;
+        match (is_dir, e.kind == FileType::Directory) {
+            (true, false) => return Err(Errno::ENOTDIR),
+            (false, true) => return Err(Errno::EISDIR),
+            _ => {}
+        }
+        if e.branch < w {
+            return Err(Errno::EROFS);
+        }
+        if is_dir && !self.view(st, &path)?.entries.is_empty() {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let needs_whiteout = e.shadows || e.branch != w || e.dirs.len() > 1;
+        self.copy_up_dir(st, parent)?;
+        let dir = self.dir_fd(w, parent, OFlags::PATH).map_err(errno)?;
+        if needs_whiteout {
+            // Before the removal: a crash in between leaves the name visible, not lost.
+            self.put_whiteout(&dir, name)?;
+        }
+        if e.branch == w {
+            if is_dir {
+                let d = self.dir_fd(w, &path, OFlags::RDONLY).map_err(errno)?;
+                copyup::clear_dir(&d).map_err(errno)?;
+                rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR).map_err(rerr)?;
+            } else {
+                rfs::unlinkat(&dir, name, AtFlags::empty()).map_err(rerr)?;
+            }
+        }
+        self.view(st, parent)?.remove(name, needs_whiteout);
+        self.drop_path(st, &path);
+        Ok(())
+    }
+
+    fn rename_paths(&self, st: &mut State, from: &Path, to: &Path) {
+        let moved: Vec<(PathBuf, u64)> = st
+            .by_path
+            .iter()
+            .filter(|(p, _)| p.starts_with(from))
+            .map(|(p, id)| (p.clone(), *id))
+            .collect();
+        for (old, id) in moved {
+            let new = to.join(old.strip_prefix(from).expect("prefix"));
+            st.by_path.remove(&old);
+            st.by_path.insert(new.clone(), id);
+            if let Some(n) = st.nodes.get_mut(&id) {
+                for p in n.paths.iter_mut().filter(|p| **p == old) {
+                    *p = new.clone();
+                }
+            }
+        }
+        let views: Vec<PathBuf> = st
+            .views
+            .keys()
+            .filter(|p| p.starts_with(from))
+            .cloned()
+            .collect();
+        for old in views {
+            let v = st.views.remove(&old).expect("view");
+            st.views
+                .insert(to.join(old.strip_prefix(from).expect("prefix")), v);
+        }
+    }
+
+    fn do_rename(&self, st: &mut State, from: &Path, to: &Path, flags: RenameFlags) -> Res<()> {
+        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+            return Err(Errno::EINVAL);
+        }
+        let w = self.writable()?;
+        let (fparent, fname) = split(from);
+        let (tparent, tname) = split(to);
+        if reserved(tname) {
+            return Err(Errno::EPERM);
+        }
+        let src = self.entry(st, from)?;
+        if src.branch < w {
+            return Err(Errno::EROFS);
+        }
+        let src_dir = src.kind == FileType::Directory;
+        if src_dir && to.starts_with(from) && to != from {
+            return Err(Errno::EINVAL);
+        }
+        let dst = match self.entry(st, to) {
+            Ok(e) => Some(e),
+            Err(e) if e == Errno::ENOENT => None,
+            Err(e) => return Err(e),
+        };
+        if from == to {
+            return Ok(());
+        }
+        if let Some(d) = &dst {
+            if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                return Err(Errno::EEXIST);
+            }
+            if d.branch < w {
+                return Err(Errno::EROFS);
+            }
+            match (src_dir, d.kind == FileType::Directory) {
+                (true, false) => return Err(Errno::ENOTDIR),
+                (false, true) => return Err(Errno::EISDIR),
+                (true, true) if !self.view(st, to)?.entries.is_empty() => {
+                    return Err(Errno::ENOTEMPTY)
+                }
+                _ => {}
+            }
+        }
+        let src_lower = src.shadows || src.branch != w || src.dirs.len() > 1;
+        if src_dir {
+            self.copy_up_tree(st, from)?;
+        } else {
+            self.copy_up(st, from, true)?;
+        }
+        self.copy_up_dir(st, tparent)?;
+        let fdir = self.dir_fd(w, fparent, OFlags::PATH).map_err(errno)?;
+        let tdir = self.dir_fd(w, tparent, OFlags::PATH).map_err(errno)?;
+        let dst_shadows = match &dst {
+            Some(d) => {
+                if d.kind == FileType::Directory && d.branch == w {
+                    // An empty merged directory may still hold whiteouts in this branch.
+                    let dd = self.dir_fd(w, to, OFlags::RDONLY).map_err(errno)?;
+                    copyup::clear_dir(&dd).map_err(errno)?;
+                }
+                true
+            }
+            None => self.view(st, tparent)?.hidden.contains(tname),
+        };
+        if src_dir && dst_shadows {
+            // Lower directories of the new name must not show through.
+            let d = self.dir_fd(w, from, OFlags::PATH).map_err(errno)?;
+            let fd = rfs::openat(
+                &d,
+                OPAQUE,
+                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o444),
+            )
+            .map_err(rerr)?;
+            drop(fd);
+        }
+        if src_lower {
+            self.put_whiteout(&fdir, fname)?;
+        }
+        rfs::renameat(&fdir, fname, &tdir, tname).map_err(rerr)?;
+        self.clear_whiteout(&tdir, tname)?;
+        let s = rfs::statat(&tdir, tname, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+        self.view(st, fparent)?.remove(fname, src_lower);
+        if dst.is_some() {
+            self.drop_path(st, to);
+        }
+        let mut e = Entry::new(w, src.kind, s.st_ino, dst_shadows);
+        if src_dir && !dst_shadows {
+            e.dirs = vec![w];
+        }
+        self.view(st, tparent)?.insert(tname.to_os_string(), e);
+        self.rename_paths(st, from, to);
+        if let Some(v) = st.views.get_mut(to) {
+            v.dirs = vec![w];
+        }
+        Ok(())
+    }
+
+    fn new_fh(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, h);
+        fh
+    }
+
+    fn file(&self, fh: FileHandle) -> Res<Arc<File>> {
+        match self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh.0)
+        {
+            Some(Handle::File { file, .. }) => Ok(file.clone()),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    /// Opens the union file `path` (already copied up if it is to be written).
+    fn open_file(&self, st: &mut State, path: &Path, flags: i32) -> Res<(File, u16)> {
+        let e = self.entry(st, path)?;
+        let keep = libc::O_ACCMODE
+            | libc::O_TRUNC
+            | libc::O_APPEND
+            | libc::O_DIRECT
+            | libc::O_SYNC
+            | libc::O_DSYNC
+            | libc::O_NOATIME;
+        let flags =
+            OFlags::from_bits_retain((flags & keep) as u32) | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let dir = self.parent_fd(e.branch, path).map_err(errno)?;
+        let fd = rfs::openat(&dir, split(path).1, flags, Mode::empty()).map_err(rerr)?;
+        Ok((File::from(fd), e.branch))
+    }
+
+    /// The kernel's passthrough registration for node `ino` backed by `file` from branch
+    /// `b`; `None` when passthrough is off or the node is open on another branch's file.
+    fn backing(
+        &self,
+        st: &mut State,
+        ino: u64,
+        b: u16,
+        file: &File,
+        open: impl FnOnce(BorrowedFd<'_>) -> io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        if let Some((branch, weak)) = st.backing.get(&ino) {
+            if let Some(id) = weak.upgrade() {
+                return (*branch == b).then_some(id);
+            }
+        }
+        let id = Arc::new(open(file.as_fd()).ok()?);
+        st.backing.insert(ino, (b, Arc::downgrade(&id)));
+        Some(id)
+    }
+
+    fn open_flags(&self, b: u16, passthrough: bool) -> FopenFlags {
+        if passthrough {
+            FopenFlags::empty()
+        } else if self.passthrough.load(Ordering::Relaxed) {
+            // The node is passed through on another handle; stay out of the page cache.
+            FopenFlags::FOPEN_DIRECT_IO
+        } else if Some(b) != self.write {
+            // Lower files never change: keep their pages across opens.
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        }
+    }
+
+    fn listing(&self, st: &mut State, dir: &Path) -> Res<Listing> {
+        let v = self.view(st, dir)?;
+        if let Some(l) = &v.listing {
+            return Ok(l.clone());
+        }
+        let raw: Vec<(OsString, FileType, u16, u64)> = v
+            .entries
+            .iter()
+            .map(|(n, e)| (n.clone(), e.kind, e.branch, e.ino))
+            .collect();
+        let list: Vec<(OsString, FileType, u64)> = raw
+            .into_iter()
+            .map(|(n, kind, b, ino)| {
+                let id = st
+                    .by_path
+                    .get(&dir.join(&n))
+                    .copied()
+                    .or_else(|| st.by_ident.get(&(b, ino)).copied())
+                    .or_else(|| derive_ino(b, ino))
+                    .unwrap_or(OVERFLOW);
+                (n, kind, id)
+            })
+            .collect();
+        let l = Arc::new(list);
+        st.views.get_mut(dir).expect("view").listing = Some(l.clone());
+        Ok(l)
+    }
+}
+
+impl Filesystem for Union {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS | InitFlags::FUSE_PARALLEL_DIROPS);
+        let _ = config.set_max_write(1 << 20);
+        if self.passthrough.load(Ordering::Relaxed) {
+            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            self.passthrough.store(ok, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let mut st = self.lock();
+        let r = self
+            .child_path(&st, parent, name)
+            .and_then(|p| self.lookup_path(&mut st, &p));
+        match r {
+            Ok((a, g)) => reply.entry(&TTL, &a, Generation(g)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(n) = st.nodes.get_mut(&ino.0) else {
+            return;
+        };
+        n.lookups = n.lookups.saturating_sub(nlookup);
+        if n.lookups == 0 {
+            let n = st.nodes.remove(&ino.0).expect("node");
+            for p in n.paths {
+                st.by_path.remove(&p);
+            }
+            for i in n.idents {
+                if st.by_ident.get(&i) == Some(&ino.0) {
+                    st.by_ident.remove(&i);
+                }
+            }
+            st.backing.remove(&ino.0);
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(file) = fh.and_then(|fh| self.file(fh).ok()) {
+            return match rfs::fstat(&*file) {
+                Ok(s) => reply.attr(&TTL, &attr(ino.0, &s)),
+                Err(e) => reply.error(rerr(e)),
+            };
+        }
+        let mut st = self.lock();
+        let r = self
+            .path_of(&st, ino)
+            .and_then(|p| self.attr_of(&mut st, ino, &p));
+        match r {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let mut st = self.lock();
+        let r = (|| -> Res<FileAttr> {
+            let path = self.path_of(&st, ino)?;
+            let open = fh.and_then(|fh| self.file(fh).ok());
+            if open.is_none() {
+                self.copy_up(&mut st, &path, size != Some(0))?;
+            }
+            let w = self.writable()?;
+            let (dir, name) = if path.as_os_str().is_empty() {
+                (
+                    self.dir_fd(w, &path, OFlags::PATH).map_err(errno)?,
+                    OsStr::new("."),
+                )
+            } else {
+                (self.parent_fd(w, &path).map_err(errno)?, split(&path).1)
+            };
+            if uid.is_some() || gid.is_some() {
+                rfs::chownat(
+                    &dir,
+                    name,
+                    uid.map(rfs::Uid::from_raw),
+                    gid.map(rfs::Gid::from_raw),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(rerr)?;
+            }
+            if let Some(m) = mode {
+                rfs::chmodat(
+                    &dir,
+                    name,
+                    Mode::from_raw_mode(m & 0o7777),
+                    AtFlags::empty(),
+                )
+                .map_err(rerr)?;
+            }
+            if let Some(size) = size {
+                match &open {
+                    Some(f) => f.set_len(size).map_err(errno)?,
+                    None => {
+                        let f = rfs::openat(
+                            &dir,
+                            name,
+                            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        )
+                        .map_err(rerr)?;
+                        rfs::ftruncate(&f, size).map_err(rerr)?;
+                    }
+                }
+            }
+            if atime.is_some() || mtime.is_some() {
+                let ts = rfs::Timestamps {
+                    last_access: to_timestamp(atime),
+                    last_modification: to_timestamp(mtime),
+                };
+                rfs::utimensat(&dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+            }
+            match &open {
+                Some(f) => rfs::fstat(&**f).map(|s| attr(ino.0, &s)).map_err(rerr),
+                None => self.attr_of(&mut st, ino, &path),
+            }
+        })();
+        match r {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let mut st = self.lock();
+        let r = (|| -> Res<Vec<u8>> {
+            let path = self.path_of(&st, ino)?;
+            let e = self.entry(&mut st, &path)?;
+            let dir = self.parent_fd(e.branch, &path).map_err(errno)?;
+            rfs::readlinkat(&dir, split(&path).1, Vec::new())
+                .map(|t| t.into_bytes())
+                .map_err(rerr)
+        })();
+        match r {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let mut st = self.lock();
+        let r = (|| {
+            let pp = self.path_of(&st, parent)?;
+            let (_, dir, hidden) = self.prepare_create(&mut st, &pp, name)?;
+            let kind = rfs::FileType::from_raw_mode(mode);
+            rfs::mknodat(
+                &dir,
+                name,
+                kind,
+                Mode::from_raw_mode(mode & !umask & 0o7777),
+                rdev as _,
+            )
+            .map_err(rerr)?;
+            self.own_new(&mut st, req, &pp, &dir, name, false)?;
+            self.finish_create(&mut st, &pp, name, &dir, hidden)
+        })();
+        match r {
+            Ok((a, g)) => reply.entry(&TTL, &a, Generation(g)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let mut st = self.lock();
+        let r = (|| {
+            let pp = self.path_of(&st, parent)?;
+            let (_, dir, hidden) = self.prepare_create(&mut st, &pp, name)?;
+            rfs::mkdirat(&dir, name, Mode::from_raw_mode(mode & !umask & 0o7777)).map_err(rerr)?;
+            if hidden {
+                // A lower directory of this name was deleted: its contents stay hidden.
+                let d = rfs::openat(
+                    &dir,
+                    name,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(rerr)?;
+                drop(
+                    rfs::openat(
+                        &d,
+                        OPAQUE,
+                        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o444),
+                    )
+                    .map_err(rerr)?,
+                );
+            }
+            self.own_new(&mut st, req, &pp, &dir, name, true)?;
+            self.finish_create(&mut st, &pp, name, &dir, hidden)
+        })();
+        match r {
+            Ok((a, g)) => reply.entry(&TTL, &a, Generation(g)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let mut st = self.lock();
+        let r = self
+            .path_of(&st, parent)
+            .and_then(|pp| self.remove(&mut st, &pp, name, false));
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let mut st = self.lock();
+        let r = self
+            .path_of(&st, parent)
+            .and_then(|pp| self.remove(&mut st, &pp, name, true));
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let mut st = self.lock();
+        let r = (|| {
+            let pp = self.path_of(&st, parent)?;
+            let (_, dir, hidden) = self.prepare_create(&mut st, &pp, link_name)?;
+            rfs::symlinkat(target, &dir, link_name).map_err(rerr)?;
+            self.own_new(&mut st, req, &pp, &dir, link_name, false)?;
+            self.finish_create(&mut st, &pp, link_name, &dir, hidden)
+        })();
+        match r {
+            Ok((a, g)) => reply.entry(&TTL, &a, Generation(g)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let mut st = self.lock();
+        let r = (|| {
+            let from = self.child_path(&st, parent, name)?;
+            let to = self.path_of(&st, newparent)?.join(newname);
+            self.do_rename(&mut st, &from, &to, flags)
+        })();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let mut st = self.lock();
+        let r = (|| {
+            let src = self.path_of(&st, ino)?;
+            let pp = self.path_of(&st, newparent)?;
+            let (w, dir, hidden) = self.prepare_create(&mut st, &pp, newname)?;
+            self.copy_up(&mut st, &src, true)?;
+            let sdir = self.parent_fd(w, &src).map_err(errno)?;
+            rfs::linkat(&sdir, split(&src).1, &dir, newname, AtFlags::empty()).map_err(rerr)?;
+            self.clear_whiteout(&dir, newname)?;
+            let s = rfs::statat(&dir, newname, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+            self.view(&mut st, &pp)?.insert(
+                newname.to_os_string(),
+                Entry::new(w, kind_of(s.st_mode), s.st_ino, hidden),
+            );
+            let path = pp.join(newname);
+            let node = st.nodes.get_mut(&ino.0).ok_or(Errno::ENOENT)?;
+            node.lookups += 1;
+            node.paths.push(path.clone());
+            let generation = node.generation;
+            st.by_path.insert(path, ino.0);
+            Ok((attr(ino.0, &s), generation))
+        })();
+        match r {
+            Ok((a, g)) => reply.entry(&TTL, &a, Generation(g)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mut st = self.lock();
+        let r = (|| {
+            let path = self.path_of(&st, ino)?;
+            let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+            let truncates = flags.0 & libc::O_TRUNC != 0;
+            if writes || truncates {
+                self.copy_up(&mut st, &path, !truncates)?;
+            }
+            self.open_file(&mut st, &path, flags.0)
+        })();
+        let (file, b) = match r {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let backing = self.backing(&mut st, ino.0, b, &file, |fd| reply.open_backing(fd));
+        drop(st);
+        let open_flags = self.open_flags(b, backing.is_some());
+        let fh = self.new_fh(Handle::File {
+            file: Arc::new(file),
+            _backing: backing.clone(),
+        });
+        match backing {
+            Some(id) => reply.opened_passthrough(FileHandle(fh), open_flags, &id),
+            None => reply.opened(FileHandle(fh), open_flags),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let r = self.file(fh).and_then(|f| {
+            let mut buf = vec![0u8; size as usize];
+            let mut n = 0;
+            while n < buf.len() {
+                match f.read_at(&mut buf[n..], offset + n as u64) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(errno(e)),
+                }
+            }
+            buf.truncate(n);
+            Ok(buf)
+        });
+        match r {
+            Ok(b) => reply.data(&b),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let r = self
+            .file(fh)
+            .and_then(|f| f.write_all_at(data, offset).map_err(errno));
+        match r {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.file(fh).and_then(|f| {
+            if datasync {
+                f.sync_data()
+            } else {
+                f.sync_all()
+            }
+            .map_err(errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let mut st = self.lock();
+        let r = self
+            .path_of(&st, ino)
+            .and_then(|p| self.listing(&mut st, &p));
+        drop(st);
+        match r {
+            Ok(l) => {
+                let fh = self.new_fh(Handle::Dir(l));
+                reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                );
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let listing = match self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh.0)
+        {
+            Some(Handle::Dir(l)) => l.clone(),
+            _ => return reply.error(Errno::EBADF),
+        };
+        let mut i = offset as usize;
+        loop {
+            let full = match i {
+                0 => reply.add(ino, 1, FileType::Directory, "."),
+                1 => reply.add(INodeNo(ROOT), 2, FileType::Directory, ".."),
+                _ => match listing.get(i - 2) {
+                    Some((name, kind, id)) => reply.add(INodeNo(*id), i as u64 + 1, *kind, name),
+                    None => break,
+                },
+            };
+            if full {
+                break;
+            }
+            i += 1;
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let st = self.lock();
+        let r = (|| {
+            let path = self.path_of(&st, ino)?;
+            let w = self.writable()?;
+            let d = self.dir_fd(w, &path, OFlags::RDONLY).map_err(errno)?;
+            rfs::fsync(&d).map_err(rerr)
+        })();
+        match r {
+            Ok(()) | Err(Errno::ENOENT) | Err(Errno::EROFS) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let b = self.write.unwrap_or(0);
+        match rfs::fstatfs(&self.branches[b as usize].fd) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namelen as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(rerr(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let mut st = self.lock();
+        let r = (|| {
+            let path = self.path_of(&st, ino)?;
+            self.copy_up(&mut st, &path, true)?;
+            let w = self.writable()?;
+            let (_dir, p) = self.xattr_target(w, &path)?;
+            rfs::lsetxattr(
+                OsStr::from_bytes(&p),
+                name,
+                value,
+                rfs::XattrFlags::from_bits_retain(flags as u32),
+            )
+            .map_err(rerr)
+        })();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let mut st = self.lock();
+        let r = (|| {
+            let path = self.path_of(&st, ino)?;
+            let e = self.entry(&mut st, &path)?;
+            let (_dir, p) = self.xattr_target(e.branch, &path)?;
+            copyup::get_xattr(&p, name.as_bytes()).map_err(errno)
+        })();
+        drop(st);
+        match r {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let mut st = self.lock();
+        let r = (|| {
+            let path = self.path_of(&st, ino)?;
+            let e = self.entry(&mut st, &path)?;
+            let (_dir, p) = self.xattr_target(e.branch, &path)?;
+            copyup::list_xattrs(&p).map_err(errno)
+        })();
+        drop(st);
+        match r {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(&n);
+                    buf.push(0);
+                }
+                if size == 0 {
+                    reply.size(buf.len() as u32)
+                } else if buf.len() > size as usize {
+                    reply.error(Errno::ERANGE)
+                } else {
+                    reply.data(&buf)
+                }
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let mut st = self.lock();
+        let r = (|| {
+            let path = self.path_of(&st, ino)?;
+            self.copy_up(&mut st, &path, true)?;
+            let w = self.writable()?;
+            let (_dir, p) = self.xattr_target(w, &path)?;
+            rfs::lremovexattr(OsStr::from_bytes(&p), name).map_err(rerr)
+        })();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // default_permissions: the kernel checks modes itself.
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let mut st = self.lock();
+        let r = (|| {
+            let pp = self.path_of(&st, parent)?;
+            let (_, dir, hidden) = self.prepare_create(&mut st, &pp, name)?;
+            let keep =
+                libc::O_ACCMODE | libc::O_APPEND | libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC;
+            let oflags = OFlags::from_bits_retain((flags & keep) as u32)
+                | OFlags::CREATE
+                | OFlags::EXCL
+                | OFlags::NOFOLLOW
+                | OFlags::CLOEXEC;
+            let fd = rfs::openat(
+                &dir,
+                name,
+                oflags,
+                Mode::from_raw_mode(mode & !umask & 0o7777),
+            )
+            .map_err(rerr)?;
+            self.own_new(&mut st, req, &pp, &dir, name, false)?;
+            let (a, g) = self.finish_create(&mut st, &pp, name, &dir, hidden)?;
+            Ok((a, g, File::from(fd)))
+        })();
+        let (a, g, file) = match r {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let w = self.write.unwrap_or(0);
+        let backing = self.backing(&mut st, a.ino.0, w, &file, |fd| reply.open_backing(fd));
+        drop(st);
+        let open_flags = self.open_flags(w, backing.is_some());
+        let fh = self.new_fh(Handle::File {
+            file: Arc::new(file),
+            _backing: backing.clone(),
+        });
+        match backing {
+            Some(id) => {
+                reply.created_passthrough(&TTL, &a, Generation(g), FileHandle(fh), open_flags, &id)
+            }
+            None => reply.created(&TTL, &a, Generation(g), FileHandle(fh), open_flags),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.file(fh).and_then(|f| {
+            rfs::fallocate(
+                &*f,
+                rfs::FallocateFlags::from_bits_retain(mode as u32),
+                offset,
+                length,
+            )
+            .map_err(rerr)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+impl Union {
+    /// A path naming `path` in branch `b` for the xattr calls (see [`fd_path`]), with the
+    /// directory fd it goes through, which must stay open while the path is used.
+    fn xattr_target(&self, b: u16, path: &Path) -> Res<(OwnedFd, Vec<u8>)> {
+        if path.as_os_str().is_empty() {
+            let d = self.dir_fd(b, path, OFlags::PATH).map_err(errno)?;
+            let p = fd_path(d.as_fd(), OsStr::new("."));
+            return Ok((d, p));
+        }
+        let dir = self.parent_fd(b, path).map_err(errno)?;
+        let p = fd_path(dir.as_fd(), split(path).1);
+        Ok((dir, p))
+    }
+}

@@ -1,0 +1,187 @@
+//! A branch union filesystem with aufs semantics, served in userspace over FUSE.
+//!
+//! Several directories (branches) appear as one tree. Branch order is priority: where a
+//! name exists in several branches the leftmost wins. Changes land on the leftmost writable
+//! branch: a file from a lower branch is copied up on its first modification (data or
+//! metadata), a deletion leaves a whiteout `.wh.NAME`, a directory whose lower contents
+//! must stay hidden holds `.wh..wh..opq`, and other `.wh..wh.*` names are the filesystem's
+//! own (the hard-link store `.wh..wh.plnk`, copy-up temporaries). A branch therefore holds
+//! exactly what an aufs branch holds, and a layer tar of it is its diff.
+//!
+//! aufs itself never entered mainline Linux, and the kernel's overlayfs stores whiteouts
+//! differently, so this is written here; `fuser` speaks the FUSE protocol. Lower branches
+//! are immutable while mounted, so the kernel may cache their entries, attributes and
+//! pages; file data goes through FUSE passthrough (the kernel reads and writes the branch
+//! file itself) where the kernel offers it.
+
+mod copyup;
+mod fs;
+mod view;
+
+pub use fs::Union;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// How a branch may be used, as aufs spells it after `=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BranchMode {
+    /// `rw`: takes copy-ups, new files and whiteouts.
+    ReadWrite,
+    /// `ro`, `ro+wh` or `rr`: never written.
+    ReadOnly,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branch {
+    pub path: PathBuf,
+    pub mode: BranchMode,
+}
+
+/// Parses aufs's `br=` value: `DIR[=MODE]` joined by `:` (leftmost first). A branch without
+/// a mode is `rw` when it is the first and `ro` otherwise, as aufs defaults.
+pub fn parse_branches(spec: &str) -> Result<Vec<Branch>, String> {
+    let mut out = Vec::new();
+    for (i, part) in spec.split(':').enumerate() {
+        if part.is_empty() {
+            return Err(format!("empty branch in br={spec:?}"));
+        }
+        let (path, mode) = match part.rsplit_once('=') {
+            Some((p, m)) => (p, Some(m)),
+            None => (part, None),
+        };
+        let mode = match mode {
+            None if i == 0 => BranchMode::ReadWrite,
+            None => BranchMode::ReadOnly,
+            Some("rw") => BranchMode::ReadWrite,
+            Some("ro" | "ro+wh" | "rr" | "rr+wh") => BranchMode::ReadOnly,
+            Some(m) => {
+                return Err(format!(
+                    "branch {path:?}: unknown mode {m:?} (use rw, ro, ro+wh or rr)"
+                ))
+            }
+        };
+        let path = PathBuf::from(path);
+        if !path.is_absolute() {
+            return Err(format!("branch {path:?} is not an absolute path"));
+        }
+        out.push(Branch { path, mode });
+    }
+    if out.len() > u16::MAX as usize {
+        return Err(format!("{} branches is too many", out.len()));
+    }
+    Ok(out)
+}
+
+/// Everything a mount takes.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub branches: Vec<Branch>,
+    /// Mount read-only whatever the branches allow.
+    pub readonly: bool,
+    /// Let users other than the mounting one in (FUSE's `allow_other`).
+    pub allow_other: bool,
+    /// Device files and set-user-ID bits take effect (as for a container's root).
+    pub dev: bool,
+    pub suid: bool,
+    pub exec: bool,
+    /// Request-serving threads.
+    pub threads: usize,
+    /// Hand file data to the kernel (FUSE passthrough) where it is offered.
+    pub passthrough: bool,
+    /// The source shown in the mount table.
+    pub fsname: String,
+}
+
+impl MountConfig {
+    pub fn new(branches: Vec<Branch>) -> MountConfig {
+        MountConfig {
+            branches,
+            readonly: false,
+            allow_other: false,
+            dev: false,
+            suid: false,
+            exec: true,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
+            passthrough: true,
+            fsname: "strata-aufs".into(),
+        }
+    }
+
+    /// Applies one mount option as `mount -o` spells it.
+    pub fn set_option(&mut self, opt: &str) -> Result<(), String> {
+        match opt {
+            ""
+            | "rw"
+            | "default_permissions"
+            | "async"
+            | "auto"
+            | "noauto"
+            | "user"
+            | "nouser"
+            | "_netdev"
+            | "nofail" => {}
+            o if o.starts_with("x-") => {}
+            "ro" => self.readonly = true,
+            "allow_other" => self.allow_other = true,
+            "dev" => self.dev = true,
+            "nodev" => self.dev = false,
+            "suid" => self.suid = true,
+            "nosuid" => self.suid = false,
+            "exec" => self.exec = true,
+            "noexec" => self.exec = false,
+            "nopassthrough" => self.passthrough = false,
+            o => match o.split_once('=') {
+                Some(("br" | "dirs", v)) => self.branches = parse_branches(v)?,
+                Some(("fsname", v)) => self.fsname = v.to_string(),
+                Some(("threads", v)) => {
+                    self.threads = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| format!("threads={v}: give a number from 1 to 64"))?
+                }
+                _ => return Err(format!("unknown mount option {o:?}")),
+            },
+        }
+        Ok(())
+    }
+
+    fn fuser_config(&self) -> fuser::Config {
+        use fuser::MountOption as O;
+        let mut c = fuser::Config::default();
+        c.mount_options = vec![
+            O::FSName(self.fsname.clone()),
+            O::Subtype("strata-aufs".into()),
+            O::DefaultPermissions,
+            if self.readonly { O::RO } else { O::RW },
+            if self.dev { O::Dev } else { O::NoDev },
+            if self.suid { O::Suid } else { O::NoSuid },
+            if self.exec { O::Exec } else { O::NoExec },
+        ];
+        if self.allow_other {
+            c.acl = fuser::SessionACL::All;
+        }
+        c.n_threads = Some(self.threads);
+        c.clone_fd = true;
+        c
+    }
+}
+
+/// A mounted union, served by the caller's thread until it is unmounted.
+pub struct Mounted(fuser::Session<Union>);
+
+impl Mounted {
+    /// Serves requests until the filesystem is unmounted.
+    pub fn run(self) -> io::Result<()> {
+        self.0.run()
+    }
+}
+
+/// Mounts the union on `mountpoint`. The mount exists when this returns; requests are
+/// served once [`Mounted::run`] is called.
+pub fn mount(config: &MountConfig, mountpoint: &Path) -> io::Result<Mounted> {
+    let fs = Union::new(config)?;
+    let session = fuser::Session::new(fs, mountpoint, &config.fuser_config())?;
+    Ok(Mounted(session))
+}
