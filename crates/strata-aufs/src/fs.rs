@@ -36,6 +36,10 @@ const ROOT: u64 = 1;
 /// Node numbers past derivable ones (a collision, a huge branch inode number).
 const OVERFLOW: u64 = 1 << 63;
 const PLNK: &str = ".wh..wh.plnk";
+/// The writable branch's log of copy-ups: 16-byte records (copy's inode number, node
+/// number), node number 0 when the copy was removed. Not synced: losing its tail after a
+/// crash only renumbers some copied-up files.
+const XINO: &str = ".wh..wh.xino";
 
 type Res<T> = std::result::Result<T, Errno>;
 
@@ -62,6 +66,7 @@ struct Node {
 
 enum Handle {
     File {
+        ino: u64,
         file: Arc<File>,
         /// Holds the kernel's passthrough registration while the file is open.
         _backing: Option<Arc<BackingId>>,
@@ -78,6 +83,11 @@ struct State {
     /// Per node: the branch file registered for passthrough, while open.
     backing: HashMap<u64, (u16, Weak<BackingId>)>,
     next_overflow: u64,
+    /// Copies in the writable branch by inode number, with the node number their lower
+    /// original had (aufs's "xino"): a copied-up file keeps its number across forgets and
+    /// remounts. Loaded from and appended to [`XINO`].
+    xino: HashMap<u64, u64>,
+    xino_log: Option<File>,
 }
 
 pub struct Union {
@@ -139,19 +149,58 @@ fn attr(ino: u64, st: &Stat) -> FileAttr {
         crtime: time(st.st_ctime, st.st_ctime_nsec as i64),
         kind,
         perm: (st.st_mode & 0o7777) as u16,
-        // A merged directory's link count is not its top copy's; 1 means "unknown" to
-        // tools that would otherwise skip subdirectories (as btrfs reports).
-        nlink: if kind == FileType::Directory {
-            1
-        } else {
-            st.st_nlink as u32
-        },
+        nlink: st.st_nlink as u32,
         uid: st.st_uid,
         gid: st.st_gid,
         rdev: st.st_rdev as u32,
         blksize: st.st_blksize as u32,
         flags: 0,
     }
+}
+
+/// Longest name: a whiteout for it must fit in the branch's name limit, as aufs reports.
+const NAME_MAX: usize = 255 - 4;
+
+/// A name that may be created: not reserved, short enough to be whited out later.
+fn check_name(name: &OsStr) -> Res<()> {
+    if reserved(name) {
+        return Err(Errno::EPERM);
+    }
+    if name.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    Ok(())
+}
+
+/// `setattr` on a file that is only left as an open fd (removed while open).
+#[allow(clippy::too_many_arguments)]
+fn set_attrs_fd(
+    f: &File,
+    ino: u64,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    atime: Option<TimeOrNow>,
+    mtime: Option<TimeOrNow>,
+) -> Res<FileAttr> {
+    if uid.is_some() || gid.is_some() {
+        rfs::fchown(f, uid.map(rfs::Uid::from_raw), gid.map(rfs::Gid::from_raw)).map_err(rerr)?;
+    }
+    if let Some(m) = mode {
+        rfs::fchmod(f, Mode::from_raw_mode(m & 0o7777)).map_err(rerr)?;
+    }
+    if let Some(size) = size {
+        rfs::ftruncate(f, size).map_err(rerr)?;
+    }
+    if atime.is_some() || mtime.is_some() {
+        let ts = rfs::Timestamps {
+            last_access: to_timestamp(atime),
+            last_modification: to_timestamp(mtime),
+        };
+        rfs::futimens(f, &ts).map_err(rerr)?;
+    }
+    rfs::fstat(f).map(|s| attr(ino, &s)).map_err(rerr)
 }
 
 fn split(path: &Path) -> (&Path, &OsStr) {
@@ -227,14 +276,37 @@ impl Union {
                 .position(|b| b.mode == BranchMode::ReadWrite)
                 .map(|i| i as u16)
         };
+        let mut state = State {
+            next_overflow: OVERFLOW,
+            ..State::default()
+        };
+        if let Some(w) = write {
+            let root = &branches[w as usize].fd;
+            if let Ok(fd) = rfs::openat(root, XINO, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            {
+                let mut buf = Vec::new();
+                io::Read::read_to_end(&mut File::from(fd), &mut buf)?;
+                for r in buf.chunks_exact(16) {
+                    let ino = u64::from_le_bytes(r[..8].try_into().expect("8 bytes"));
+                    match u64::from_le_bytes(r[8..].try_into().expect("8 bytes")) {
+                        0 => state.xino.remove(&ino),
+                        id => state.xino.insert(ino, id),
+                    };
+                }
+            }
+            let log = rfs::openat(
+                root,
+                XINO,
+                OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?;
+            state.xino_log = Some(File::from(log));
+        }
         Ok(Union {
             branches,
             write,
             passthrough: AtomicBool::new(config.passthrough),
-            state: Mutex::new(State {
-                next_overflow: OVERFLOW,
-                ..State::default()
-            }),
+            state: Mutex::new(state),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         })
@@ -377,7 +449,10 @@ impl Union {
         let id = match st.by_path.get(path).or_else(|| st.by_ident.get(&ident)) {
             Some(&id) => id,
             None => {
-                let id = match derive_ino(ident.0, ident.1) {
+                let copied = (Some(ident.0) == self.write)
+                    .then(|| st.xino.get(&ident.1).copied())
+                    .flatten();
+                let id = match copied.or_else(|| derive_ino(ident.0, ident.1)) {
                     Some(id) if !st.nodes.contains_key(&id) => id,
                     _ => {
                         st.next_overflow += 1;
@@ -408,16 +483,41 @@ impl Union {
 
     /// Looks `path` up for the kernel: its attributes under its node number.
     fn lookup_path(&self, st: &mut State, path: &Path) -> Res<(FileAttr, u64)> {
-        let e = self.entry(st, path)?;
-        let s = self.stat_in(e.branch, path).map_err(errno)?;
+        let mut e = self.entry(st, path)?;
+        let mut s = self.stat_in(e.branch, path).map_err(errno)?;
+        if s.st_nlink > 1 && e.kind == FileType::RegularFile && self.linked_copy_exists(&e, &s) {
+            // Another name of this lower file was copied up (before a remount, say): this
+            // name is the same file, so it becomes a link to that copy too.
+            self.copy_up(st, path, true)?;
+            e = self.entry(st, path)?;
+            s = self.stat_in(e.branch, path).map_err(errno)?;
+        }
         let (id, generation) = self.node_for(st, path, (e.branch, s.st_ino));
-        Ok((attr(id, &s), generation))
+        Ok((self.merged_attr(st, id, path, &e, &s), generation))
     }
 
     fn attr_of(&self, st: &mut State, ino: INodeNo, path: &Path) -> Res<FileAttr> {
         let e = self.entry(st, path)?;
         let s = self.stat_in(e.branch, path).map_err(errno)?;
-        Ok(attr(ino.0, &s))
+        Ok(self.merged_attr(st, ino.0, path, &e, &s))
+    }
+
+    /// Attributes of `path` from its top copy `s`. A directory merged from several branches
+    /// counts its links over the merged view when that is at hand (2 plus subdirectories,
+    /// as aufs does) and says 1, "unknown", otherwise (as btrfs does), so that tools never
+    /// skip subdirectories on a wrong count.
+    fn merged_attr(&self, st: &State, id: u64, path: &Path, e: &Entry, s: &Stat) -> FileAttr {
+        let mut a = attr(id, s);
+        if e.kind == FileType::Directory && e.dirs.len() > 1 {
+            a.nlink = st.views.get(path).map_or(1, |v| {
+                2 + v
+                    .entries
+                    .values()
+                    .filter(|c| c.kind == FileType::Directory)
+                    .count() as u32
+            });
+        }
+        a
     }
 
     /// Forgets `path` as a name of its node (it was removed or renamed away).
@@ -466,17 +566,53 @@ impl Union {
         if let Some(v) = st.views.get_mut(dir) {
             v.dirs.insert(0, w);
         }
-        self.alias(st, dir, (w, ino));
+        self.alias(st, dir, (e.branch, e.ino), (w, ino));
         Ok(())
     }
 
-    /// Records that `path`'s node is now also found at `ident` (after a copy-up).
-    fn alias(&self, st: &mut State, path: &Path, ident: (u16, u64)) {
-        if let Some(&id) = st.by_path.get(path) {
-            st.by_ident.insert(ident, id);
+    /// Records that what was found at `old` is now the copy at `new` (after a copy-up):
+    /// the same node, under the same number from now on.
+    fn alias(&self, st: &mut State, path: &Path, old: (u16, u64), new: (u16, u64)) {
+        let id = st
+            .by_path
+            .get(path)
+            .or_else(|| st.by_ident.get(&old))
+            .copied()
+            .or_else(|| derive_ino(old.0, old.1));
+        let Some(id) = id else { return };
+        if st.by_path.contains_key(path) {
+            st.by_ident.insert(new, id);
             if let Some(n) = st.nodes.get_mut(&id) {
-                n.idents.push(ident);
+                n.idents.push(new);
             }
+        }
+        self.log_xino(st, new.1, id);
+    }
+
+    fn log_xino(&self, st: &mut State, ino: u64, id: u64) {
+        if id == 0 && st.xino.remove(&ino).is_none() {
+            return;
+        }
+        if id != 0 {
+            st.xino.insert(ino, id);
+        }
+        if let Some(log) = &st.xino_log {
+            let mut rec = [0u8; 16];
+            rec[..8].copy_from_slice(&ino.to_le_bytes());
+            rec[8..].copy_from_slice(&id.to_le_bytes());
+            let _ = io::Write::write_all(&mut &*log, &rec);
+        }
+    }
+
+    /// The copy at inode `ino` of the writable branch is going away (its last name).
+    fn forget_copy(&self, st: &mut State, dir: &OwnedFd, name: &OsStr, ino: u64) {
+        if !st.xino.contains_key(&ino) {
+            return;
+        }
+        let last = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|s| s.st_nlink <= 1 || kind_of(s.st_mode) == FileType::Directory);
+        if last {
+            self.log_xino(st, ino, 0);
         }
     }
 
@@ -524,6 +660,22 @@ impl Union {
             .map_err(rerr)
     }
 
+    /// Whether the hard-link store holds a copy of lower file `s` found at `e`.
+    fn linked_copy_exists(&self, e: &Entry, s: &Stat) -> bool {
+        let Some(w) = self.write else { return false };
+        e.branch > w
+            && self
+                .dir_fd(w, Path::new(PLNK), OFlags::PATH)
+                .is_ok_and(|d| {
+                    rfs::statat(
+                        &d,
+                        format!("{}.{}", e.branch, s.st_ino),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .is_ok()
+                })
+    }
+
     /// Copies `path` up to the writable branch (its data only if `with_data`).
     fn copy_up(&self, st: &mut State, path: &Path, with_data: bool) -> Res<()> {
         let w = self.writable()?;
@@ -545,7 +697,7 @@ impl Union {
             pe.ino = ino;
             pe.shadows = true;
         }
-        self.alias(st, path, (w, ino));
+        self.alias(st, path, (e.branch, e.ino), (w, ino));
         Ok(())
     }
 
@@ -596,9 +748,7 @@ impl Union {
         parent: &Path,
         name: &OsStr,
     ) -> Res<(u16, OwnedFd, bool)> {
-        if reserved(name) {
-            return Err(Errno::EPERM);
-        }
+        check_name(name)?;
         let w = self.writable()?;
         let v = self.view(st, parent)?;
         if v.entries.contains_key(name) {
@@ -691,6 +841,7 @@ impl Union {
             self.put_whiteout(&dir, name)?;
         }
         if e.branch == w {
+            self.forget_copy(st, &dir, name, e.ino);
             if is_dir {
                 let d = self.dir_fd(w, &path, OFlags::RDONLY).map_err(errno)?;
                 copyup::clear_dir(&d).map_err(errno)?;
@@ -741,9 +892,7 @@ impl Union {
         let w = self.writable()?;
         let (fparent, fname) = split(from);
         let (tparent, tname) = split(to);
-        if reserved(tname) {
-            return Err(Errno::EPERM);
-        }
+        check_name(tname)?;
         let src = self.entry(st, from)?;
         if src.branch < w {
             return Err(Errno::EROFS);
@@ -787,6 +936,9 @@ impl Union {
         let tdir = self.dir_fd(w, tparent, OFlags::PATH).map_err(errno)?;
         let dst_shadows = match &dst {
             Some(d) => {
+                if d.branch == w {
+                    self.forget_copy(st, &tdir, tname, d.ino);
+                }
                 if d.kind == FileType::Directory && d.branch == w {
                     // An empty merged directory may still hold whiteouts in this branch.
                     let dd = self.dir_fd(w, to, OFlags::RDONLY).map_err(errno)?;
@@ -849,6 +1001,18 @@ impl Union {
             Some(Handle::File { file, .. }) => Ok(file.clone()),
             _ => Err(Errno::EBADF),
         }
+    }
+
+    /// Some open file of node `ino`: what is left of a file removed while open.
+    fn open_file_of(&self, ino: u64) -> Option<Arc<File>> {
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find_map(|h| match h {
+                Handle::File { ino: i, file, .. } if *i == ino => Some(file.clone()),
+                _ => None,
+            })
     }
 
     /// Opens the union file `path` (already copied up if it is to be written).
@@ -923,6 +1087,11 @@ impl Union {
                     .get(&dir.join(&n))
                     .copied()
                     .or_else(|| st.by_ident.get(&(b, ino)).copied())
+                    .or_else(|| {
+                        (Some(b) == self.write)
+                            .then(|| st.xino.get(&ino).copied())
+                            .flatten()
+                    })
                     .or_else(|| derive_ino(b, ino))
                     .unwrap_or(OVERFLOW);
                 (n, kind, id)
@@ -951,7 +1120,16 @@ impl Filesystem for Union {
         let mut st = self.lock();
         let r = self
             .child_path(&st, parent, name)
-            .and_then(|p| self.lookup_path(&mut st, &p));
+            .and_then(|p| self.lookup_path(&mut st, &p))
+            .map_err(|e| {
+                // Such a name cannot be made here (see NAME_MAX); one found in a branch is
+                // served all the same.
+                if e == Errno::ENOENT && name.len() > NAME_MAX {
+                    Errno::ENAMETOOLONG
+                } else {
+                    e
+                }
+            });
         match r {
             Ok((a, g)) => reply.entry(&TTL, &a, Generation(g)),
             Err(e) => reply.error(e),
@@ -980,7 +1158,13 @@ impl Filesystem for Union {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        if let Some(file) = fh.and_then(|fh| self.file(fh).ok()) {
+        let by_handle = fh.and_then(|fh| self.file(fh).ok());
+        let removed = || {
+            let st = self.lock();
+            self.path_of(&st, ino).is_err()
+        };
+        let open = by_handle.or_else(|| removed().then(|| self.open_file_of(ino.0)).flatten());
+        if let Some(file) = open {
             return match rfs::fstat(&*file) {
                 Ok(s) => reply.attr(&TTL, &attr(ino.0, &s)),
                 Err(e) => reply.error(rerr(e)),
@@ -1016,7 +1200,13 @@ impl Filesystem for Union {
     ) {
         let mut st = self.lock();
         let r = (|| -> Res<FileAttr> {
-            let path = self.path_of(&st, ino)?;
+            let path = match self.path_of(&st, ino) {
+                Ok(p) => p,
+                Err(e) => {
+                    let f = self.open_file_of(ino.0).ok_or(e)?;
+                    return set_attrs_fd(&f, ino.0, mode, uid, gid, size, atime, mtime);
+                }
+            };
             let open = fh.and_then(|fh| self.file(fh).ok());
             if open.is_none() {
                 self.copy_up(&mut st, &path, size != Some(0))?;
@@ -1293,6 +1483,7 @@ impl Filesystem for Union {
         drop(st);
         let open_flags = self.open_flags(b, backing.is_some());
         let fh = self.new_fh(Handle::File {
+            ino: ino.0,
             file: Arc::new(file),
             _backing: backing.clone(),
         });
@@ -1503,7 +1694,7 @@ impl Filesystem for Union {
                 s.f_files,
                 s.f_ffree,
                 s.f_bsize as u32,
-                s.f_namelen as u32,
+                (s.f_namelen as usize).min(NAME_MAX + 4).saturating_sub(4) as u32,
                 s.f_frsize as u32,
             ),
             Err(e) => reply.error(rerr(e)),
@@ -1646,6 +1837,7 @@ impl Filesystem for Union {
         drop(st);
         let open_flags = self.open_flags(w, backing.is_some());
         let fh = self.new_fh(Handle::File {
+            ino: a.ino.0,
             file: Arc::new(file),
             _backing: backing.clone(),
         });

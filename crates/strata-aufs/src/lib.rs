@@ -180,7 +180,11 @@ impl Mounted {
 
 /// Mounts the union on `mountpoint`. The mount exists when this returns; requests are
 /// served once [`Mounted::run`] is called.
+///
+/// Sets the process's umask to 0: the caller's umask comes with each request and is applied
+/// to the modes of new files, which the server's own must not mask again.
 pub fn mount(config: &MountConfig, mountpoint: &Path) -> io::Result<Mounted> {
+    rustix::process::umask(rustix::fs::Mode::empty());
     let fs = Union::new(config)?;
     let session = fuser::Session::new(fs, mountpoint, &config.fuser_config())?;
     Ok(Mounted(session))

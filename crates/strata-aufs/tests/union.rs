@@ -1,0 +1,641 @@
+//! The union filesystem through real mounts made by the `strata-aufs` helper (as root).
+//! Each test has its own branches under a temp dir and unmounts what it mounted.
+
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const HELPER: &str = env!("CARGO_BIN_EXE_strata-aufs");
+
+/// Branch dirs `b0..bN` and a mount point, all under one temp dir.
+struct Union {
+    dir: tempfile::TempDir,
+    spec: String,
+    mounted: bool,
+}
+
+impl Union {
+    /// `modes[i]` is branch `i`'s mode (`rw`/`ro`), leftmost first.
+    fn new(modes: &[&str]) -> Union {
+        let dir = tempfile::Builder::new()
+            .prefix("strata-aufs-test-")
+            .tempdir()
+            .unwrap();
+        let mut spec = Vec::new();
+        for (i, m) in modes.iter().enumerate() {
+            let b = dir.path().join(format!("b{i}"));
+            fs::create_dir(&b).unwrap();
+            spec.push(format!("{}={m}", b.display()));
+        }
+        fs::create_dir(dir.path().join("mnt")).unwrap();
+        Union {
+            dir,
+            spec: spec.join(":"),
+            mounted: false,
+        }
+    }
+
+    fn branch(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("b{i}"))
+    }
+
+    fn mnt(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    fn m(&self, rel: &str) -> PathBuf {
+        self.mnt().join(rel)
+    }
+
+    fn mount_with(&mut self, extra: &str) {
+        let o = Command::new(HELPER)
+            .arg("-o")
+            .arg(format!("br={}{extra}", self.spec))
+            .arg("none")
+            .arg(self.mnt())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        self.mounted = true;
+    }
+
+    fn mount(&mut self) {
+        self.mount_with(",allow_other");
+    }
+
+    fn unmount(&mut self) {
+        if self.mounted {
+            rustix::mount::unmount(self.mnt(), rustix::mount::UnmountFlags::empty()).unwrap();
+            self.mounted = false;
+        }
+    }
+
+    fn remount(&mut self) {
+        self.unmount();
+        self.mount();
+    }
+}
+
+impl Drop for Union {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = rustix::mount::unmount(self.mnt(), rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+fn write(p: impl AsRef<Path>, data: &str) {
+    let p = p.as_ref();
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, data).unwrap();
+}
+
+fn read(p: impl AsRef<Path>) -> String {
+    fs::read_to_string(p).unwrap()
+}
+
+fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
+    r.expect_err("should fail").raw_os_error().unwrap()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn seeds_example_leftmost_wins_and_the_ro_branch_refuses_writes() {
+    // mount -t aufs -o br=/tmp/dir1=ro:/tmp/dir2=rw none /tmp/aufs
+    let mut u = Union::new(&["ro", "rw"]);
+    write(u.branch(0).join("same"), "from dir1");
+    write(u.branch(1).join("same"), "from dir2");
+    write(u.branch(1).join("only2"), "two");
+    u.mount();
+    assert_eq!(read(u.m("same")), "from dir1");
+    assert_eq!(read(u.m("only2")), "two");
+    // The leftmost copy lives in a read-only branch with nothing writable above it.
+    let w = fs::OpenOptions::new().append(true).open(u.m("same"));
+    assert_eq!(errno(w), libc::EROFS);
+    assert_eq!(errno(fs::remove_file(u.m("same"))), libc::EROFS);
+    // New files and changes to dir2's own files land in dir2.
+    write(u.m("new"), "n");
+    fs::write(u.m("only2"), "changed").unwrap();
+    assert_eq!(read(u.branch(1).join("new")), "n");
+    assert_eq!(read(u.branch(1).join("only2")), "changed");
+    assert_eq!(read(u.branch(0).join("same")), "from dir1");
+    assert_eq!(names(&u.mnt()), ["new", "only2", "same"]);
+}
+
+#[test]
+fn copy_up_of_data_and_of_metadata_only_changes() {
+    let mut u = Union::new(&["rw", "ro"]);
+    let lower = u.branch(1);
+    write(lower.join("d/data"), "lower data");
+    for f in ["mode", "owner", "times", "xattr"] {
+        write(lower.join("d").join(f), f);
+    }
+    xattr_set(&lower.join("d/xattr"), "user.kept", b"yes");
+    u.mount();
+    let upper = u.branch(0);
+
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(u.m("d/data"))
+        .unwrap();
+    f.write_all(b" + more").unwrap();
+    drop(f);
+    assert_eq!(read(u.m("d/data")), "lower data + more");
+    assert_eq!(read(upper.join("d/data")), "lower data + more");
+
+    fs::set_permissions(u.m("d/mode"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(u.m("d/owner"), Some(1234), Some(5678)).unwrap();
+    let t = fs::File::options()
+        .write(true)
+        .open(u.m("d/times"))
+        .unwrap();
+    t.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+        .unwrap();
+    drop(t);
+    xattr_set(&u.m("d/xattr"), "user.added", b"1");
+
+    let m = |p: &Path| fs::symlink_metadata(p).unwrap();
+    assert_eq!(m(&upper.join("d/mode")).mode() & 0o777, 0o600);
+    assert_eq!(
+        (
+            m(&upper.join("d/owner")).uid(),
+            m(&upper.join("d/owner")).gid()
+        ),
+        (1234, 5678)
+    );
+    assert_eq!(m(&upper.join("d/times")).mtime(), 1_000_000);
+    assert_eq!(xattr_get(&upper.join("d/xattr"), "user.kept"), b"yes");
+    assert_eq!(xattr_get(&upper.join("d/xattr"), "user.added"), b"1");
+    assert_eq!(xattr_get(&u.m("d/xattr"), "user.added"), b"1");
+    // Every copy keeps its data; the lower branch is untouched.
+    for f in ["mode", "owner", "times", "xattr"] {
+        assert_eq!(read(upper.join("d").join(f)), f);
+        assert_eq!(read(u.m("d").join(f)), f);
+    }
+    assert_eq!(read(lower.join("d/data")), "lower data");
+    assert_eq!(m(&lower.join("d/mode")).mode() & 0o777, 0o644);
+    assert!(xattr_list(&lower.join("d/xattr"))
+        .iter()
+        .all(|n| n != "user.added"));
+    // The copied-up directory keeps the lower one's attributes.
+    assert_eq!(
+        m(&upper.join("d")).mode(),
+        m(&lower.join("d")).mode(),
+        "directory mode copied"
+    );
+}
+
+#[test]
+fn whiteouts_and_opaque_directories_are_made_and_honoured() {
+    let mut u = Union::new(&["rw", "ro", "ro"]);
+    write(u.branch(2).join("gone"), "x");
+    write(u.branch(2).join("dir/a"), "a");
+    write(u.branch(1).join("dir/b"), "b");
+    write(u.branch(2).join("redo/old"), "old");
+    write(u.branch(2).join("from"), "moved");
+    write(u.branch(2).join("tree/sub/f"), "f");
+    u.mount();
+    let up = u.branch(0);
+
+    fs::remove_file(u.m("gone")).unwrap();
+    assert!(up.join(".wh.gone").exists());
+    fs::remove_file(u.m("dir/a")).unwrap();
+    fs::remove_file(u.m("dir/b")).unwrap();
+    assert_eq!(names(&u.m("dir")), Vec::<String>::new());
+    fs::remove_dir(u.m("dir")).unwrap();
+    assert!(up.join(".wh.dir").exists());
+    // A directory made where a lower one was deleted hides the old contents.
+    fs::remove_file(u.m("redo/old")).unwrap();
+    fs::remove_dir(u.m("redo")).unwrap();
+    fs::create_dir(u.m("redo")).unwrap();
+    assert!(up.join("redo/.wh..wh..opq").exists());
+    assert!(!up.join(".wh.redo").exists());
+    fs::rename(u.m("from"), u.m("to")).unwrap();
+    assert!(up.join(".wh.from").exists());
+    fs::rename(u.m("tree"), u.m("moved-tree")).unwrap();
+    assert!(up.join(".wh.tree").exists());
+    assert_eq!(read(u.m("moved-tree/sub/f")), "f");
+    // Not empty in the merged view.
+    fs::create_dir(u.m("full")).unwrap();
+    write(u.m("full/x"), "x");
+    assert_eq!(errno(fs::remove_dir(u.m("full"))), libc::ENOTEMPTY);
+
+    for _ in 0..2 {
+        assert_eq!(
+            names(&u.mnt()),
+            ["full", "moved-tree", "redo", "to"],
+            "whiteouts hide lower names; whiteouts and markers are never listed"
+        );
+        assert_eq!(names(&u.m("redo")), Vec::<String>::new());
+        assert_eq!(read(u.m("to")), "moved");
+        assert!(!u.m("gone").exists() && !u.m("dir").exists() && !u.m("tree").exists());
+        // The same after a remount: the branch alone says it all.
+        u.remount();
+    }
+    // Names of aufs's own are refused.
+    assert_eq!(errno(fs::write(u.m(".wh.sneaky"), "")), libc::EPERM);
+    assert_eq!(errno(fs::metadata(u.m(".wh.gone"))), libc::ENOENT);
+}
+
+#[test]
+fn hard_links_survive_copy_up() {
+    let mut u = Union::new(&["rw", "ro"]);
+    write(u.branch(1).join("a"), "shared");
+    fs::create_dir(u.branch(1).join("d")).unwrap();
+    fs::hard_link(u.branch(1).join("a"), u.branch(1).join("d/b")).unwrap();
+    u.mount();
+    let mnt = u.mnt();
+    let ino = |p: &str| fs::metadata(mnt.join(p)).unwrap().ino();
+    assert_eq!(ino("a"), ino("d/b"), "links share an inode number");
+    fs::write(u.m("a"), "changed through a").unwrap();
+    assert_eq!(read(u.m("d/b")), "changed through a");
+    assert_eq!(ino("a"), ino("d/b"));
+    u.remount();
+    assert_eq!(read(u.m("d/b")), "changed through a", "after a remount too");
+    assert_eq!(ino("a"), ino("d/b"));
+    let up = u.branch(0);
+    assert_eq!(
+        fs::metadata(up.join("a")).unwrap().ino(),
+        fs::metadata(up.join("d/b")).unwrap().ino(),
+        "the writable branch holds one file under both names"
+    );
+    assert_eq!(read(u.branch(1).join("d/b")), "shared");
+    // A link made through the union is a link in the branch.
+    fs::hard_link(u.m("a"), u.m("c")).unwrap();
+    assert_eq!(ino("c"), ino("a"));
+    assert_eq!(
+        fs::metadata(up.join("c")).unwrap().ino(),
+        fs::metadata(up.join("a")).unwrap().ino()
+    );
+}
+
+fn inode_map(root: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = fs::symlink_metadata(e.path()).unwrap();
+            out.insert(
+                e.path().strip_prefix(root).unwrap().display().to_string(),
+                m.ino(),
+            );
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn inode_numbers_are_stable_and_tools_walk_the_tree() {
+    let mut u = Union::new(&["rw", "ro", "ro"]);
+    for i in 0..30 {
+        write(u.branch(1 + i % 2).join(format!("d{}/f{i}", i % 4)), "x");
+    }
+    std::os::unix::fs::symlink("d0/f0", u.branch(2).join("link")).unwrap();
+    u.mount();
+    write(u.m("d1/new"), "new");
+    let first = inode_map(&u.mnt());
+    let mut seen = HashMap::new();
+    for (p, i) in &first {
+        assert!(seen.insert(*i, p.clone()).is_none(), "{p} shares {i}");
+    }
+    fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    assert_eq!(
+        inode_map(&u.mnt()),
+        first,
+        "the same after the kernel forgets"
+    );
+    u.remount();
+    assert_eq!(inode_map(&u.mnt()), first, "the same after a remount");
+    // find, du and tar walk it without complaint.
+    for (tool, args) in [
+        ("find", vec![".", "-type", "f"]),
+        ("du", vec!["-s", "."]),
+        ("tar", vec!["-cf", "/dev/null", "."]),
+    ] {
+        let o = Command::new(tool)
+            .args(&args)
+            .current_dir(u.mnt())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if tool == "find" {
+            assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 31);
+        }
+    }
+}
+
+#[test]
+fn readdir_merges_branches_once_per_name() {
+    let mut u = Union::new(&["rw", "ro", "ro", "ro"]);
+    let mut expect = Vec::new();
+    for i in 0..300 {
+        let b = 1 + i % 3;
+        write(u.branch(b).join(format!("n{i}")), "x");
+        write(u.branch(3).join(format!("n{i}")), "dup");
+        expect.push(format!("n{i}"));
+    }
+    fs::write(u.branch(1).join(".wh.n5"), "").unwrap();
+    fs::create_dir(u.branch(2).join(".wh..wh.plnk")).unwrap();
+    expect.retain(|n| n != "n5" || 5 % 3 == 0);
+    expect.sort();
+    u.mount();
+    assert_eq!(names(&u.mnt()), expect);
+    // Listing twice (from the kernel's cache) and after a change.
+    assert_eq!(names(&u.mnt()), expect);
+    fs::remove_file(u.m("n7")).unwrap();
+    expect.retain(|n| n != "n7");
+    assert_eq!(names(&u.mnt()), expect);
+}
+
+#[test]
+fn special_files_links_xattrs_statfs_and_fsync() {
+    let mut u = Union::new(&["rw", "ro"]);
+    std::os::unix::fs::symlink("target", u.branch(1).join("sym")).unwrap();
+    u.mount();
+    assert_eq!(fs::read_link(u.m("sym")).unwrap(), Path::new("target"));
+    std::os::unix::fs::symlink("/abs", u.m("sym2")).unwrap();
+    assert_eq!(
+        fs::read_link(u.branch(0).join("sym2")).unwrap(),
+        Path::new("/abs")
+    );
+    let ok = Command::new("mkfifo").arg(u.m("fifo")).status().unwrap();
+    assert!(ok.success());
+    let ok = Command::new("mknod")
+        .args([u.m("null").to_str().unwrap(), "c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    use std::os::unix::fs::FileTypeExt;
+    assert!(fs::metadata(u.branch(0).join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(
+        fs::metadata(u.m("null")).unwrap().rdev(),
+        libc::makedev(1, 3)
+    );
+    let sv = rustix::fs::statvfs(u.mnt()).unwrap();
+    assert_eq!(sv.f_namemax, 251, "room for the .wh. prefix, as aufs");
+    assert_eq!(
+        errno(fs::write(u.m(&"n".repeat(252)), "")),
+        libc::ENAMETOOLONG
+    );
+    let mut f = fs::File::create(u.m("synced")).unwrap();
+    f.write_all(b"data").unwrap();
+    f.sync_all().unwrap();
+    xattr_set(&u.m("synced"), "user.k", b"v");
+    assert_eq!(xattr_list(&u.m("synced")), ["user.k"]);
+}
+
+#[test]
+fn permissions_are_checked_for_other_users() {
+    let mut u = Union::new(&["rw", "ro"]);
+    write(u.branch(1).join("root-only"), "secret");
+    fs::set_permissions(
+        u.branch(1).join("root-only"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    fs::create_dir(u.branch(1).join("open")).unwrap();
+    fs::set_permissions(u.branch(1).join("open"), fs::Permissions::from_mode(0o777)).unwrap();
+    u.mount();
+    let as_nobody = |script: &str| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+                script,
+            ])
+            .current_dir(u.mnt())
+            .output()
+            .unwrap()
+    };
+    assert!(!as_nobody("cat root-only").status.success());
+    let o = as_nobody("echo hi > open/mine && stat -c %u:%g open/mine");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "65534:65534");
+    assert_eq!(
+        fs::metadata(u.branch(0).join("open/mine")).unwrap().uid(),
+        65534,
+        "owned by its creator in the branch"
+    );
+}
+
+#[test]
+fn mount_helper_forms_and_bad_input() {
+    let mut u = Union::new(&["rw", "ro"]);
+    write(u.branch(1).join("f"), "via mount");
+    // `mount -t fuse.strata-aufs -o OPTS none DIR` runs `mount.fuse3 strata-aufs#none DIR
+    // -o OPTS`, which finds the helper on PATH (mount(8) itself resets PATH to the system
+    // directories, where an installed helper lives; a test binary does not).
+    let dir = Path::new(HELPER).parent().unwrap();
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    let o = Command::new("mount.fuse3")
+        .arg("strata-aufs#none")
+        .arg(u.mnt())
+        .arg("-o")
+        .arg(format!("br={},allow_other", u.spec))
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    u.mounted = true;
+    assert_eq!(read(u.m("f")), "via mount");
+    u.unmount();
+
+    let run = |args: &[&str]| Command::new(HELPER).args(args).output().unwrap();
+    let mnt = u.mnt();
+    let mnt = mnt.to_str().unwrap();
+    for (args, says) in [
+        (vec!["none", mnt], "no branches"),
+        (
+            vec!["-o", "br=relative=rw", "none", mnt],
+            "not an absolute path",
+        ),
+        (
+            vec!["-o", "br=/nonexistent-branch=rw", "none", mnt],
+            "/nonexistent-branch",
+        ),
+        (vec!["-o", "br=/tmp=rx", "none", mnt], "unknown mode"),
+        (
+            vec!["-o", "br=/tmp,bogus", "none", mnt],
+            "unknown mount option \"bogus\"",
+        ),
+        (vec!["-o", "br=/tmp"], "usage"),
+    ] {
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+    }
+    assert!(!u.m("f").exists(), "nothing was mounted");
+}
+
+/// An fsx-style check: random writes, truncates, reads and mmap access to a few files (one
+/// starting in a lower branch, so copy-up happens mid-run), against a model of every byte.
+#[test]
+fn random_io_matches_a_model() {
+    random_io(",allow_other");
+}
+
+/// The same with file data served by the FUSE server itself, not the kernel's passthrough.
+#[test]
+fn random_io_matches_a_model_without_passthrough() {
+    random_io(",allow_other,nopassthrough");
+}
+
+fn random_io(options: &str) {
+    let mut u = Union::new(&["rw", "ro"]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let lower: Vec<u8> = (0..200_000).map(|_| rng.gen()).collect();
+    fs::write(u.branch(1).join("f0"), &lower).unwrap();
+    u.mount_with(options);
+    let mut model: Vec<Vec<u8>> = vec![lower, Vec::new(), Vec::new()];
+    for (i, m) in model.iter().enumerate().skip(1) {
+        fs::write(u.m(&format!("f{i}")), m).unwrap();
+    }
+    const MAX: usize = 1 << 20;
+    for step in 0..3000 {
+        let i = rng.gen_range(0..model.len());
+        let path = u.m(&format!("f{i}"));
+        let m = &mut model[i];
+        match rng.gen_range(0..10) {
+            0..=3 => {
+                let off = rng.gen_range(0..=m.len().min(MAX - 1));
+                let len = rng.gen_range(1..=65536.min(MAX - off));
+                let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+                let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.write_all_at(&data, off as u64).unwrap();
+                if m.len() < off + len {
+                    m.resize(off + len, 0);
+                }
+                m[off..off + len].copy_from_slice(&data);
+            }
+            4 => {
+                let len = rng.gen_range(0..MAX / 2);
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_len(len as u64)
+                    .unwrap();
+                m.resize(len, 0);
+            }
+            5 if !m.is_empty() => {
+                // Through a shared mapping.
+                let f = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .unwrap();
+                let off = rng.gen_range(0..m.len());
+                let len = rng.gen_range(1..=(m.len() - off).min(20000));
+                let v: u8 = rng.gen();
+                mmap_fill(&f, m.len(), off, len, v);
+                m[off..off + len].fill(v);
+            }
+            6 => {
+                let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+                let data: Vec<u8> = (0..rng.gen_range(1..5000)).map(|_| rng.gen()).collect();
+                if m.len() + data.len() <= MAX {
+                    f.write_all(&data).unwrap();
+                    m.extend_from_slice(&data);
+                }
+            }
+            _ => {
+                let mut f = fs::File::open(&path).unwrap();
+                let off = rng.gen_range(0..=m.len());
+                let len = rng.gen_range(0..100_000);
+                f.seek(SeekFrom::Start(off as u64)).unwrap();
+                let mut buf = Vec::new();
+                f.take(len as u64).read_to_end(&mut buf).unwrap();
+                let end = (off + len).min(m.len());
+                assert!(
+                    buf == m[off..end],
+                    "step {step}: f{i} [{off}, {end}) differs"
+                );
+                assert_eq!(
+                    fs::metadata(&path).unwrap().len(),
+                    m.len() as u64,
+                    "step {step}"
+                );
+            }
+        }
+    }
+    u.unmount();
+    u.mount_with(options);
+    for (i, m) in model.iter().enumerate() {
+        assert!(
+            fs::read(u.m(&format!("f{i}"))).unwrap() == *m,
+            "f{i} after a remount"
+        );
+    }
+    assert_eq!(
+        fs::read(u.branch(1).join("f0")).unwrap().len(),
+        200_000,
+        "lower untouched"
+    );
+}
+
+fn mmap_fill(f: &fs::File, size: usize, off: usize, len: usize, v: u8) {
+    use std::os::fd::AsFd;
+    // SAFETY: a fresh shared mapping of `size` bytes of `f`, written inside its bounds and
+    // unmapped before returning.
+    unsafe {
+        let p = rustix::mm::mmap(
+            std::ptr::null_mut(),
+            size,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+            f.as_fd(),
+            0,
+        )
+        .unwrap();
+        std::ptr::write_bytes((p as *mut u8).add(off), v, len);
+        rustix::mm::msync(p, size, rustix::mm::MsyncFlags::SYNC).unwrap();
+        rustix::mm::munmap(p, size).unwrap();
+    }
+}
+
+fn xattr_set(p: &Path, name: &str, v: &[u8]) {
+    rustix::fs::lsetxattr(p, name, v, rustix::fs::XattrFlags::empty()).unwrap();
+}
+
+fn xattr_get(p: &Path, name: &str) -> Vec<u8> {
+    let mut buf = vec![0u8; 256];
+    let n = rustix::fs::lgetxattr(p, name, &mut buf[..]).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn xattr_list(p: &Path) -> Vec<String> {
+    let mut buf = vec![0u8; 1024];
+    let n = rustix::fs::llistxattr(p, &mut buf[..]).unwrap();
+    buf[..n]
+        .split(|c| *c == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
