@@ -19,6 +19,10 @@ command -v mkfs.btrfs >/dev/null 2>&1 || need+=(btrfs-progs)
 # Volume tests format an image file for the local driver's -o device=; the test volume
 # plugin is a python3 script.
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+# The aufs driver's union is a FUSE server: fusermount3 and mount.fuse3 (for `mount -t
+# fuse.strata-aufs`) come with fuse3.
+command -v mount.fuse3 >/dev/null 2>&1 || need+=(fuse3)
+[ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
 grep -qw btrfs /proc/filesystems 2>/dev/null || modprobe btrfs 2>/dev/null || true
 grep -qw overlay /proc/filesystems 2>/dev/null || modprobe overlay 2>/dev/null || true
 if [ ${#need[@]} -gt 0 ]; then

@@ -8,7 +8,7 @@
 //! straight between the kernel and the branch file (passthrough) or through an fd.
 
 use crate::copyup::{self, fd_path, temp_name};
-use crate::view::{reserved, whiteout_name, DirView, Entry, Listing, OPAQUE};
+use crate::view::{cookie, reserved, whiteout_name, DirView, Entry, Listing, OPAQUE};
 use crate::{BranchMode, MountConfig};
 use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -64,14 +64,12 @@ struct Node {
     generation: u64,
 }
 
-enum Handle {
-    File {
-        ino: u64,
-        file: Arc<File>,
-        /// Holds the kernel's passthrough registration while the file is open.
-        _backing: Option<Arc<BackingId>>,
-    },
-    Dir(Listing),
+/// An open file.
+struct Handle {
+    ino: u64,
+    file: Arc<File>,
+    /// Holds the kernel's passthrough registration while the file is open.
+    _backing: Option<Arc<BackingId>>,
 }
 
 #[derive(Default)]
@@ -95,6 +93,8 @@ pub struct Union {
     /// The leftmost writable branch: where every change lands.
     write: Option<u16>,
     passthrough: AtomicBool,
+    /// The kernel lets directories be read without opendir (FUSE_NO_OPENDIR_SUPPORT).
+    no_opendir: AtomicBool,
     state: Mutex<State>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -306,6 +306,7 @@ impl Union {
             branches,
             write,
             passthrough: AtomicBool::new(config.passthrough),
+            no_opendir: AtomicBool::new(false),
             state: Mutex::new(state),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -998,8 +999,8 @@ impl Union {
             .unwrap_or_else(|p| p.into_inner())
             .get(&fh.0)
         {
-            Some(Handle::File { file, .. }) => Ok(file.clone()),
-            _ => Err(Errno::EBADF),
+            Some(h) => Ok(h.file.clone()),
+            None => Err(Errno::EBADF),
         }
     }
 
@@ -1009,10 +1010,8 @@ impl Union {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .find_map(|h| match h {
-                Handle::File { ino: i, file, .. } if *i == ino => Some(file.clone()),
-                _ => None,
-            })
+            .find(|h| h.ino == ino)
+            .map(|h| h.file.clone())
     }
 
     /// Opens the union file `path` (already copied up if it is to be written).
@@ -1079,7 +1078,7 @@ impl Union {
             .iter()
             .map(|(n, e)| (n.clone(), e.kind, e.branch, e.ino))
             .collect();
-        let list: Vec<(OsString, FileType, u64)> = raw
+        let mut list: Vec<(u64, OsString, FileType, u64)> = raw
             .into_iter()
             .map(|(n, kind, b, ino)| {
                 let id = st
@@ -1094,9 +1093,10 @@ impl Union {
                     })
                     .or_else(|| derive_ino(b, ino))
                     .unwrap_or(OVERFLOW);
-                (n, kind, id)
+                (cookie(&n), n, kind, id)
             })
             .collect();
+        list.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         let l = Arc::new(list);
         st.views.get_mut(dir).expect("view").listing = Some(l.clone());
         Ok(l)
@@ -1108,6 +1108,10 @@ impl Filesystem for Union {
         let _ = config
             .add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS | InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.set_max_write(1 << 20);
+        let no_opendir = config
+            .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+            .is_ok();
+        self.no_opendir.store(no_opendir, Ordering::Relaxed);
         if self.passthrough.load(Ordering::Relaxed) {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
@@ -1482,7 +1486,7 @@ impl Filesystem for Union {
         let backing = self.backing(&mut st, ino.0, b, &file, |fd| reply.open_backing(fd));
         drop(st);
         let open_flags = self.open_flags(b, backing.is_some());
-        let fh = self.new_fh(Handle::File {
+        let fh = self.new_fh(Handle {
             ino: ino.0,
             file: Arc::new(file),
             _backing: backing.clone(),
@@ -1553,7 +1557,8 @@ impl Filesystem for Union {
         _lock: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing is buffered here: the kernel stops sending flush on every close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -1595,71 +1600,47 @@ impl Filesystem for Union {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let mut st = self.lock();
-        let r = self
-            .path_of(&st, ino)
-            .and_then(|p| self.listing(&mut st, &p));
-        drop(st);
-        match r {
-            Ok(l) => {
-                let fh = self.new_fh(Handle::Dir(l));
-                reply.opened(
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-                );
-            }
-            Err(e) => reply.error(e),
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_opendir.load(Ordering::Relaxed) {
+            // Directories need no handle (listings are kept per directory and resume by
+            // name hash): the kernel stops sending opendir and releasedir, two round trips
+            // per directory read.
+            return reply.error(Errno::ENOSYS);
         }
+        reply.opened(FileHandle(0), FopenFlags::empty());
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let listing = match self
-            .handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh.0)
-        {
-            Some(Handle::Dir(l)) => l.clone(),
-            _ => return reply.error(Errno::EBADF),
+        let mut st = self.lock();
+        let listing = self
+            .path_of(&st, ino)
+            .and_then(|p| self.listing(&mut st, &p));
+        drop(st);
+        let listing = match listing {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
         };
-        let mut i = offset as usize;
-        loop {
-            let full = match i {
-                0 => reply.add(ino, 1, FileType::Directory, "."),
-                1 => reply.add(INodeNo(ROOT), 2, FileType::Directory, ".."),
-                _ => match listing.get(i - 2) {
-                    Some((name, kind, id)) => reply.add(INodeNo(*id), i as u64 + 1, *kind, name),
-                    None => break,
-                },
-            };
-            if full {
+        if offset == 0 && reply.add(ino, 1, FileType::Directory, ".") {
+            return reply.ok();
+        }
+        if offset <= 1 && reply.add(INodeNo(ROOT), 2, FileType::Directory, "..") {
+            return reply.ok();
+        }
+        // Offsets are name hashes: a listing that changed between two calls resumes
+        // where it left off, without skipping or repeating a name that stayed.
+        let start = listing.partition_point(|e| e.0 <= offset);
+        for (c, name, kind, id) in &listing[start..] {
+            if reply.add(INodeNo(*id), *c, *kind, name) {
                 break;
             }
-            i += 1;
         }
-        reply.ok();
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh.0);
         reply.ok();
     }
 
@@ -1836,7 +1817,7 @@ impl Filesystem for Union {
         let backing = self.backing(&mut st, a.ino.0, w, &file, |fd| reply.open_backing(fd));
         drop(st);
         let open_flags = self.open_flags(w, backing.is_some());
-        let fh = self.new_fh(Handle::File {
+        let fh = self.new_fh(Handle {
             ino: a.ino.0,
             file: Arc::new(file),
             _backing: backing.clone(),

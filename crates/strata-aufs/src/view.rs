@@ -61,8 +61,19 @@ impl Entry {
     }
 }
 
-/// A listing as readdir hands it out: name, kind and inode number.
-pub(crate) type Listing = Arc<Vec<(OsString, FileType, u64)>>;
+/// A listing as readdir hands it out: (offset cookie, name, kind, inode number), in cookie
+/// order.
+pub(crate) type Listing = Arc<Vec<(u64, OsString, FileType, u64)>>;
+
+/// A name's readdir offset: a hash of the name, stable while the name stays, above the
+/// offsets of `.` and `..` (1 and 2) and below 2^62 (the kernel keeps offsets signed).
+pub(crate) fn cookie(name: &OsStr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same name gets the same cookie in every process.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    (h.finish() & ((1 << 62) - 1)).max(3)
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct DirView {

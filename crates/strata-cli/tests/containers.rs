@@ -3,8 +3,9 @@
 
 mod common;
 use common::*;
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 fn base_image(s: &Store) {
@@ -607,4 +608,50 @@ fn cp_races_with_symlink_swaps_stay_inside() {
         "nothing was written into the host directory"
     );
     s.ok(&["umount", "racy"]);
+}
+
+/// The aufs driver: a container's union server killed behind strata's back leaves a dead
+/// FUSE mount; the next mount replaces it, and nothing written before is lost.
+#[test]
+fn aufs_server_killed_is_recovered() {
+    let s = Store::new("aufs");
+    base_image(&s);
+    let info = s.ok(&["info"]);
+    assert!(info.contains("Storage Driver: aufs"), "{info}");
+    assert!(
+        info.contains(" Union Filesystem: strata-aufs (FUSE)"),
+        "{info}"
+    );
+    s.ok(&["create", "--name", "c", "base:1"]);
+    let m = PathBuf::from(s.ok(&["mount", "c"]).trim());
+    fs::write(m.join("kept"), "written before").unwrap();
+    fs::write(m.join("etc/conf"), "changed\n").unwrap();
+    let killed = Command::new("pkill")
+        .args(["-KILL", "-f"])
+        .arg(format!("^[^ ]*strata-aufs .*{}$", m.display()))
+        .status()
+        .unwrap();
+    assert!(killed.success(), "the container's union server was found");
+    for _ in 0..100 {
+        if fs::metadata(&m).is_err() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        fs::metadata(&m).unwrap_err().raw_os_error(),
+        Some(libc::ENOTCONN),
+        "a dead mount"
+    );
+    let again = PathBuf::from(s.ok(&["mount", "c"]).trim());
+    assert_eq!(again, m);
+    assert_eq!(
+        fs::read_to_string(m.join("kept")).unwrap(),
+        "written before"
+    );
+    assert_eq!(fs::read_to_string(m.join("etc/conf")).unwrap(), "changed\n");
+    s.ok(&["umount", "c"]);
+    assert!(s.ok(&["diff", "c"]).lines().any(|l| l == "A /kept"));
+    assert!(mounted_under(s.dir.path()).is_empty());
+    s.check_clean();
 }

@@ -40,6 +40,16 @@ impl Engine {
         let c = self.container(name_or_id)?;
         let _lock = self.container_lock(&c.id)?;
         let target = self.container_mount_point(&c.id);
+        if strata_snapshot::mount::dead_fuse(&target) {
+            // Its union server died (killed, OOM): the mount is left as a dead end that
+            // only answers ENOTCONN. Replace it (detached: processes of the container may
+            // still hold it); the branches on disk are intact.
+            unmount_below(&target)?;
+            rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH).map_err(|e| {
+                EngineError::io(format!("unmounting {}", target.display()), e.into())
+            })?;
+            self.set_mount_count(&c.id, 0)?;
+        }
         if !is_mount_point(&target) {
             std::fs::create_dir_all(&target)
                 .map_err(|e| EngineError::io(format!("creating {}", target.display()), e))?;

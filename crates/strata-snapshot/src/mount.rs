@@ -213,6 +213,13 @@ pub fn mounts_under(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
     Ok(out)
 }
 
+/// `target` is a FUSE mount whose server is gone (every request fails with ENOTCONN).
+/// Asked with statfs, which always reaches the server: a stat may be answered from the
+/// kernel's attribute cache.
+pub fn dead_fuse(target: &Path) -> bool {
+    rustix::fs::statfs(target).err() == Some(rustix::io::Errno::NOTCONN)
+}
+
 /// Unmounts everything mounted below `dir` (not `dir` itself), deepest first.
 pub fn unmount_below(dir: &Path) -> io::Result<()> {
     for t in mounts_under(dir)? {

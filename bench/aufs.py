@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""strata-aufs beside fuse-overlayfs and kernel overlayfs on the same layers (issue 8).
+
+Every row mounts each filesystem afresh over the same lower layers (plain directories on
+this machine's ext4) with an empty upper/writable dir, times one operation in this process
+(or one command), and reports the median of RUNS runs. Run by bench/aufs.sh.
+"""
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+BENCH = sys.argv[1]
+HELPER = sys.argv[2]
+ROOTFS_TAR = sys.argv[3]
+RUNS = int(sys.argv[4])
+LAYERS = f"{BENCH}/l"  # l/0 .. l/99, l/0 the bottom
+FS = ["strata-aufs", "fuse-overlayfs", "overlayfs"]
+MiB = 1 << 20
+
+
+def sh(*args, **kw):
+    subprocess.run(args, check=True, **kw)
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3")
+
+
+def make_layers():
+    if os.path.exists(f"{LAYERS}/done"):
+        return
+    shutil.rmtree(LAYERS, ignore_errors=True)
+    for i in range(100):
+        d = f"{LAYERS}/{i}"
+        os.makedirs(f"{d}/shared")
+        for j in range(20):  # 20 names of its own in a directory every layer has
+            with open(f"{d}/shared/f{i}_{j}", "w") as f:
+                f.write("x")
+    # Found only in the bottom layer: a lookup walks every layer above it.
+    os.makedirs(f"{LAYERS}/0/deep/er")
+    open(f"{LAYERS}/0/deep/er/file", "w").close()
+    with open(f"{LAYERS}/0/big1g", "wb") as f:  # sequential read
+        for _ in range(1024):
+            f.write(os.urandom(MiB))
+    with open(f"{LAYERS}/0/big500m", "wb") as f:  # copy-up
+        for _ in range(500):
+            f.write(os.urandom(MiB))
+    os.makedirs(f"{LAYERS}/0/rootfs")
+    sh("tar", "-xf", ROOTFS_TAR, "-C", f"{LAYERS}/0/rootfs")
+    open(f"{LAYERS}/done", "w").close()
+
+
+def top(n):
+    """The top `n` layers, top first."""
+    return [f"{LAYERS}/{i}" for i in range(99, 99 - n, -1)]
+
+
+def bottom(n):
+    """The bottom `n` layers (layer 0 among them), top first."""
+    return [f"{LAYERS}/{i}" for i in range(n - 1, -1, -1)]
+
+
+class Mount:
+    """One filesystem over `lowers` (top first), with a fresh upper dir."""
+
+    def __init__(self, fs, lowers):
+        self.fs = fs
+        self.top = f"{BENCH}/run"
+        shutil.rmtree(self.top, ignore_errors=True)
+        for d in ("upper", "work", "mnt"):
+            os.makedirs(f"{self.top}/{d}")
+        self.mnt = f"{self.top}/mnt"
+        up, work = f"{self.top}/upper", f"{self.top}/work"
+        if fs == "strata-aufs":
+            br = ":".join([f"{up}=rw"] + [f"{l}=ro" for l in lowers])
+            sh(HELPER, "-o", f"br={br}", "none", self.mnt)
+        elif fs == "fuse-overlayfs":
+            sh("fuse-overlayfs", "-o", f"lowerdir={':'.join(lowers)},upperdir={up},workdir={work}", self.mnt)
+        else:
+            sh("mount", "-t", "overlay", "overlay", "-o",
+               f"lowerdir={':'.join(lowers)},upperdir={up},workdir={work}", self.mnt)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for _ in range(100):
+            if subprocess.run(["umount", self.mnt], stderr=subprocess.DEVNULL).returncode == 0:
+                break
+            time.sleep(0.05)
+        shutil.rmtree(self.top, ignore_errors=True)
+        # Let the server exit and the deleted upper's blocks settle before the next run.
+        time.sleep(0.2)
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def seq_write(m):
+    def w():
+        fd = os.open(f"{m.mnt}/newbig", os.O_WRONLY | os.O_CREAT, 0o644)
+        buf = b"\0" * MiB
+        for _ in range(1024):
+            os.write(fd, buf)
+        os.fsync(fd)
+        os.close(fd)
+    return timed(w)
+
+
+def read_all(path):
+    fd = os.open(path, os.O_RDONLY)
+    while os.read(fd, MiB):
+        pass
+    os.close(fd)
+
+
+def seq_read_cold(m):
+    drop_caches()
+    return timed(lambda: read_all(f"{m.mnt}/big1g"))
+
+
+def seq_read_warm(m):
+    read_all(f"{m.mnt}/big1g")
+    return timed(lambda: read_all(f"{m.mnt}/big1g"))
+
+
+def first_write(m):
+    os.sync()
+    def w():
+        fd = os.open(f"{m.mnt}/big500m", os.O_WRONLY)
+        os.pwrite(fd, b"!", 4096 * 1000)
+        os.close(fd)
+    return timed(w)
+
+
+def readdir(m):
+    return timed(lambda: os.listdir(f"{m.mnt}/shared"))
+
+
+def lookup(m):
+    return timed(lambda: os.stat(f"{m.mnt}/deep/er/file"))
+
+
+def untar(m):
+    return timed(lambda: sh("tar", "-xf", ROOTFS_TAR, "-C", m.mnt))
+
+
+def find(m):
+    return timed(lambda: sh("find", f"{m.mnt}/rootfs", stdout=subprocess.DEVNULL))
+
+
+ROWS = [
+    ("1 GiB sequential write (fsync)", seq_write, bottom(1)),
+    ("1 GiB sequential read, cold", seq_read_cold, bottom(1)),
+    ("1 GiB sequential read, warm", seq_read_warm, bottom(1)),
+    ("first write to a 500 MB lower file (copy-up)", first_write, bottom(1)),
+    ("readdir of a directory in every layer, 1 layer", readdir, top(1)),
+    ("readdir of a directory in every layer, 10 layers", readdir, top(10)),
+    ("readdir of a directory in every layer, 100 layers", readdir, top(100)),
+    ("first lookup of a bottom-layer file, 1 layer", lookup, bottom(1)),
+    ("first lookup of a bottom-layer file, 10 layers", lookup, bottom(10)),
+    ("first lookup of a bottom-layer file, 100 layers", lookup, bottom(100)),
+    ("untar of the rootfs tarball", untar, top(1)),
+    ("find over the rootfs (fresh mount)", find, bottom(1)),
+]
+
+
+def fmt(s):
+    return f"{s * 1000:.2f} ms" if s < 1 else f"{s:.3f} s"
+
+
+def main():
+    make_layers()
+    results = {}
+    for name, fn, lowers in ROWS:
+        times = {fs: [] for fs in FS}
+        for _ in range(RUNS):
+            for fs in FS:
+                with Mount(fs, lowers) as m:
+                    times[fs].append(fn(m))
+        med = {fs: statistics.median(t) for fs, t in times.items()}
+        results[name] = med
+        print(f"{name}: " + ", ".join(f"{fs} {fmt(med[fs])}" for fs in FS), flush=True)
+    print()
+    print(f"| operation ({RUNS} runs, medians) | strata-aufs | fuse-overlayfs | kernel overlayfs | "
+          "strata-aufs / fuse-overlayfs | strata-aufs / kernel |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, _, _ in ROWS:
+        m = results[name]
+        a, f, k = m["strata-aufs"], m["fuse-overlayfs"], m["overlayfs"]
+        print(f"| {name} | **{fmt(a)}** | {fmt(f)} | {fmt(k)} | {a / f:.2f}x | {a / k:.2f}x |")
+
+
+main()
