@@ -2,8 +2,9 @@
 """strata-aufs beside fuse-overlayfs and kernel overlayfs on the same layers (issue 8).
 
 Every row mounts each filesystem afresh over the same lower layers (plain directories on
-this machine's ext4) with an empty upper/writable dir, times one operation in this process
-(or one command), and reports the median of RUNS runs. Run by bench/aufs.sh.
+this machine's ext4) with an empty upper/writable dir, waits for the mount to answer a
+statfs, times one operation in this process (or one command), and reports the median of
+RUNS runs; the three take turns going first. Run by bench/aufs.sh.
 """
 import os
 import shutil
@@ -16,6 +17,8 @@ BENCH = sys.argv[1]
 HELPER = sys.argv[2]
 ROOTFS_TAR = sys.argv[3]
 RUNS = int(sys.argv[4])
+# Extra strata-aufs mount options (to compare settings, e.g. ",threads=1").
+AUFS_OPTS = sys.argv[5] if len(sys.argv) > 5 else ""
 LAYERS = f"{BENCH}/l"  # l/0 .. l/99, l/0 the bottom
 FS = ["strata-aufs", "fuse-overlayfs", "overlayfs"]
 MiB = 1 << 20
@@ -78,7 +81,7 @@ class Mount:
         up, work = f"{self.top}/upper", f"{self.top}/work"
         if fs == "strata-aufs":
             br = ":".join([f"{up}=rw"] + [f"{l}=ro" for l in lowers])
-            sh(HELPER, "-o", f"br={br}", "none", self.mnt)
+            sh(HELPER, "-o", f"br={br}{AUFS_OPTS}", "none", self.mnt)
         elif fs == "fuse-overlayfs":
             sh("fuse-overlayfs", "-o", f"lowerdir={':'.join(lowers)},upperdir={up},workdir={work}", self.mnt)
         else:
@@ -86,6 +89,8 @@ class Mount:
                f"lowerdir={':'.join(lowers)},upperdir={up},workdir={work}", self.mnt)
 
     def __enter__(self):
+        # The mount answers (its server is up) before anything is timed, for all three.
+        os.statvfs(self.mnt)
         return self
 
     def __exit__(self, *exc):
@@ -94,8 +99,10 @@ class Mount:
                 break
             time.sleep(0.05)
         shutil.rmtree(self.top, ignore_errors=True)
-        # Let the server exit and the deleted upper's blocks settle before the next run.
-        time.sleep(0.2)
+        # Let the server exit and ext4 settle the deleted upper (freeing a 1 GiB file
+        # goes on after the unlink) before the next run.
+        os.sync()
+        time.sleep(0.5)
 
 
 def timed(fn):
@@ -182,8 +189,9 @@ def main():
     results = {}
     for name, fn, lowers in ROWS:
         times = {fs: [] for fs in FS}
-        for _ in range(RUNS):
-            for fs in FS:
+        for run in range(RUNS):
+            # Each filesystem goes first, second and third in turn.
+            for fs in FS[run % 3:] + FS[:run % 3]:
                 with Mount(fs, lowers) as m:
                     times[fs].append(fn(m))
         med = {fs: statistics.median(t) for fs, t in times.items()}

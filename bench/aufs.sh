@@ -19,4 +19,4 @@ if [ ! -f "$BENCH/rootfs.tar" ]; then
     tar -C "$BENCH/rootfs" -cf "$BENCH/rootfs.tar" .
     rm -rf "$BENCH/rootfs"
 fi
-python3 bench/aufs.py "$BENCH" "$PWD/target/release/strata-aufs" "$BENCH/rootfs.tar" "$RUNS"
+python3 bench/aufs.py "$BENCH" "$PWD/target/release/strata-aufs" "$BENCH/rootfs.tar" "$RUNS" "${AUFS_OPTS:-}"
