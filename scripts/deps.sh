@@ -19,6 +19,8 @@ command -v mkfs.btrfs >/dev/null 2>&1 || need+=(btrfs-progs)
 # Volume tests format an image file for the local driver's -o device=; the test volume
 # plugin is a python3 script.
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+# The thin pool's tests judge its metadata with thin_check and thin_dump.
+command -v thin_check >/dev/null 2>&1 || need+=(thin-provisioning-tools)
 # The aufs driver's union is a FUSE server: fusermount3 and mount.fuse3 (for `mount -t
 # fuse.strata-aufs`) come with fuse3.
 command -v mount.fuse3 >/dev/null 2>&1 || need+=(fuse3)
