@@ -13,9 +13,11 @@
 mod block;
 mod btree;
 mod pool;
+mod serve;
 mod sm;
 
 pub use pool::{Details, Pool, PoolConfig, Usage};
+pub use serve::serve;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -73,6 +73,8 @@ pub struct Pool {
     sm_blocks: Vec<u64>,
     /// Percent of data blocks kept free: allocations stop there.
     min_free_percent: u64,
+    /// Something was written or changed since the last commit.
+    changed: bool,
 }
 
 impl Pool {
@@ -121,6 +123,7 @@ impl Pool {
             details_root,
             sm_blocks: Vec::new(),
             min_free_percent: 10,
+            changed: true,
         };
         pool.commit()?;
         Ok(pool)
@@ -165,6 +168,7 @@ impl Pool {
             details_root: block::u64_at(&sb[..], 328),
             sm_blocks: own,
             min_free_percent: 10,
+            changed: false,
         })
     }
 
@@ -172,6 +176,11 @@ impl Pool {
     /// (docker's `dm.min_free_space`, default 10).
     pub fn set_min_free_percent(&mut self, percent: u64) {
         self.min_free_percent = percent.min(99);
+    }
+
+    /// Whether anything was written or changed since the last commit.
+    pub fn has_changes(&self) -> bool {
+        self.changed
     }
 
     pub fn block_bytes(&self) -> usize {
@@ -230,6 +239,7 @@ impl Pool {
     pub fn create_thin(&mut self, dev: u64) -> Result<()> {
         Self::check_id(dev)?;
         self.ensure_metadata()?;
+        self.changed = true;
         if self.tm.lookup(self.mapping_root, dev)?.is_some() {
             return Err(Error::DeviceExists(dev));
         }
@@ -253,6 +263,7 @@ impl Pool {
     pub fn create_snap(&mut self, dev: u64, origin: u64) -> Result<()> {
         Self::check_id(dev)?;
         self.ensure_metadata()?;
+        self.changed = true;
         if self.tm.lookup(self.mapping_root, dev)?.is_some() {
             return Err(Error::DeviceExists(dev));
         }
@@ -289,6 +300,7 @@ impl Pool {
     /// Removes device `dev`; blocks no other device shares go back to the pool.
     pub fn delete(&mut self, dev: u64) -> Result<()> {
         self.ensure_metadata()?;
+        self.changed = true;
         let (root, found) = self.tm.remove(self.mapping_root, dev, Values::Subtree)?;
         if !found {
             return Err(Error::NoDevice(dev));
@@ -312,6 +324,22 @@ impl Pool {
             .tm
             .lookup(root, vblock)?
             .map(|v| block::u64_at(&v, 0) >> 24))
+    }
+
+    /// Reads `buf.len()` bytes at `offset` within virtual block `vblock` of `dev` (zeros
+    /// where unmapped).
+    pub fn read(&mut self, dev: u64, vblock: u64, offset: usize, buf: &mut [u8]) -> Result<()> {
+        let bs = self.block_bytes();
+        if offset + buf.len() > bs {
+            return Err(Error::Invalid("a read must stay within one block".into()));
+        }
+        match self.mapping(dev, vblock)? {
+            Some(db) => self
+                .data
+                .read_exact_at(buf, db * bs as u64 + offset as u64)?,
+            None => buf.fill(0),
+        }
+        Ok(())
     }
 
     /// Reads virtual block `vblock` of `dev` into `buf` (one block; zeros where unmapped).
@@ -375,6 +403,7 @@ impl Pool {
             return Err(Error::Invalid("a write must stay within one block".into()));
         }
         let root = self.device_root(dev)?;
+        self.changed = true;
         // A block may be written in place only if no committed state shares it either: a
         // crash must find every other device's committed data as it was. Sharing comes only
         // from snapshots, so a mapping made since the device's last snapshot is its own
@@ -444,6 +473,7 @@ impl Pool {
             return Ok(());
         }
         self.ensure_metadata()?;
+        self.changed = true;
         let mut found = false;
         Self::update_device(
             &mut self.tm,
@@ -490,6 +520,7 @@ impl Pool {
     /// Makes everything done since the last commit durable: new metadata blocks and the
     /// space maps are written and synced (with the data), then the superblock.
     pub fn commit(&mut self) -> Result<()> {
+        self.changed = false;
         self.tm.flush()?;
         for b in std::mem::take(&mut self.sm_blocks) {
             self.tm.meta.dec(b);
