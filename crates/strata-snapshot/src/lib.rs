@@ -9,6 +9,7 @@
 
 pub mod aufs;
 pub mod btrfs;
+pub mod devicemapper;
 pub mod loopdev;
 pub mod metastore;
 pub mod mount;
@@ -138,6 +139,7 @@ pub fn open_driver(
         "vfs" => Ok(Box::new(vfs::Vfs::open(home, opts)?)),
         "btrfs" => Ok(Box::new(btrfs::Btrfs::open(home, opts)?)),
         "aufs" => Ok(Box::new(aufs::Aufs::open(home, opts)?)),
+        "devicemapper" => Ok(Box::new(devicemapper::Devicemapper::open(home, opts)?)),
         other => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!(
@@ -157,7 +159,7 @@ pub fn default_driver() -> &'static str {
     }
 }
 
-pub const DRIVERS: &[&str] = &["overlay2", "vfs", "btrfs", "aufs"];
+pub const DRIVERS: &[&str] = &["overlay2", "vfs", "btrfs", "aufs", "devicemapper"];
 
 /// Helper for drivers that keep a whole tree per snapshot (vfs, btrfs), with `tree(id)`
 /// its directory: a view of a committed snapshot reads the parent's own tree read-only

@@ -52,6 +52,22 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> io::Result<()> {
                 }
             }
             "overlay" | "btrfs" => mount_fs(mnt, target)?,
+            // A filesystem image in a file: on a loop device of its own, which goes away
+            // with the mount (autoclear).
+            "ext4" | "xfs" if mnt.options.iter().any(|o| o == "loop") => {
+                let dev = crate::loopdev::LoopDevice::attach(Path::new(&mnt.source))?;
+                let on_dev = Mount {
+                    kind: mnt.kind.clone(),
+                    source: dev.path().display().to_string(),
+                    options: mnt
+                        .options
+                        .iter()
+                        .filter(|o| *o != "loop")
+                        .cloned()
+                        .collect(),
+                };
+                mount_fs(&on_dev, target)?;
+            }
             "aufs" => mount_aufs(mnt, target)?,
             other => {
                 return Err(io::Error::new(
@@ -72,6 +88,10 @@ fn mount_fs(mnt: &Mount, target: &Path) -> io::Result<()> {
     let configure = || -> rustix::io::Result<()> {
         if mnt.kind != "overlay" {
             m::fsconfig_set_string(&fs, "source", mnt.source.as_str())?;
+        }
+        if mnt.is_readonly() && mnt.kind != "overlay" {
+            // The superblock read-only too: nothing at all is written to the device.
+            m::fsconfig_set_flag(&fs, "ro")?;
         }
         for opt in &mnt.options {
             match opt.split_once('=') {
@@ -111,30 +131,36 @@ fn mount_fs(mnt: &Mount, target: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The `strata-aufs` mount helper: `$STRATA_AUFS`, else beside the running program (or one
-/// directory up, where cargo puts binaries next to its test programs), else on `PATH`.
+/// The `strata-aufs` mount helper.
 pub fn aufs_helper() -> io::Result<std::path::PathBuf> {
-    const NAME: &str = "strata-aufs";
-    if let Some(p) = std::env::var_os("STRATA_AUFS") {
+    helper("strata-aufs", "STRATA_AUFS")
+}
+
+/// A helper program of strata's (`name`): `$ENV`, else beside the running program (or one
+/// directory up, where cargo puts binaries next to its test programs), else on `PATH`.
+pub fn helper(name: &str, env: &str) -> io::Result<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         return Ok(p.into());
     }
     let exe = std::env::current_exe()?;
     let beside = exe
         .parent()
         .into_iter()
-        .flat_map(|d| [d.join(NAME), d.join("..").join(NAME)]);
+        .flat_map(|d| [d.join(name), d.join("..").join(name)]);
     let on_path = std::env::var_os("PATH")
         .map(|p| {
             std::env::split_paths(&p)
-                .map(|d| d.join(NAME))
+                .map(|d| d.join(name))
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();
     beside.chain(on_path).find(|p| p.is_file()).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
-            "the aufs driver needs the strata-aufs helper beside strata or on PATH \
-                 (build it with `cargo build --release -p strata-aufs`, or set STRATA_AUFS)",
+            format!(
+                "{name} is neither beside strata nor on PATH: build the workspace \
+                 (`cargo build --release`) or set {env}"
+            ),
         )
     })
 }

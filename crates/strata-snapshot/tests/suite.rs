@@ -26,6 +26,8 @@ driver_suite!(btrfs, run, "btrfs");
 driver_suite!(btrfs_native, run_on_btrfs, "btrfs");
 // aufs: the userspace branch union over FUSE.
 driver_suite!(aufs, run, "aufs");
+// devicemapper: thin devices of strata's own pool, through FUSE and loop devices.
+driver_suite!(devicemapper, run, "devicemapper");
 
 #[test]
 fn every_suite_test_is_run() {

@@ -164,17 +164,21 @@ pub struct Counts {
     /// Blocks [`Counts::alloc`] can hand out now.
     available: u64,
     hint: usize,
+    /// Per bitmap block of the space map: a count in it changed since the last commit.
+    pub dirty: Vec<bool>,
 }
 
 impl Counts {
     pub fn new(rc: Vec<u32>) -> Counts {
         let committed = rc.iter().map(|c| *c > 0).collect();
         let available = rc.iter().filter(|c| **c == 0).count() as u64;
+        let dirty = vec![false; crate::sm::bitmaps(rc.len() as u64)];
         Counts {
             rc,
             committed,
             available,
             hint: 0,
+            dirty,
         }
     }
 
@@ -201,6 +205,7 @@ impl Counts {
             if self.rc[b] == 0 && !self.committed[b] {
                 self.rc[b] = 1;
                 self.available -= 1;
+                self.dirty[b / crate::sm::ENTRIES_PER_BITMAP] = true;
                 self.hint = b + 1;
                 return Some(b as u64);
             }
@@ -210,6 +215,7 @@ impl Counts {
 
     pub fn inc(&mut self, b: u64) {
         self.rc[b as usize] += 1;
+        self.dirty[b as usize / crate::sm::ENTRIES_PER_BITMAP] = true;
     }
 
     /// Drops one reference; true when none is left.
@@ -217,6 +223,7 @@ impl Counts {
         let c = &mut self.rc[b as usize];
         assert!(*c > 0, "reference count of block {b} would go below zero");
         *c -= 1;
+        self.dirty[b as usize / crate::sm::ENTRIES_PER_BITMAP] = true;
         if *c == 0 && !self.committed[b as usize] {
             self.available += 1;
         }
@@ -589,6 +596,29 @@ impl Tm {
             parent.keys[r] = rn.keys[0];
             self.put(lb, ln);
             self.put(rb, rn);
+        }
+        Ok(())
+    }
+
+    /// Leaf values of tree `root` reachable only through nodes nothing else refers to
+    /// (`shared` says whether a node above is shared), passed to `f`.
+    pub fn each_exclusive(
+        &mut self,
+        root: u64,
+        shared: bool,
+        f: &mut dyn FnMut(&Tm, &[u8]),
+    ) -> Result<()> {
+        let shared = shared || self.meta.rc[root as usize] > 1;
+        if shared {
+            return Ok(());
+        }
+        let n = self.node(root)?;
+        for i in 0..n.len() {
+            if n.internal {
+                self.each_exclusive(n.value_u64(i), shared, f)?;
+            } else {
+                f(self, n.value(i));
+            }
         }
         Ok(())
     }

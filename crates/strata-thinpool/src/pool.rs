@@ -69,8 +69,9 @@ pub struct Pool {
     trans_id: u64,
     mapping_root: u64,
     details_root: u64,
-    /// The blocks the committed space maps occupy: released at the next commit.
-    sm_blocks: Vec<u64>,
+    /// Where the committed space maps are.
+    meta_at: sm::Placement,
+    data_at: sm::Placement,
     /// Percent of data blocks kept free: allocations stop there.
     min_free_percent: u64,
     /// Something was written or changed since the last commit.
@@ -121,7 +122,8 @@ impl Pool {
             trans_id: 0,
             mapping_root,
             details_root,
-            sm_blocks: Vec::new(),
+            meta_at: sm::Placement::default(),
+            data_at: sm::Placement::default(),
             min_free_percent: 10,
             changed: true,
         };
@@ -155,9 +157,8 @@ impl Pool {
                 "the data file is smaller than the pool".into(),
             ));
         }
-        let (meta_rc, mut own) = sm::load(&meta, Which::Metadata, &meta_root)?;
-        let (data_rc, data_own) = sm::load(&meta, Which::Data, &data_root)?;
-        own.extend(data_own);
+        let (meta_rc, meta_at) = sm::load(&meta, Which::Metadata, &meta_root)?;
+        let (data_rc, data_at) = sm::load(&meta, Which::Data, &data_root)?;
         Ok(Pool {
             tm: Tm::new(meta, Counts::new(meta_rc), Counts::new(data_rc)),
             data,
@@ -166,7 +167,8 @@ impl Pool {
             trans_id: block::u64_at(&sb[..], 48),
             mapping_root: block::u64_at(&sb[..], 320),
             details_root: block::u64_at(&sb[..], 328),
-            sm_blocks: own,
+            meta_at,
+            data_at,
             min_free_percent: 10,
             changed: false,
         })
@@ -324,6 +326,19 @@ impl Pool {
             .tm
             .lookup(root, vblock)?
             .map(|v| block::u64_at(&v, 0) >> 24))
+    }
+
+    /// Blocks only `dev` refers to: what it wrote itself, not what it shares with the
+    /// device it was snapshotted from or with snapshots of it.
+    pub fn exclusive_blocks(&mut self, dev: u64) -> Result<u64> {
+        let root = self.device_root(dev)?;
+        let mut n = 0;
+        self.tm.each_exclusive(root, false, &mut |tm, v| {
+            if tm.data.rc[(block::u64_at(v, 0) >> 24) as usize] == 1 {
+                n += 1;
+            }
+        })?;
+        Ok(n)
     }
 
     /// Reads `buf.len()` bytes at `offset` within virtual block `vblock` of `dev` (zeros
@@ -522,27 +537,7 @@ impl Pool {
     pub fn commit(&mut self) -> Result<()> {
         self.changed = false;
         self.tm.flush()?;
-        for b in std::mem::take(&mut self.sm_blocks) {
-            self.tm.meta.dec(b);
-        }
-        let need_data = sm::blocks_needed(Which::Data, &self.tm.data.rc);
-        let need_meta = sm::blocks_needed(Which::Metadata, &self.tm.meta.rc);
-        let mut blocks = Vec::with_capacity(need_data + need_meta);
-        for _ in 0..need_data + need_meta {
-            blocks.push(self.tm.meta.alloc().ok_or(Error::MetadataFull)?);
-        }
-        let data_root = sm::save(
-            &self.tm.file,
-            Which::Data,
-            &self.tm.data.rc,
-            &blocks[..need_data],
-        )?;
-        let meta_root = sm::save(
-            &self.tm.file,
-            Which::Metadata,
-            &self.tm.meta.rc,
-            &blocks[need_data..],
-        )?;
+        let (data_root, meta_root) = self.save_space_maps()?;
         self.data.sync_data()?;
         self.tm.file.sync_data()?;
         self.trans_id += 1;
@@ -562,9 +557,71 @@ impl Pool {
         self.tm.file.sync_data()?;
         self.tm.meta.committed_now();
         self.tm.data.committed_now();
-        self.sm_blocks = blocks;
         self.punch_freed();
         Ok(())
+    }
+
+    /// Writes both space maps: a bitmap whose counts changed goes to a fresh block (the
+    /// committed one stays as it is until the superblock moves on), an unchanged one stays
+    /// where it is; indexes and overflow trees are written anew. Placing blocks changes
+    /// counts of metadata blocks in turn, so this repeats until every changed bitmap has a
+    /// place.
+    fn save_space_maps(&mut self) -> Result<(SmRoot, SmRoot)> {
+        let meta = &mut self.tm.meta;
+        let data = &mut self.tm.data;
+        for b in self
+            .meta_at
+            .others
+            .drain(..)
+            .chain(self.data_at.others.drain(..))
+        {
+            meta.dec(b);
+        }
+        let nbm_meta = sm::bitmaps(meta.len());
+        let nbm_data = sm::bitmaps(data.len());
+        self.meta_at.bitmaps.resize(nbm_meta, u64::MAX);
+        self.data_at.bitmaps.resize(nbm_data, u64::MAX);
+        let mut write_meta = vec![false; nbm_meta];
+        let mut write_data = vec![false; nbm_data];
+        let mut others_done = false;
+        loop {
+            let moved = place_bitmaps(meta, Some(&data.dirty), &mut self.data_at, &mut write_data)?
+                | place_bitmaps(meta, None, &mut self.meta_at, &mut write_meta)?;
+            if !moved && !others_done {
+                // Counts above 2 do not change from here on: placing blocks sets counts
+                // of 1 and releases counts of 1.
+                for _ in 0..sm::others_needed(Which::Data, &data.rc) {
+                    let b = meta.alloc().ok_or(Error::MetadataFull)?;
+                    self.data_at.others.push(b);
+                }
+                for _ in 0..sm::others_needed(Which::Metadata, &meta.rc) {
+                    let b = meta.alloc().ok_or(Error::MetadataFull)?;
+                    self.meta_at.others.push(b);
+                }
+                others_done = true;
+                continue;
+            }
+            if !moved {
+                break;
+            }
+        }
+        let data_root = sm::save(
+            &self.tm.file,
+            Which::Data,
+            &data.rc,
+            &self.data_at,
+            &write_data,
+        )?;
+        let meta_root = sm::save(
+            &self.tm.file,
+            Which::Metadata,
+            &meta.rc,
+            &self.meta_at,
+            &write_meta,
+        )?;
+        meta.dirty.fill(false);
+        data.dirty.fill(false);
+        Ok((data_root, meta_root))
     }
 
     /// Gives the space of data blocks freed by the last transaction back to the file
@@ -582,4 +639,28 @@ impl Pool {
             }
         }
     }
+}
+
+/// Gives each bitmap of a space map whose counts changed (per `dirty`, the metadata space
+/// map's own flags when `None`) a fresh metadata block, once; true if any moved.
+fn place_bitmaps(
+    meta: &mut Counts,
+    dirty: Option<&[bool]>,
+    at: &mut sm::Placement,
+    written: &mut [bool],
+) -> Result<bool> {
+    let mut moved = false;
+    for (i, w) in written.iter_mut().enumerate() {
+        let changed = dirty.map_or(meta.dirty[i], |d| d[i]);
+        let unplaced = at.bitmaps[i] == u64::MAX;
+        if (changed || unplaced) && !*w {
+            if !unplaced {
+                meta.dec(at.bitmaps[i]);
+            }
+            at.bitmaps[i] = meta.alloc().ok_or(Error::MetadataFull)?;
+            *w = true;
+            moved = true;
+        }
+    }
+    Ok(moved)
 }

@@ -17,7 +17,8 @@ use crate::{Error, Pool};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -575,6 +576,35 @@ impl Filesystem for Server {
         })();
         match r {
             Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// `user.thin.mapped_bytes` and `user.thin.exclusive_bytes` of a device: what it maps,
+    /// and what only it refers to (its own writes since it was snapshotted).
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let mut st = self.lock();
+        let r = (|| {
+            if ino.0 < FIRST_DEVICE {
+                return Err(Errno::ENODATA);
+            }
+            let id = ino.0 - FIRST_DEVICE;
+            let bs = st.pool.block_bytes() as u64;
+            let blocks = match name.to_str() {
+                Some("user.thin.mapped_bytes") => {
+                    st.pool.details(id).map_err(|e| errno(&e))?.mapped_blocks
+                }
+                Some("user.thin.exclusive_bytes") => {
+                    st.pool.exclusive_blocks(id).map_err(|e| errno(&e))?
+                }
+                _ => return Err(Errno::ENODATA),
+            };
+            Ok((blocks * bs).to_string())
+        })();
+        match r {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(v.as_bytes()),
             Err(e) => reply.error(e),
         }
     }

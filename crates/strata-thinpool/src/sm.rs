@@ -53,15 +53,23 @@ pub enum Which {
     Data,
 }
 
-/// Blocks a space map of these counts takes on disk.
-pub fn blocks_needed(which: Which, rc: &[u32]) -> usize {
+/// Where a space map is on disk: one block per bitmap (in order), and the blocks of its
+/// index and overflow tree, which every commit writes anew.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    pub bitmaps: Vec<u64>,
+    pub others: Vec<u64>,
+}
+
+/// Blocks the index and overflow tree of a space map of these counts take.
+pub fn others_needed(which: Which, rc: &[u32]) -> usize {
     let nbm = bitmaps(rc.len() as u64);
     let overflow = rc.iter().filter(|c| **c > 2).count();
     let index = match which {
         Which::Metadata => 1,
         Which::Data => btree::built_nodes(nbm, INDEX_ENTRY),
     };
-    nbm + index + btree::built_nodes(overflow, COUNT_SIZE)
+    index + btree::built_nodes(overflow, COUNT_SIZE)
 }
 
 fn raw_tree(
@@ -83,8 +91,8 @@ fn raw_tree(
     Ok(())
 }
 
-/// Reads a space map; returns its counts and the blocks it occupies.
-pub fn load(file: &File, which: Which, root: &SmRoot) -> Result<(Vec<u32>, Vec<u64>)> {
+/// Reads a space map; returns its counts and where it is.
+pub fn load(file: &File, which: Which, root: &SmRoot) -> Result<(Vec<u32>, Placement)> {
     let mut own = Vec::new();
     let nbm = bitmaps(root.nr_blocks);
     let bitmap_blocks: Vec<u64> = match which {
@@ -115,7 +123,6 @@ pub fn load(file: &File, which: Which, root: &SmRoot) -> Result<(Vec<u32>, Vec<u
     let mut rc = vec![0u32; root.nr_blocks as usize];
     for (i, b) in bitmap_blocks.iter().enumerate() {
         let bm = block::read(file, *b, Kind::Bitmap)?;
-        own.push(*b);
         let start = i * ENTRIES_PER_BITMAP;
         let end = (start + ENTRIES_PER_BITMAP).min(rc.len());
         for (j, c) in rc[start..end].iter_mut().enumerate() {
@@ -132,32 +139,45 @@ pub fn load(file: &File, which: Which, root: &SmRoot) -> Result<(Vec<u32>, Vec<u
         })?;
         *c = block::u32_at(&v, 0);
     }
-    Ok((rc, own))
+    Ok((
+        rc,
+        Placement {
+            bitmaps: bitmap_blocks,
+            others: own,
+        },
+    ))
 }
 
-/// Writes a space map of counts `rc` into `blocks` (exactly [`blocks_needed`] of them).
-pub fn save(file: &File, which: Which, rc: &[u32], blocks: &[u64]) -> Result<SmRoot> {
+/// Writes a space map of counts `rc`: the bitmaps marked in `write` to their blocks in
+/// `at.bitmaps` (the others are on disk as they are), the index and the overflow tree into
+/// `at.others` (exactly [`others_needed`] blocks).
+pub fn save(
+    file: &File,
+    which: Which,
+    rc: &[u32],
+    at: &Placement,
+    write: &[bool],
+) -> Result<SmRoot> {
     let nbm = bitmaps(rc.len() as u64);
-    let mut next = blocks.iter().copied();
+    let mut next = at.others.iter().copied();
     let mut index = Vec::with_capacity(nbm);
-    for i in 0..nbm {
-        let b = next.next().expect("bitmap block");
-        let mut bm = Box::new([0u8; BLOCK_SIZE]);
+    for (i, written) in write.iter().enumerate().take(nbm) {
+        let b = at.bitmaps[i];
         let start = i * ENTRIES_PER_BITMAP;
         let end = (start + ENTRIES_PER_BITMAP).min(rc.len());
-        let mut free = 0u32;
-        let mut first_free = None;
-        for (j, c) in rc[start..end].iter().enumerate() {
-            let v = (*c).min(3) as u8;
-            let shift = 2 * (j % 4);
-            bm[BITMAP_HEADER + j / 4] |= ((v >> 1) << shift) | ((v & 1) << (shift + 1));
-            if *c == 0 {
-                free += 1;
-                first_free.get_or_insert(j as u32);
+        let range = &rc[start..end];
+        let free = range.iter().filter(|c| **c == 0).count() as u32;
+        let first_free = range.iter().position(|c| *c == 0).unwrap_or(end - start) as u32;
+        if *written {
+            let mut bm = Box::new([0u8; BLOCK_SIZE]);
+            for (j, c) in range.iter().enumerate() {
+                let v = (*c).min(3) as u8;
+                let shift = 2 * (j % 4);
+                bm[BITMAP_HEADER + j / 4] |= ((v >> 1) << shift) | ((v & 1) << (shift + 1));
             }
+            block::write(file, b, &mut bm, Kind::Bitmap)?;
         }
-        block::write(file, b, &mut bm, Kind::Bitmap)?;
-        index.push((b, free, first_free.unwrap_or((end - start) as u32)));
+        index.push((b, free, first_free));
     }
     let entry = |(b, free, first): (u64, u32, u32)| {
         let mut e = [0u8; INDEX_ENTRY];

@@ -1,0 +1,539 @@
+//! devicemapper: docker's thin-provisioning driver without device-mapper. The thin pool is
+//! strata's own (`strata-thinpool`, dm-thin's metadata format) in two sparse files, as
+//! docker's loop-lvm mode had them; its server process shows every thin device as a file
+//! (`ROOT/devicemapper/dev/ID`), and a device is mounted through a loop device with the
+//! filesystem the base device was made with.
+//!
+//! The base device (id 1) holds an empty filesystem of `dm.basesize`; every layer and
+//! container is a snapshot of its parent's device (O(1): the pool shares the mapping
+//! tree), so a container costs a few metadata blocks and writes copy only the blocks they
+//! touch. Snapshot number N is thin device N + 1. Diffs are the generic comparison of two
+//! mounted trees; sizes come from the pool (blocks only the device refers to).
+
+use crate::mount::Mount;
+use crate::usage::Usage;
+use crate::{Driver, Kind, Layout, PrepareOpts};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use strata_archive::WhiteoutFormat;
+
+const BASE: u64 = 1;
+const FUSE_MAGIC: i64 = 0x65735546;
+
+pub struct Devicemapper {
+    home: PathBuf,
+    cfg: Config,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    base_size: u64,
+    fs: String,
+    mkfs_args: Vec<String>,
+    block_size: u64,
+    data_size: u64,
+    metadata_size: u64,
+    min_free_percent: u64,
+    deferred_removal: bool,
+    deferred_deletion: bool,
+}
+
+fn size_opt(k: &str, v: &str, min: u64) -> io::Result<u64> {
+    strata_store::units::parse_bytes(v)
+        .filter(|n| *n as u64 >= min)
+        .map(|n| n as u64)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid {k} {v:?}: give a size of at least {min} bytes, e.g. {k}=10G"),
+            )
+        })
+}
+
+fn bool_opt(k: &str, v: &str) -> io::Result<bool> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid {k} {v:?}: give true or false"),
+        )),
+    }
+}
+
+impl Config {
+    fn parse(opts: &[(String, String)]) -> io::Result<Config> {
+        let mut c = Config {
+            base_size: 10 << 30,
+            fs: "ext4".into(),
+            mkfs_args: Vec::new(),
+            block_size: 64 << 10,
+            data_size: 100 << 30,
+            metadata_size: 2 << 30,
+            min_free_percent: 10,
+            deferred_removal: false,
+            deferred_deletion: false,
+        };
+        for (k, v) in opts {
+            match k.as_str() {
+                "dm.basesize" => c.base_size = size_opt(k, v, 64 << 20)?,
+                "dm.fs" => {
+                    if v != "ext4" && v != "xfs" {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("invalid dm.fs {v:?}: give ext4 or xfs"),
+                        ));
+                    }
+                    c.fs = v.clone();
+                }
+                "dm.mkfsarg" => c.mkfs_args.push(v.clone()),
+                "dm.blocksize" => {
+                    c.block_size = size_opt(k, v, 64 << 10)?;
+                    if !c.block_size.is_multiple_of(64 << 10) || c.block_size > 1 << 30 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("invalid dm.blocksize {v:?}: give 64K to 1G in steps of 64K"),
+                        ));
+                    }
+                }
+                "dm.loopdatasize" => c.data_size = size_opt(k, v, 256 << 20)?,
+                "dm.loopmetadatasize" => c.metadata_size = size_opt(k, v, 2 << 20)?,
+                "dm.min_free_space" => {
+                    c.min_free_percent = v
+                        .trim_end_matches('%')
+                        .parse()
+                        .ok()
+                        .filter(|p| *p < 100)
+                        .ok_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                format!("invalid dm.min_free_space {v:?}: give a percentage below 100, e.g. 10%"),
+                            )
+                        })?
+                }
+                "dm.use_deferred_removal" => c.deferred_removal = bool_opt(k, v)?,
+                "dm.use_deferred_deletion" => c.deferred_deletion = bool_opt(k, v)?,
+                other => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "unknown storage option {other:?} for devicemapper: it takes dm.basesize, dm.fs, dm.mkfsarg, dm.blocksize, dm.loopdatasize, dm.loopmetadatasize, dm.min_free_space, dm.use_deferred_removal and dm.use_deferred_deletion"
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+impl Devicemapper {
+    pub fn open(home: &Path, opts: &[(String, String)]) -> io::Result<Devicemapper> {
+        let cfg = Config::parse(opts)?;
+        if !Path::new("/dev/fuse").exists() || !Path::new("/dev/loop-control").exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "devicemapper needs FUSE and loop devices, which this machine does not offer: use --storage-driver vfs",
+            ));
+        }
+        let dm = Devicemapper {
+            home: home.to_path_buf(),
+            cfg,
+        };
+        fs::create_dir_all(dm.pool_dir())?;
+        fs::create_dir_all(dm.dev_dir())?;
+        if !dm.metadata_file().exists() {
+            dm.format()?;
+        }
+        dm.start_server()?;
+        dm.ensure_base()?;
+        dm.retry_deferred()?;
+        Ok(dm)
+    }
+
+    fn pool_dir(&self) -> PathBuf {
+        self.home.join("devicemapper")
+    }
+
+    fn data_file(&self) -> PathBuf {
+        self.pool_dir().join("data")
+    }
+
+    fn metadata_file(&self) -> PathBuf {
+        self.pool_dir().join("metadata")
+    }
+
+    fn dev_dir(&self) -> PathBuf {
+        self.home.join("dev")
+    }
+
+    fn device(&self, id: u64) -> PathBuf {
+        self.dev_dir().join(id.to_string())
+    }
+
+    fn thin_id(snapshot: i64) -> u64 {
+        snapshot as u64 + 1
+    }
+
+    /// Makes the pool: formatted under temporary names, the metadata renamed into place
+    /// last (its presence says the pool exists).
+    fn format(&self) -> io::Result<()> {
+        let tmp_meta = self.pool_dir().join("metadata.tmp");
+        let open = |p: &Path| {
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(p)
+        };
+        let meta = open(&tmp_meta)?;
+        let data = open(&self.data_file())?;
+        strata_thinpool::Pool::format(
+            meta,
+            data,
+            &strata_thinpool::PoolConfig {
+                block_sectors: (self.cfg.block_size / 512) as u32,
+                data_blocks: self.cfg.data_size / self.cfg.block_size,
+                metadata_blocks: self.cfg.metadata_size / 4096,
+            },
+        )
+        .map_err(|e| io::Error::other(format!("making the thin pool: {e}")))?;
+        let _ = fs::remove_file(self.pool_dir().join("metadata.sizes"));
+        fs::rename(&tmp_meta, self.metadata_file())?;
+        fs::File::open(self.pool_dir())?.sync_all()
+    }
+
+    fn server_up(&self) -> bool {
+        rustix::fs::statfs(self.dev_dir()).is_ok_and(|s| s.f_type == FUSE_MAGIC)
+    }
+
+    /// Starts the pool's server unless it runs; a server that died leaves a dead mount,
+    /// which is cleared first. The server runs in its own process group, so it outlives
+    /// the CLI, and ends when its mount is unmounted.
+    fn start_server(&self) -> io::Result<()> {
+        let dev = self.dev_dir();
+        if crate::mount::dead_fuse(&dev) {
+            rustix::mount::unmount(&dev, rustix::mount::UnmountFlags::DETACH)?;
+        }
+        if self.server_up() {
+            return Ok(());
+        }
+        let log = self.pool_dir().join("server.log");
+        let mut child = Command::new(crate::mount::helper("strata-thinpool", "STRATA_THINPOOL")?)
+            .arg("serve")
+            .arg(self.metadata_file())
+            .arg(self.data_file())
+            .arg(&dev)
+            .arg(self.cfg.min_free_percent.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?)
+            .process_group(0)
+            .spawn()?;
+        for _ in 0..500 {
+            if self.server_up() {
+                return Ok(());
+            }
+            if let Some(status) = child.try_wait()? {
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                return Err(io::Error::other(format!(
+                    "the thin pool server exited ({status}): {}",
+                    text.trim()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        Err(io::Error::other(
+            "the thin pool server did not come up in 5 s",
+        ))
+    }
+
+    /// The base device: an empty filesystem every image's first layer snapshots.
+    fn ensure_base(&self) -> io::Result<()> {
+        let base = self.device(BASE);
+        if base.exists() {
+            return Ok(());
+        }
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&base)?;
+        f.set_len(self.cfg.base_size)?;
+        drop(f);
+        let made = (|| {
+            let dev = crate::loopdev::LoopDevice::attach(&base)?;
+            let mut args: Vec<String> = match self.cfg.fs.as_str() {
+                "xfs" => vec!["-q".into(), "-f".into()],
+                _ => vec![
+                    "-q".into(),
+                    "-E".into(),
+                    "nodiscard,lazy_itable_init=1,lazy_journal_init=1".into(),
+                ],
+            };
+            args.extend(self.cfg.mkfs_args.iter().cloned());
+            let out = Command::new(format!("mkfs.{}", self.cfg.fs))
+                .args(&args)
+                .arg(dev.path())
+                .output()
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "running mkfs.{}: {e} (install e2fsprogs or xfsprogs)",
+                            self.cfg.fs
+                        ),
+                    )
+                })?;
+            if !out.status.success() {
+                return Err(io::Error::other(format!(
+                    "mkfs.{} on the base device: {}",
+                    self.cfg.fs,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            fs::File::open(dev.path())?.sync_all()?;
+            drop(dev);
+            // Layers hold only their own files: lost+found goes (fsck makes it again).
+            let m = crate::mount::MountGuard::new(
+                &[Mount {
+                    kind: self.cfg.fs.clone(),
+                    source: base.display().to_string(),
+                    options: vec!["loop".into(), "rw".into()],
+                }],
+                &self.pool_dir().join("base-mnt"),
+            )?;
+            match fs::remove_dir(m.path().join("lost+found")) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })();
+        if made.is_err() {
+            let _ = fs::remove_file(&base);
+        }
+        made
+    }
+
+    fn deferred_list(&self) -> PathBuf {
+        self.pool_dir().join("deferred-deletion")
+    }
+
+    fn deferred(&self) -> Vec<u64> {
+        fs::read_to_string(self.deferred_list())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    fn set_deferred(&self, ids: &[u64]) -> io::Result<()> {
+        let tmp = self.deferred_list().with_extension("tmp");
+        let mut f = fs::File::create(&tmp)?;
+        for id in ids {
+            writeln!(f, "{id}")?;
+        }
+        f.sync_all()?;
+        fs::rename(&tmp, self.deferred_list())
+    }
+
+    /// Deletes what an earlier removal had to leave because the device was busy.
+    fn retry_deferred(&self) -> io::Result<()> {
+        let ids = self.deferred();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let left: Vec<u64> = ids
+            .into_iter()
+            .filter(|id| match fs::remove_file(self.device(*id)) {
+                Ok(()) => false,
+                Err(e) => e.kind() != io::ErrorKind::NotFound,
+            })
+            .collect();
+        self.set_deferred(&left)
+    }
+
+    fn pool_status(&self) -> Vec<(String, u64)> {
+        fs::read_to_string(self.dev_dir().join(".pool"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    fn device_bytes(&self, id: i64, attr: &str) -> io::Result<u64> {
+        let path = self.device(Self::thin_id(id));
+        let mut buf = [0u8; 32];
+        match rustix::fs::getxattr(&path, attr, &mut buf[..]) {
+            Ok(n) => std::str::from_utf8(&buf[..n])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| io::Error::other(format!("{attr} of {}", path.display()))),
+            Err(rustix::io::Errno::NOENT) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn gb(bytes: u64) -> String {
+    format!("{:.4} GB", bytes as f64 / 1e9)
+}
+
+impl Driver for Devicemapper {
+    fn name(&self) -> &'static str {
+        "devicemapper"
+    }
+
+    fn status(&self) -> Vec<(String, String)> {
+        let st = self.pool_status();
+        let get = |k: &str| st.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
+        let (du, dt, mu, mt) = (
+            get("Data Used"),
+            get("Data Total"),
+            get("Metadata Used"),
+            get("Metadata Total"),
+        );
+        let dir = self.pool_dir();
+        vec![
+            ("Pool Name".into(), "strata-thinpool".into()),
+            (
+                "Pool Blocksize".into(),
+                format!("{:.2} kB", self.cfg.block_size as f64 / 1e3),
+            ),
+            ("Base Device Size".into(), gb(self.cfg.base_size)),
+            ("Backing Filesystem".into(), self.cfg.fs.clone()),
+            ("Data file".into(), self.data_file().display().to_string()),
+            (
+                "Metadata file".into(),
+                self.metadata_file().display().to_string(),
+            ),
+            ("Data Space Used".into(), gb(du)),
+            ("Data Space Total".into(), gb(dt)),
+            ("Data Space Available".into(), gb(dt.saturating_sub(du))),
+            ("Metadata Space Used".into(), gb(mu)),
+            ("Metadata Space Total".into(), gb(mt)),
+            ("Metadata Space Available".into(), gb(mt.saturating_sub(mu))),
+            (
+                "Thin Pool Minimum Free Space".into(),
+                gb(dt * self.cfg.min_free_percent / 100),
+            ),
+            (
+                "Deferred Removal Enabled".into(),
+                self.cfg.deferred_removal.to_string(),
+            ),
+            (
+                "Deferred Deletion Enabled".into(),
+                self.cfg.deferred_deletion.to_string(),
+            ),
+            (
+                "Deferred Deleted Device Count".into(),
+                self.deferred().len().to_string(),
+            ),
+            (
+                "Data loop file".into(),
+                dir.join("data").display().to_string(),
+            ),
+            (
+                "Metadata loop file".into(),
+                dir.join("metadata").display().to_string(),
+            ),
+        ]
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        vec![
+            "devicemapper: the thin pool is in loop files (data and metadata). \
+             Usage of loopback devices is strongly discouraged for production use."
+                .into(),
+        ]
+    }
+
+    fn create(&self, s: &Layout, _opts: &PrepareOpts) -> io::Result<()> {
+        if s.kind == Kind::View {
+            return Ok(()); // a view reads its parent's device
+        }
+        let origin = s.parents.first().map_or(BASE, |p| Self::thin_id(*p));
+        match fs::hard_link(self.device(origin), self.device(Self::thin_id(s.id))) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            r => r,
+        }
+    }
+
+    fn mounts(&self, s: &Layout) -> io::Result<Vec<Mount>> {
+        let (id, readonly) = match (s.kind, s.parents.first()) {
+            (Kind::View, Some(p)) => (Self::thin_id(*p), true),
+            (Kind::View, None) => (BASE, true),
+            (kind, _) => (Self::thin_id(s.id), kind == Kind::View),
+        };
+        let mut options = vec!["loop".to_string()];
+        if readonly {
+            options.push("ro".into());
+            if self.cfg.fs == "ext4" {
+                options.push("noload".into());
+            }
+        } else {
+            options.push("rw".into());
+            options.push("discard".into());
+        }
+        Ok(vec![Mount {
+            kind: self.cfg.fs.clone(),
+            source: self.device(id).display().to_string(),
+            options,
+        }])
+    }
+
+    fn commit(&self, _s: &Layout) -> io::Result<()> {
+        // Unmounting synced the filesystem, and the pool commits on every sync.
+        Ok(())
+    }
+
+    fn remove(&self, id: i64) -> io::Result<()> {
+        let tid = Self::thin_id(id);
+        match fs::remove_file(self.device(tid)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && self.cfg.deferred_deletion => {
+                let mut ids = self.deferred();
+                ids.push(tid);
+                self.set_deferred(&ids)
+            }
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("deleting thin device {tid}: {e} (set dm.use_deferred_deletion=true to delete busy devices later)"),
+            )),
+        }
+    }
+
+    fn usage(&self, s: &Layout) -> io::Result<Usage> {
+        Ok(Usage {
+            size: self.device_bytes(s.id, "user.thin.exclusive_bytes")?,
+            inodes: 0,
+        })
+    }
+
+    fn apply_dir(&self, _s: &Layout) -> Option<(PathBuf, WhiteoutFormat)> {
+        None
+    }
+
+    fn diff(&self, _s: &Layout, _w: &mut dyn Write) -> Option<io::Result<()>> {
+        None
+    }
+
+    fn stored_ids(&self) -> io::Result<Vec<i64>> {
+        Ok(crate::numeric_dirs(&self.dev_dir())?
+            .into_iter()
+            .filter(|id| *id as u64 > BASE)
+            .map(|id| id - 1)
+            .collect())
+    }
+
+    fn close(&self) -> io::Result<()> {
+        crate::mount::unmount(&self.dev_dir())
+    }
+}
