@@ -651,7 +651,10 @@ fn place_bitmaps(
 ) -> Result<bool> {
     let mut moved = false;
     for (i, w) in written.iter_mut().enumerate() {
-        let changed = dirty.map_or(meta.dirty[i], |d| d[i]);
+        let changed = match dirty {
+            Some(d) => d[i],
+            None => meta.dirty[i],
+        };
         let unplaced = at.bitmaps[i] == u64::MAX;
         if (changed || unplaced) && !*w {
             if !unplaced {
