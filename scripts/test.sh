@@ -15,14 +15,14 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
-leftover=$(findmnt -rn -o TARGET | grep -E 'strata-(suite|cli|aufs-test|aufs-posix)-|/tmp/\.tmp' || true)
+leftover=$(findmnt -rn -o TARGET | grep -E 'strata-(suite|cli|aufs-test|aufs-posix|thinpool-test)-|/tmp/\.tmp' || true)
 if [ -n "$leftover" ]; then
     echo "tests left mounts behind:" >&2
     echo "$leftover" >&2
     exit 1
 fi
 # Nor a loop device (the btrfs driver's pools, the tests' own btrfs filesystems).
-loops=$(losetup -a | grep -E 'strata-(suite|cli)-' || true)
+loops=$(losetup -a | grep -E 'strata-(suite|cli|thinpool-test)-|/tmp/\.tmp' || true)
 if [ -n "$loops" ]; then
     echo "tests left loop devices behind:" >&2
     echo "$loops" >&2
@@ -31,9 +31,9 @@ fi
 # No container cgroup (v1 hierarchies or v2) nor shim may outlive the tests.
 cgroups=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -type d -path '*/strata/*' 2>/dev/null || true)
 shims=$(pgrep -f '^strata-shim' || true)
-# Nor a union server (each aufs mount has one; it exits when its mount goes).
+# Nor a union or thin pool server (each exits when its mount goes).
 sleep 1
-servers=$(pgrep -x strata-aufs || true)
+servers=$(pgrep -x 'strata-aufs|strata-thinpool' || true)
 shims=$(printf '%s\n%s' "$shims" "$servers" | sed '/^$/d' | paste -sd, -)
 if [ -n "$cgroups$shims" ]; then
     echo "tests left containers behind:" >&2

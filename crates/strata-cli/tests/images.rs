@@ -501,6 +501,7 @@ macro_rules! per_driver {
         mod vfs { $(#[test] fn $test() { super::$test("vfs") })* }
         mod btrfs { $(#[test] fn $test() { super::$test("btrfs") })* }
         mod aufs { $(#[test] fn $test() { super::$test("aufs") })* }
+        mod devicemapper { $(#[test] fn $test() { super::$test("devicemapper") })* }
     };
 }
 

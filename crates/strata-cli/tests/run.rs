@@ -896,7 +896,9 @@ all_tests!(
     native = "native" on "overlay2",
     runc = "runc" on "overlay2",
     // Containers whose root is the userspace union (a FUSE server per container).
-    native_on_aufs = "native" on "aufs"
+    native_on_aufs = "native" on "aufs",
+    // Containers whose root is ext4 on a thin device of the userspace pool.
+    native_on_devicemapper = "native" on "devicemapper"
 );
 
 #[test]

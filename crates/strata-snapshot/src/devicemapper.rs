@@ -495,7 +495,18 @@ impl Driver for Devicemapper {
 
     fn remove(&self, id: i64) -> io::Result<()> {
         let tid = Self::thin_id(id);
-        match fs::remove_file(self.device(tid)) {
+        let mut tries = 0;
+        let res = loop {
+            // A loop device lets go of its file shortly after the unmount that detached it.
+            match fs::remove_file(self.device(tid)) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => break r,
+            }
+        };
+        match res {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && self.cfg.deferred_deletion => {

@@ -70,6 +70,7 @@ impl Store {
     pub fn layer_dir(&self) -> PathBuf {
         match self.driver {
             "btrfs" => self.root().join("btrfs/fs/subvolumes"),
+            "devicemapper" => self.root().join("devicemapper/dev"),
             d => self.root().join(d),
         }
     }
@@ -413,7 +414,9 @@ pub fn mounted_under(dir: &Path) -> Vec<String> {
     let store_root = format!("{}/root", dir.display());
     all_mounts_under(dir)
         .into_iter()
-        .filter(|t| !t.ends_with("/btrfs/fs") && *t != store_root)
+        .filter(|t| {
+            !t.ends_with("/btrfs/fs") && !t.ends_with("/devicemapper/dev") && *t != store_root
+        })
         .collect()
 }
 
