@@ -33,7 +33,7 @@ cgroups=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -type d -path '*/strata/*'
 shims=$(pgrep -f '^strata-shim' || true)
 # Nor a union or thin pool server (each exits when its mount goes).
 sleep 1
-servers=$(pgrep -x 'strata-aufs|strata-thinpool' || true)
+servers=$( (pgrep -x strata-aufs; pgrep -x strata-thinpool) || true)
 shims=$(printf '%s\n%s' "$shims" "$servers" | sed '/^$/d' | paste -sd, -)
 if [ -n "$cgroups$shims" ]; then
     echo "tests left containers behind:" >&2

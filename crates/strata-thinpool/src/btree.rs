@@ -383,45 +383,43 @@ impl Tm {
         Ok((nb, n))
     }
 
+    /// The leaf where `key` belongs (None when it is below every key of the tree) and
+    /// whether a node on the way has another referrer.
+    fn leaf_for(&mut self, root: u64, key: u64) -> Result<Option<(Node, bool)>> {
+        let mut b = root;
+        let mut shared = false;
+        loop {
+            shared |= self.meta.rc[b as usize] > 1;
+            let n = self.node(b)?;
+            if !n.internal {
+                return Ok(Some((n, shared)));
+            }
+            if n.keys.first().is_none_or(|k| key < *k) {
+                return Ok(None);
+            }
+            b = n.value_u64(n.child_index(key));
+        }
+    }
+
     /// The data block `key` maps to, and the mapping's time, when nothing on the way is
     /// shared now: no node of the path has another referrer and no other mapping refers to
     /// the data block.
     pub fn exclusive_mapping(&mut self, root: u64, key: u64) -> Result<Option<(u64, u32)>> {
-        let mut b = root;
-        loop {
-            if self.meta.rc[b as usize] > 1 {
-                return Ok(None);
-            }
-            let n = self.node(b)?;
-            if n.internal {
-                if n.keys.first().is_none_or(|k| key < *k) {
-                    return Ok(None);
-                }
-                b = n.value_u64(n.child_index(key));
-            } else {
-                let Ok(i) = n.keys.binary_search(&key) else {
-                    return Ok(None);
-                };
-                let v = n.value_u64(i);
-                let db = v >> 24;
-                return Ok((self.data.rc[db as usize] == 1).then_some((db, (v & 0xff_ffff) as u32)));
-            }
-        }
+        let Some((n, false)) = self.leaf_for(root, key)? else {
+            return Ok(None);
+        };
+        let Ok(i) = n.keys.binary_search(&key) else {
+            return Ok(None);
+        };
+        let v = n.value_u64(i);
+        let db = v >> 24;
+        Ok((self.data.rc[db as usize] == 1).then_some((db, (v & 0xff_ffff) as u32)))
     }
 
     pub fn lookup(&mut self, root: u64, key: u64) -> Result<Option<Vec<u8>>> {
-        let mut b = root;
-        loop {
-            let n = self.node(b)?;
-            if n.internal {
-                if n.keys.first().is_none_or(|k| key < *k) {
-                    return Ok(None);
-                }
-                b = n.value_u64(n.child_index(key));
-            } else {
-                return Ok(n.keys.binary_search(&key).ok().map(|i| n.value(i).to_vec()));
-            }
-        }
+        Ok(self
+            .leaf_for(root, key)?
+            .and_then(|(n, _)| n.keys.binary_search(&key).ok().map(|i| n.value(i).to_vec())))
     }
 
     /// Sets `key` in tree `root` to what `f` makes of its old value; returns the new root.

@@ -7,28 +7,17 @@
 //! every operation from a seed and the pool's devices; the parent replays the same
 //! operations on its model up to the commit the pool reopened at.
 
+mod common;
+
+use common::files;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::process::Command;
 use strata_thinpool::{Pool, PoolConfig};
 
 const BS: usize = 64 * 1024;
 const VB: u64 = 200;
-
-fn files(dir: &Path) -> (File, File) {
-    let o = |p: &str| {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join(p))
-            .unwrap()
-    };
-    (o("meta"), o("data"))
-}
 
 #[derive(Debug, Clone)]
 enum Op {

@@ -1,25 +1,14 @@
 //! The pool against a model of what every device should read back, with Debian's
 //! `thin_check` judging the metadata.
 
+mod common;
+
+use common::files;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::process::Command;
 use strata_thinpool::{Pool, PoolConfig};
-
-fn files(dir: &Path) -> (File, File) {
-    let o = |p: &str| {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join(p))
-            .unwrap()
-    };
-    (o("meta"), o("data"))
-}
 
 fn thin_dump(dir: &Path) -> String {
     let o = Command::new("thin_dump")
