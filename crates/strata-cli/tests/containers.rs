@@ -712,3 +712,37 @@ fn devicemapper_pool_space_comes_back() {
     assert!(mounted_under(s.dir.path()).is_empty());
     s.check_clean();
 }
+
+/// devicemapper `--storage-opt size=`: a container's device (and its filesystem) made
+/// larger than the base device; smaller is refused.
+#[test]
+fn devicemapper_size_grows_a_container_device() {
+    let s = Store::new("devicemapper");
+    s.busybox();
+    let big = 12u64 << 30;
+    s.ok(&[
+        "create",
+        "--storage-opt",
+        &format!("size={big}"),
+        "--name",
+        "big",
+        "busybox",
+        "true",
+    ]);
+    let m = PathBuf::from(s.ok(&["mount", "big"]).trim());
+    let st = rustix::fs::statvfs(&m).unwrap();
+    let total = st.f_blocks * st.f_frsize;
+    assert!(
+        total > 11 << 30,
+        "{total} bytes: the filesystem grew past the 10 GiB base"
+    );
+    s.ok(&["umount", "big"]);
+    let err = s.fails(&["create", "--storage-opt", "size=1G", "busybox", "true"]);
+    assert!(err.contains("smaller than the base device"), "{err}");
+    assert_eq!(
+        s.ok(&["ps", "-aq"]).lines().count(),
+        1,
+        "the refused container is gone"
+    );
+    s.check_clean();
+}

@@ -318,6 +318,54 @@ impl Devicemapper {
         made
     }
 
+    /// Makes a new device `size` bytes and its filesystem with it (docker's `size=`): the
+    /// device can only grow past the base device's size.
+    fn grow(&self, dev: &Path, size: u64) -> io::Result<()> {
+        let now = fs::metadata(dev)?.len();
+        if size < now {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "size={size} is smaller than the base device ({now} bytes): give at least dm.basesize"
+                ),
+            ));
+        }
+        if size == now {
+            return Ok(());
+        }
+        fs::OpenOptions::new()
+            .write(true)
+            .open(dev)?
+            .set_len(size)?;
+        let out = if self.cfg.fs == "xfs" {
+            // xfs grows only while mounted.
+            let m = crate::mount::MountGuard::new(
+                &[Mount {
+                    kind: "xfs".into(),
+                    source: dev.display().to_string(),
+                    options: vec!["loop".into(), "rw".into()],
+                }],
+                &self.pool_dir().join("grow-mnt"),
+            )?;
+            Command::new("xfs_growfs").arg(m.path()).output()?
+        } else {
+            let loop_dev = crate::loopdev::LoopDevice::attach(dev)?;
+            let out = Command::new("resize2fs")
+                .arg("-f")
+                .arg(loop_dev.path())
+                .output()?;
+            fs::File::open(loop_dev.path())?.sync_all()?;
+            out
+        };
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "growing the filesystem of a new device to {size} bytes: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
     fn deferred_list(&self) -> PathBuf {
         self.pool_dir().join("deferred-deletion")
     }
@@ -454,15 +502,24 @@ impl Driver for Devicemapper {
         ]
     }
 
-    fn create(&self, s: &Layout, _opts: &PrepareOpts) -> io::Result<()> {
+    fn create(&self, s: &Layout, opts: &PrepareOpts) -> io::Result<()> {
         if s.kind == Kind::View {
             return Ok(()); // a view reads its parent's device
         }
         let origin = s.parents.first().map_or(BASE, |p| Self::thin_id(*p));
-        match fs::hard_link(self.device(origin), self.device(Self::thin_id(s.id))) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            r => r,
+        let dev = self.device(Self::thin_id(s.id));
+        match fs::hard_link(self.device(origin), &dev) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            r => r?,
         }
+        if let Some(size) = opts.size_limit {
+            self.grow(&dev, size)?;
+        }
+        Ok(())
+    }
+
+    fn limits_size(&self) -> bool {
+        true
     }
 
     fn mounts(&self, s: &Layout) -> io::Result<Vec<Mount>> {
