@@ -10,6 +10,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The helper programs (strata-shim, strata-aufs, strata-thinpool) the tests run by path.
+cargo build --workspace --locked
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
 else

@@ -746,3 +746,51 @@ fn devicemapper_size_grows_a_container_device() {
     );
     s.check_clean();
 }
+
+/// devicemapper options: a small pool that autoextends grows its data file as a container
+/// fills it; bad options are refused before anything is made.
+#[test]
+fn devicemapper_pool_autoextends() {
+    let s = Store::new("devicemapper");
+    let err = s.fails(&["--storage-opt", "dm.fs=btrfs", "info"]);
+    assert!(err.contains("invalid dm.fs \"btrfs\""), "{err}");
+    let err = s.fails(&["--storage-opt", "dm.colour=red", "info"]);
+    assert!(
+        err.contains("unknown storage option \"dm.colour\""),
+        "{err}"
+    );
+    assert!(!s.root().join("devicemapper/devicemapper/metadata").exists());
+    let opts = [
+        "--storage-opt",
+        "dm.loopdatasize=256M",
+        "--storage-opt",
+        "dm.basesize=1G",
+        "--storage-opt",
+        "dm.thin_pool_autoextend_threshold=50",
+        "--storage-opt",
+        "dm.thin_pool_autoextend_percent=100",
+    ];
+    let with = |args: &[&str]| -> String {
+        let mut all: Vec<&str> = opts.to_vec();
+        all.extend_from_slice(args);
+        s.ok(&all)
+    };
+    let total = |info: &str| -> f64 {
+        let l = info
+            .lines()
+            .find(|l| l.contains("Data Space Total:"))
+            .unwrap();
+        l.split_whitespace().nth(3).unwrap().parse().unwrap()
+    };
+    // The first use makes the pool (and starts its server) with the options.
+    let before = total(&with(&["info"]));
+    base_image(&s);
+    assert!(before < 0.3, "{before} GB");
+    with(&["create", "--name", "c", "base:1"]);
+    let m = PathBuf::from(with(&["mount", "c"]).trim());
+    fs::write(m.join("fill"), vec![3u8; 300 << 20]).unwrap();
+    with(&["umount", "c"]);
+    let after = total(&with(&["info"]));
+    assert!(after > 0.5, "the pool grew: {before} GB -> {after} GB");
+    with(&["rm", "c"]);
+}

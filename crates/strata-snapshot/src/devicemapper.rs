@@ -39,6 +39,9 @@ struct Config {
     min_free_percent: u64,
     deferred_removal: bool,
     deferred_deletion: bool,
+    /// Grow the data file by `.1` percent at `.0` percent used (off by default: the loop
+    /// file is sparse and large already).
+    autoextend: (u64, u64),
 }
 
 fn size_opt(k: &str, v: &str, min: u64) -> io::Result<u64> {
@@ -76,6 +79,7 @@ impl Config {
             min_free_percent: 10,
             deferred_removal: false,
             deferred_deletion: false,
+            autoextend: (0, 0),
         };
         for (k, v) in opts {
             match k.as_str() {
@@ -115,12 +119,30 @@ impl Config {
                         })?
                 }
                 "dm.use_deferred_removal" => c.deferred_removal = bool_opt(k, v)?,
+                "dm.thin_pool_autoextend_threshold" | "dm.thin_pool_autoextend_percent" => {
+                    let n: u64 = v
+                        .trim_end_matches('%')
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=100).contains(n))
+                        .ok_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                format!("invalid {k} {v:?}: give a percentage from 1 to 100"),
+                            )
+                        })?;
+                    if k.ends_with("threshold") {
+                        c.autoextend.0 = n;
+                    } else {
+                        c.autoextend.1 = n;
+                    }
+                }
                 "dm.use_deferred_deletion" => c.deferred_deletion = bool_opt(k, v)?,
                 other => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         format!(
-                            "unknown storage option {other:?} for devicemapper: it takes dm.basesize, dm.fs, dm.mkfsarg, dm.blocksize, dm.loopdatasize, dm.loopmetadatasize, dm.min_free_space, dm.use_deferred_removal and dm.use_deferred_deletion"
+                            "unknown storage option {other:?} for devicemapper: it takes dm.basesize, dm.fs, dm.mkfsarg, dm.blocksize, dm.loopdatasize, dm.loopmetadatasize, dm.min_free_space, dm.thin_pool_autoextend_threshold, dm.thin_pool_autoextend_percent, dm.use_deferred_removal and dm.use_deferred_deletion"
                         ),
                     ))
                 }
@@ -229,6 +251,10 @@ impl Devicemapper {
             .arg(self.data_file())
             .arg(&dev)
             .arg(self.cfg.min_free_percent.to_string())
+            .args(match self.cfg.autoextend {
+                (t, p) if t > 0 && p > 0 => vec![t.to_string(), p.to_string()],
+                _ => vec![],
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log)?)

@@ -186,6 +186,15 @@ impl Counts {
         self.rc.len() as u64
     }
 
+    /// Makes room for `len` blocks; the new ones are free (and their bitmaps unwritten).
+    pub fn grow(&mut self, len: u64) {
+        let added = len.saturating_sub(self.len());
+        self.rc.resize(len as usize, 0);
+        self.committed.resize(len as usize, false);
+        self.dirty.resize(crate::sm::bitmaps(len), true);
+        self.available += added;
+    }
+
     /// Blocks that are free now (some may wait for the next commit to be reusable).
     pub fn free(&self) -> u64 {
         self.rc.iter().filter(|c| **c == 0).count() as u64

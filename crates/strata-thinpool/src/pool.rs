@@ -76,6 +76,8 @@ pub struct Pool {
     min_free_percent: u64,
     /// Something was written or changed since the last commit.
     changed: bool,
+    /// Grow the data file by `.1` percent once `.0` percent of it is used.
+    autoextend: Option<(u64, u64)>,
 }
 
 impl Pool {
@@ -126,6 +128,7 @@ impl Pool {
             data_at: sm::Placement::default(),
             min_free_percent: 10,
             changed: true,
+            autoextend: None,
         };
         pool.commit()?;
         Ok(pool)
@@ -171,6 +174,7 @@ impl Pool {
             data_at,
             min_free_percent: 10,
             changed: false,
+            autoextend: None,
         })
     }
 
@@ -178,6 +182,28 @@ impl Pool {
     /// (docker's `dm.min_free_space`, default 10).
     pub fn set_min_free_percent(&mut self, percent: u64) {
         self.min_free_percent = percent.min(99);
+    }
+
+    /// Grows the data file by `percent` of its size whenever `threshold` percent of it is in
+    /// use (the LVM profile docker's direct-lvm setup used: 80 and 20).
+    pub fn set_autoextend(&mut self, threshold: u64, percent: u64) {
+        self.autoextend = (threshold > 0 && percent > 0).then_some((threshold.min(100), percent));
+    }
+
+    /// Grows the pool to `blocks` data blocks (the data file with it), committed.
+    pub fn grow_data(&mut self, blocks: u64) -> Result<()> {
+        if blocks <= self.tm.data.len() {
+            return Ok(());
+        }
+        if blocks > 1 << 40 {
+            return Err(Error::Invalid(format!(
+                "{blocks} data blocks is not a pool size"
+            )));
+        }
+        self.data.set_len(blocks * self.block_bytes() as u64)?;
+        self.tm.data.grow(blocks);
+        self.changed = true;
+        self.commit()
     }
 
     /// Whether anything was written or changed since the last commit.
@@ -382,8 +408,16 @@ impl Pool {
         Ok(())
     }
 
-    /// A data block for a write, within the free-space policy.
+    /// A data block for a write, within the free-space policy (growing the pool first when
+    /// it autoextends).
     fn alloc_data(&mut self) -> Result<u64> {
+        if let Some((threshold, percent)) = self.autoextend {
+            let total = self.tm.data.len();
+            let used = total - self.tm.data.free();
+            if (used + 1) * 100 >= total * threshold {
+                self.grow_data(total + (total * percent / 100).max(1))?;
+            }
+        }
         let total = self.tm.data.len();
         let free = self.tm.data.free();
         if free == 0 || free <= total * self.min_free_percent / 100 {

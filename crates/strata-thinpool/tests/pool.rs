@@ -353,3 +353,30 @@ fn exhaustion_is_a_clear_error_and_damages_nothing() {
         "freed blocks are punched out of the data file ({on_disk} bytes left)"
     );
 }
+
+#[test]
+fn an_autoextending_pool_grows_its_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = small_pool(dir.path(), 100);
+    p.set_autoextend(80, 50);
+    p.create_thin(1).unwrap();
+    for vb in 0..300 {
+        p.write(1, vb, 0, &vec![vb as u8; BS]).unwrap();
+    }
+    let u = p.usage();
+    assert!(u.data_total >= 300 * 100 / 80, "{u:?}");
+    assert_eq!(u.data_used, 300);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("data")).unwrap().len(),
+        u.data_total * BS as u64
+    );
+    p.commit().unwrap();
+    thin_check(dir.path());
+    drop(p);
+    let (m, d) = files(dir.path());
+    let mut p = Pool::open(m, d).unwrap();
+    assert_eq!(p.usage(), u);
+    let mut buf = vec![0u8; BS];
+    p.read_block(1, 299, &mut buf).unwrap();
+    assert!(buf.iter().all(|c| *c == (299 % 256) as u8));
+}

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! strata-thinpool format METADATA DATA BLOCK_BYTES DATA_BYTES METADATA_BYTES
-//! strata-thinpool serve METADATA DATA MOUNTPOINT [MIN_FREE_PERCENT]
+//! strata-thinpool serve METADATA DATA MOUNTPOINT [MIN_FREE_PERCENT [THRESHOLD PERCENT]]
 //! ```
 //!
 //! `serve` stays in the foreground until the mount is unmounted; whoever starts it detaches
@@ -41,18 +41,24 @@ fn run(args: &[String]) -> Result<(), String> {
             Pool::format(m, d, &cfg).map_err(|e| e.to_string())?;
             Ok(())
         }
-        [cmd, meta, data, mountpoint, rest @ ..] if cmd == "serve" && rest.len() <= 1 => {
+        [cmd, meta, data, mountpoint, rest @ ..] if cmd == "serve" && matches!(rest.len(), 0 | 1 | 3) => {
             let m = open(meta).map_err(|e| format!("{meta}: {e}"))?;
             let d = open(data).map_err(|e| format!("{data}: {e}"))?;
             let mut pool = Pool::open(m, d).map_err(|e| e.to_string())?;
             if let Some(p) = rest.first() {
                 pool.set_min_free_percent(number(p, "MIN_FREE_PERCENT")?);
             }
+            if let [_, threshold, percent] = rest {
+                pool.set_autoextend(
+                    number(threshold, "AUTOEXTEND_THRESHOLD")?,
+                    number(percent, "AUTOEXTEND_PERCENT")?,
+                );
+            }
             let sizes = PathBuf::from(format!("{meta}.sizes"));
             strata_thinpool::serve(pool, sizes, Path::new(mountpoint))
                 .map_err(|e| format!("serving on {mountpoint}: {e}"))
         }
-        _ => Err("usage: strata-thinpool format METADATA DATA BLOCK_BYTES DATA_BYTES METADATA_BYTES\n       strata-thinpool serve METADATA DATA MOUNTPOINT [MIN_FREE_PERCENT]".into()),
+        _ => Err("usage: strata-thinpool format METADATA DATA BLOCK_BYTES DATA_BYTES METADATA_BYTES\n       strata-thinpool serve METADATA DATA MOUNTPOINT [MIN_FREE_PERCENT [AUTOEXTEND_THRESHOLD AUTOEXTEND_PERCENT]]".into()),
     }
 }
 
