@@ -103,7 +103,8 @@ class Plain(Backend):
 class Thin(Backend):
     def start(self):
         os.makedirs(f"{self.dir}/dev", exist_ok=True)
-        p = subprocess.Popen([POOL_BIN, "serve", f"{self.dir}/meta", f"{self.dir}/data", f"{self.dir}/dev"])
+        p = subprocess.Popen([POOL_BIN, "serve", "--metadata", f"{self.dir}/meta", "--data", f"{self.dir}/data",
+                              "--sizes", f"{self.dir}/sizes", f"{self.dir}/dev"])
         self.procs.append(p)
         wait_for(f"{self.dir}/dev/.pool")
 

@@ -794,3 +794,81 @@ fn devicemapper_pool_autoextends() {
     assert!(after > 0.5, "the pool grew: {before} GB -> {after} GB");
     with(&["rm", "c"]);
 }
+
+/// devicemapper on block devices (docker's direct-lvm mode, dm.datadev and dm.metadatadev):
+/// loop devices of the test stand in for disks. A metadata device holding something else
+/// is refused untouched.
+#[test]
+fn devicemapper_on_block_devices() {
+    let s = Store::new("devicemapper");
+    let disk = |name: &str, size: u64| -> String {
+        let f = s.dir.path().join(name);
+        std::fs::File::create(&f).unwrap().set_len(size).unwrap();
+        let o = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let data = disk("data.img", 4 << 30);
+    let meta = disk("meta.img", 64 << 20);
+    let junk = disk("junk.img", 64 << 20);
+    std::fs::write(&junk, b"not a pool").unwrap();
+    struct Detach(Vec<String>);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            for d in &self.0 {
+                let _ = Command::new("losetup").args(["-d", d]).status();
+            }
+        }
+    }
+    let _detach = Detach(vec![data.clone(), meta.clone(), junk.clone()]);
+    let err = s.fails(&[
+        "--storage-opt",
+        &format!("dm.datadev={data}"),
+        "--storage-opt",
+        &format!("dm.metadatadev={junk}"),
+        "info",
+    ]);
+    assert!(err.contains("holds data that is not a thin pool"), "{err}");
+    let err = s.fails(&["--storage-opt", &format!("dm.datadev={data}"), "info"]);
+    assert!(err.contains("go together"), "{err}");
+    let opts = [
+        "--storage-opt".to_string(),
+        format!("dm.datadev={data}"),
+        "--storage-opt".to_string(),
+        format!("dm.metadatadev={meta}"),
+        "--storage-opt".to_string(),
+        "dm.basesize=1G".to_string(),
+    ];
+    let with = |args: &[&str]| {
+        let mut all: Vec<&str> = opts.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        s.run(&all)
+    };
+    let info = with(&["info"]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    assert!(text.contains(&format!(" Data file: {data}")), "{text}");
+    assert!(text.contains(&format!(" Metadata file: {meta}")), "{text}");
+    assert!(text.contains(" Data Space Total: 4.2950 GB"), "{text}");
+    assert!(!text.contains("loop file"), "{text}");
+    assert!(!String::from_utf8_lossy(&info.stderr).contains("loopback"));
+    base_image(&s);
+    s.ok(&["create", "--name", "c", "base:1"]);
+    let m = PathBuf::from(s.ok(&["mount", "c"]).trim());
+    assert_eq!(
+        fs::read_to_string(m.join("etc/conf")).unwrap(),
+        "original\n"
+    );
+    s.ok(&["umount", "c"]);
+    s.ok(&["rm", "c"]);
+    s.check_clean();
+    s.ok(&["system", "reset", "-f"]);
+}

@@ -42,6 +42,9 @@ struct Config {
     /// Grow the data file by `.1` percent at `.0` percent used (off by default: the loop
     /// file is sparse and large already).
     autoextend: (u64, u64),
+    /// Block devices (or partitions) for the pool instead of loop files (docker's
+    /// direct-lvm mode, dm.datadev and dm.metadatadev).
+    devices: Option<(PathBuf, PathBuf)>,
 }
 
 fn size_opt(k: &str, v: &str, min: u64) -> io::Result<u64> {
@@ -80,7 +83,9 @@ impl Config {
             deferred_removal: false,
             deferred_deletion: false,
             autoextend: (0, 0),
+            devices: None,
         };
+        let (mut data_dev, mut meta_dev) = (None, None);
         for (k, v) in opts {
             match k.as_str() {
                 "dm.basesize" => c.base_size = size_opt(k, v, 64 << 20)?,
@@ -119,6 +124,21 @@ impl Config {
                         })?
                 }
                 "dm.use_deferred_removal" => c.deferred_removal = bool_opt(k, v)?,
+                "dm.datadev" | "dm.metadatadev" => {
+                    use std::os::unix::fs::FileTypeExt;
+                    let p = PathBuf::from(v);
+                    if !fs::metadata(&p).is_ok_and(|m| m.file_type().is_block_device()) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("invalid {k} {v:?}: give a block device (a disk, a partition or a logical volume)"),
+                        ));
+                    }
+                    if k == "dm.datadev" {
+                        data_dev = Some(p);
+                    } else {
+                        meta_dev = Some(p);
+                    }
+                }
                 "dm.thin_pool_autoextend_threshold" | "dm.thin_pool_autoextend_percent" => {
                     let n: u64 = v
                         .trim_end_matches('%')
@@ -142,12 +162,22 @@ impl Config {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         format!(
-                            "unknown storage option {other:?} for devicemapper: it takes dm.basesize, dm.fs, dm.mkfsarg, dm.blocksize, dm.loopdatasize, dm.loopmetadatasize, dm.min_free_space, dm.thin_pool_autoextend_threshold, dm.thin_pool_autoextend_percent, dm.use_deferred_removal and dm.use_deferred_deletion"
+                            "unknown storage option {other:?} for devicemapper: it takes dm.datadev, dm.metadatadev, dm.basesize, dm.fs, dm.mkfsarg, dm.blocksize, dm.loopdatasize, dm.loopmetadatasize, dm.min_free_space, dm.thin_pool_autoextend_threshold, dm.thin_pool_autoextend_percent, dm.use_deferred_removal and dm.use_deferred_deletion"
                         ),
                     ))
                 }
             }
         }
+        c.devices = match (data_dev, meta_dev) {
+            (Some(d), Some(m)) => Some((d, m)),
+            (None, None) => None,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "dm.datadev and dm.metadatadev go together: give both block devices",
+                ))
+            }
+        };
         Ok(c)
     }
 }
@@ -167,8 +197,10 @@ impl Devicemapper {
         };
         fs::create_dir_all(dm.pool_dir())?;
         fs::create_dir_all(dm.dev_dir())?;
-        if !dm.metadata_file().exists() {
-            dm.format()?;
+        match &dm.cfg.devices {
+            Some(_) => dm.format_devices()?,
+            None if !dm.metadata_file().exists() => dm.format()?,
+            None => {}
         }
         dm.start_server()?;
         dm.ensure_base()?;
@@ -181,11 +213,54 @@ impl Devicemapper {
     }
 
     fn data_file(&self) -> PathBuf {
-        self.pool_dir().join("data")
+        match &self.cfg.devices {
+            Some((d, _)) => d.clone(),
+            None => self.pool_dir().join("data"),
+        }
     }
 
     fn metadata_file(&self) -> PathBuf {
-        self.pool_dir().join("metadata")
+        match &self.cfg.devices {
+            Some((_, m)) => m.clone(),
+            None => self.pool_dir().join("metadata"),
+        }
+    }
+
+    /// A pool on block devices: made on first use when the metadata device starts with
+    /// zeros; a device holding anything else is never overwritten.
+    fn format_devices(&self) -> io::Result<()> {
+        let open = |p: &Path| fs::OpenOptions::new().read(true).write(true).open(p);
+        let meta_path = self.metadata_file();
+        let meta = open(&meta_path)?;
+        if strata_thinpool::Pool::is_formatted(&meta) {
+            return Ok(());
+        }
+        let mut head = [0u8; 4096];
+        std::os::unix::fs::FileExt::read_exact_at(&meta, &mut head, 0)?;
+        if head.iter().any(|b| *b != 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "dm.metadatadev {} holds data that is not a thin pool: wipe its first 4 KiB to give it to strata",
+                    meta_path.display()
+                ),
+            ));
+        }
+        let data = open(&self.data_file())?;
+        let size = |f: &fs::File| strata_thinpool::size_of(f).map_err(io::Error::other);
+        let cfg = strata_thinpool::PoolConfig {
+            block_sectors: (self.cfg.block_size / 512) as u32,
+            data_blocks: size(&data)? / self.cfg.block_size,
+            metadata_blocks: (size(&meta)? / 4096).min(255 * 16320),
+        };
+        let _ = fs::remove_file(self.sizes_file());
+        strata_thinpool::Pool::format(meta, data, &cfg)
+            .map_err(|e| io::Error::other(format!("making the thin pool: {e}")))?;
+        Ok(())
+    }
+
+    fn sizes_file(&self) -> PathBuf {
+        self.pool_dir().join("sizes")
     }
 
     fn dev_dir(&self) -> PathBuf {
@@ -224,7 +299,7 @@ impl Devicemapper {
             },
         )
         .map_err(|e| io::Error::other(format!("making the thin pool: {e}")))?;
-        let _ = fs::remove_file(self.pool_dir().join("metadata.sizes"));
+        let _ = fs::remove_file(self.sizes_file());
         fs::rename(&tmp_meta, self.metadata_file())?;
         fs::File::open(self.pool_dir())?.sync_all()
     }
@@ -247,14 +322,19 @@ impl Devicemapper {
         let log = self.pool_dir().join("server.log");
         let mut child = Command::new(crate::mount::helper("strata-thinpool", "STRATA_THINPOOL")?)
             .arg("serve")
+            .arg("--metadata")
             .arg(self.metadata_file())
+            .arg("--data")
             .arg(self.data_file())
-            .arg(&dev)
+            .arg("--sizes")
+            .arg(self.sizes_file())
+            .arg("--min-free")
             .arg(self.cfg.min_free_percent.to_string())
             .args(match self.cfg.autoextend {
-                (t, p) if t > 0 && p > 0 => vec![t.to_string(), p.to_string()],
+                (t, p) if t > 0 && p > 0 => vec!["--autoextend".into(), format!("{t},{p}")],
                 _ => vec![],
             })
+            .arg(&dev)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log)?)
@@ -474,7 +554,7 @@ impl Driver for Devicemapper {
             get("Metadata Total"),
         );
         let dir = self.pool_dir();
-        vec![
+        let mut out: Vec<(String, String)> = vec![
             ("Pool Name".into(), "strata-thinpool".into()),
             (
                 "Pool Blocksize".into(),
@@ -509,18 +589,24 @@ impl Driver for Devicemapper {
                 "Deferred Deleted Device Count".into(),
                 self.deferred().len().to_string(),
             ),
-            (
+        ];
+        if self.cfg.devices.is_none() {
+            out.push((
                 "Data loop file".into(),
                 dir.join("data").display().to_string(),
-            ),
-            (
+            ));
+            out.push((
                 "Metadata loop file".into(),
                 dir.join("metadata").display().to_string(),
-            ),
-        ]
+            ));
+        }
+        out
     }
 
     fn warnings(&self) -> Vec<String> {
+        if self.cfg.devices.is_some() {
+            return Vec::new();
+        }
         vec![
             "devicemapper: the thin pool is in loop files (data and metadata). \
              Usage of loopback devices is strongly discouraged for production use."

@@ -16,7 +16,7 @@ mod pool;
 mod serve;
 mod sm;
 
-pub use pool::{Details, Pool, PoolConfig, Usage};
+pub use pool::{size_of, Details, Pool, PoolConfig, Usage};
 pub use serve::serve;
 
 #[derive(Debug, thiserror::Error)]

@@ -76,6 +76,8 @@ pub struct Pool {
     min_free_percent: u64,
     /// Something was written or changed since the last commit.
     changed: bool,
+    /// Data was written since the last commit (the data file needs a sync).
+    data_written: bool,
     /// Grow the data file by `.1` percent once `.0` percent of it is used.
     autoextend: Option<(u64, u64)>,
 }
@@ -105,8 +107,12 @@ impl Pool {
                 cfg.data_blocks
             )));
         }
-        meta.set_len(cfg.metadata_blocks * BLOCK_SIZE as u64)?;
-        data.set_len(cfg.data_blocks * cfg.block_sectors as u64 * 512)?;
+        fit(&meta, cfg.metadata_blocks * BLOCK_SIZE as u64, "metadata")?;
+        fit(
+            &data,
+            cfg.data_blocks * cfg.block_sectors as u64 * 512,
+            "data",
+        )?;
         let mut meta_rc = vec![0u32; cfg.metadata_blocks as usize];
         meta_rc[0] = 1; // the superblock
         let mut tm = Tm::new(
@@ -128,10 +134,16 @@ impl Pool {
             data_at: sm::Placement::default(),
             min_free_percent: 10,
             changed: true,
+            data_written: true,
             autoextend: None,
         };
         pool.commit()?;
         Ok(pool)
+    }
+
+    /// Whether `meta` holds a pool's superblock (checksum and magic).
+    pub fn is_formatted(meta: &File) -> bool {
+        block::read(meta, 0, Kind::Superblock).is_ok_and(|sb| block::u64_at(&sb[..], 32) == MAGIC)
     }
 
     /// Opens a pool as its last commit left it.
@@ -150,12 +162,12 @@ impl Pool {
         let meta_root = SmRoot::decode(&sb[192..224]);
         let block_sectors = block::u32_at(&sb[..], 336);
         let nr_meta = block::u64_at(&sb[..], 344);
-        if meta_root.nr_blocks != nr_meta || meta.metadata()?.len() < nr_meta * BLOCK_SIZE as u64 {
+        if meta_root.nr_blocks != nr_meta || size_of(&meta)? < nr_meta * BLOCK_SIZE as u64 {
             return Err(Error::Corrupt(
                 "metadata size disagrees with the superblock".into(),
             ));
         }
-        if data.metadata()?.len() < data_root.nr_blocks * block_sectors as u64 * 512 {
+        if size_of(&data)? < data_root.nr_blocks * block_sectors as u64 * 512 {
             return Err(Error::Corrupt(
                 "the data file is smaller than the pool".into(),
             ));
@@ -174,6 +186,7 @@ impl Pool {
             data_at,
             min_free_percent: 10,
             changed: false,
+            data_written: false,
             autoextend: None,
         })
     }
@@ -201,6 +214,7 @@ impl Pool {
             )));
         }
         self.data.set_len(blocks * self.block_bytes() as u64)?;
+        self.data_written = true;
         self.tm.data.grow(blocks);
         self.changed = true;
         self.commit()
@@ -453,6 +467,7 @@ impl Pool {
         }
         let root = self.device_root(dev)?;
         self.changed = true;
+        self.data_written = true;
         // A block may be written in place only if no committed state shares it either: a
         // crash must find every other device's committed data as it was. Sharing comes only
         // from snapshots, so a mapping made since the device's last snapshot is its own
@@ -572,7 +587,10 @@ impl Pool {
         self.changed = false;
         self.tm.flush()?;
         let (data_root, meta_root) = self.save_space_maps()?;
-        self.data.sync_data()?;
+        // Data first: committed mappings must find their data on disk.
+        if std::mem::take(&mut self.data_written) {
+            self.data.sync_data()?;
+        }
         self.tm.file.sync_data()?;
         self.trans_id += 1;
         let mut sb = Box::new([0u8; BLOCK_SIZE]);
@@ -700,4 +718,26 @@ fn place_bitmaps(
         }
     }
     Ok(moved)
+}
+
+/// Bytes in a file or block device.
+pub fn size_of(f: &File) -> Result<u64> {
+    use std::io::Seek;
+    let mut f = f;
+    Ok(f.seek(std::io::SeekFrom::End(0))?)
+}
+
+/// Makes a file `bytes` long (sparse); a block device must be that large already.
+fn fit(f: &File, bytes: u64, what: &str) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    if f.metadata()?.file_type().is_block_device() {
+        let have = size_of(f)?;
+        if have < bytes {
+            return Err(Error::Invalid(format!(
+                "the {what} device holds {have} bytes, {bytes} are needed"
+            )));
+        }
+        return Ok(());
+    }
+    Ok(f.set_len(bytes)?)
 }

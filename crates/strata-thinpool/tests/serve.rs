@@ -59,9 +59,13 @@ impl Served {
 
     fn start(&mut self) {
         let child = Command::new(BIN)
-            .args(["serve"])
+            .arg("serve")
+            .arg("--metadata")
             .arg(self.path("meta"))
+            .arg("--data")
             .arg(self.path("data"))
+            .arg("--sizes")
+            .arg(self.path("sizes"))
             .arg(self.path("dev"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

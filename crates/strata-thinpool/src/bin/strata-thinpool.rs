@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! strata-thinpool format METADATA DATA BLOCK_BYTES DATA_BYTES METADATA_BYTES
-//! strata-thinpool serve METADATA DATA MOUNTPOINT [MIN_FREE_PERCENT [THRESHOLD PERCENT]]
+//! strata-thinpool serve --metadata M --data D --sizes FILE [--min-free PERCENT]
+//!                       [--autoextend THRESHOLD,PERCENT] MOUNTPOINT
 //! ```
 //!
-//! `serve` stays in the foreground until the mount is unmounted; whoever starts it detaches
-//! it and waits for the mount to appear. Device sizes are kept in `METADATA.sizes`.
+//! METADATA and DATA are files or block devices. `serve` stays in the foreground until the
+//! mount is unmounted; whoever starts it detaches it and waits for the mount to appear.
+//! Device sizes are kept in the sizes file.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -41,25 +43,52 @@ fn run(args: &[String]) -> Result<(), String> {
             Pool::format(m, d, &cfg).map_err(|e| e.to_string())?;
             Ok(())
         }
-        [cmd, meta, data, mountpoint, rest @ ..] if cmd == "serve" && matches!(rest.len(), 0 | 1 | 3) => {
-            let m = open(meta).map_err(|e| format!("{meta}: {e}"))?;
-            let d = open(data).map_err(|e| format!("{data}: {e}"))?;
-            let mut pool = Pool::open(m, d).map_err(|e| e.to_string())?;
-            if let Some(p) = rest.first() {
-                pool.set_min_free_percent(number(p, "MIN_FREE_PERCENT")?);
-            }
-            if let [_, threshold, percent] = rest {
-                pool.set_autoextend(
-                    number(threshold, "AUTOEXTEND_THRESHOLD")?,
-                    number(percent, "AUTOEXTEND_PERCENT")?,
-                );
-            }
-            let sizes = PathBuf::from(format!("{meta}.sizes"));
-            strata_thinpool::serve(pool, sizes, Path::new(mountpoint))
-                .map_err(|e| format!("serving on {mountpoint}: {e}"))
-        }
-        _ => Err("usage: strata-thinpool format METADATA DATA BLOCK_BYTES DATA_BYTES METADATA_BYTES\n       strata-thinpool serve METADATA DATA MOUNTPOINT [MIN_FREE_PERCENT [AUTOEXTEND_THRESHOLD AUTOEXTEND_PERCENT]]".into()),
+        [cmd, rest @ ..] if cmd == "serve" => serve(rest),
+        _ => Err("usage: strata-thinpool format METADATA DATA BLOCK_BYTES DATA_BYTES METADATA_BYTES\n       strata-thinpool serve --metadata M --data D --sizes FILE [--min-free PERCENT] [--autoextend THRESHOLD,PERCENT] MOUNTPOINT".into()),
     }
+}
+
+fn serve(args: &[String]) -> Result<(), String> {
+    let (mut meta, mut data, mut sizes, mut mountpoint) = (None, None, None, None);
+    let (mut min_free, mut autoextend) = (None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--metadata" => meta = Some(value(a)?),
+            "--data" => data = Some(value(a)?),
+            "--sizes" => sizes = Some(value(a)?),
+            "--min-free" => min_free = Some(number(&value(a)?, "--min-free")?),
+            "--autoextend" => {
+                let v = value(a)?;
+                let (t, p) = v
+                    .split_once(',')
+                    .ok_or("--autoextend takes THRESHOLD,PERCENT")?;
+                autoextend = Some((number(t, "THRESHOLD")?, number(p, "PERCENT")?));
+            }
+            m if !m.starts_with('-') && mountpoint.is_none() => mountpoint = Some(m.to_string()),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    let (Some(meta), Some(data), Some(sizes), Some(mountpoint)) = (meta, data, sizes, mountpoint)
+    else {
+        return Err("serve needs --metadata, --data, --sizes and a mount point".into());
+    };
+    let m = open(&meta).map_err(|e| format!("{meta}: {e}"))?;
+    let d = open(&data).map_err(|e| format!("{data}: {e}"))?;
+    let mut pool = Pool::open(m, d).map_err(|e| e.to_string())?;
+    if let Some(p) = min_free {
+        pool.set_min_free_percent(p);
+    }
+    if let Some((t, p)) = autoextend {
+        pool.set_autoextend(t, p);
+    }
+    strata_thinpool::serve(pool, PathBuf::from(sizes), Path::new(&mountpoint))
+        .map_err(|e| format!("serving on {mountpoint}: {e}"))
 }
 
 fn main() -> ExitCode {
