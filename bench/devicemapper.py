@@ -3,7 +3,7 @@
 image, each exported to the kernel the same way (a file, a loop device with direct I/O,
 ext4 on it):
 
-- snapshot creation of a thin device with 10 MiB and with 2 GiB mapped (a hard link on the
+- snapshot creation of a thin device with 10 MiB and with 10 GiB mapped (a hard link on the
   pool's server: the snapshot and the commit that makes it durable);
 - fio: 1 GiB sequential write and read, 4 KiB random write and read;
 - fio 4 KiB random overwrites of a 512 MiB file in a fresh snapshot for 10 s, once (every
@@ -167,12 +167,12 @@ def fio(directory, rw, bs, size, extra=()):
 
 
 def snapshot_times():
-    """Time of `ln dev/ORIGIN dev/NEW` for an origin with 10 MiB and 2 GiB mapped."""
+    """Time of `ln dev/ORIGIN dev/NEW` for an origin with 10 MiB and 10 GiB mapped."""
     b = Thin("snaptime")
     sh(POOL_BIN, "format", f"{b.dir}/meta", f"{b.dir}/data", "65536", str(100 << 30), str(1 << 30))
     b.start()
     res = {}
-    for dev, mapped in ((1, 10 << 20), (2, 2 << 30)):
+    for dev, mapped in ((1, 10 << 20), (2, 10 << 30)):
         path = f"{b.dir}/dev/{dev}"
         with open(path, "wb") as fh:
             fh.truncate(mapped)
@@ -196,7 +196,7 @@ def snapshot_times():
 def main():
     snaps = snapshot_times()
     print(f"snapshot (link, committed): 10 MiB mapped {snaps[10 << 20] * 1e3:.2f} ms, "
-          f"2 GiB mapped {snaps[2 << 30] * 1e3:.2f} ms", flush=True)
+          f"10 GiB mapped {snaps[10 << 30] * 1e3:.2f} ms", flush=True)
     rows = {}
     for cls in (Plain, Thin, Qcow2):
         b = cls(cls.__name__.lower())
