@@ -172,6 +172,35 @@ fn check_name(name: &OsStr) -> Res<()> {
     Ok(())
 }
 
+fn reply_entry(reply: ReplyEntry, r: Res<(FileAttr, u64)>) {
+    match r {
+        Ok((a, g)) => reply.entry(&TTL, &a, Generation(g)),
+        Err(e) => reply.error(e),
+    }
+}
+
+/// Marks directory `name` of `dir` opaque: lower branches' directories of its name do not
+/// show through.
+fn put_opaque(dir: &OwnedFd, name: &OsStr) -> Res<()> {
+    let d = rfs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(rerr)?;
+    drop(
+        rfs::openat(
+            &d,
+            OPAQUE,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o444),
+        )
+        .map_err(rerr)?,
+    );
+    Ok(())
+}
+
 /// `setattr` on a file that is only left as an open fd (removed while open).
 #[allow(clippy::too_many_arguments)]
 fn set_attrs_fd(
@@ -741,6 +770,25 @@ impl Union {
         }
     }
 
+    /// Makes `name` in `parent` with `make` (given the parent's directory in the writable
+    /// branch and whether the name hides a lower one), owned by the caller; answers its
+    /// lookup.
+    fn make_node(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        is_dir: bool,
+        make: impl FnOnce(&OwnedFd, bool) -> Res<()>,
+    ) -> Res<(FileAttr, u64)> {
+        let mut st = self.lock();
+        let pp = self.path_of(&st, parent)?;
+        let (_, dir, hidden) = self.prepare_create(&mut st, &pp, name)?;
+        make(&dir, hidden)?;
+        self.own_new(&mut st, req, &pp, &dir, name, is_dir)?;
+        self.finish_create(&mut st, &pp, name, &dir, hidden)
+    }
+
     /// Prepares to create `name` in `parent`: the parent copied up, the name free. Returns
     /// the parent's fd in the writable branch and whether the name hides a lower one.
     fn prepare_create(
@@ -951,15 +999,7 @@ impl Union {
         };
         if src_dir && dst_shadows {
             // Lower directories of the new name must not show through.
-            let d = self.dir_fd(w, from, OFlags::PATH).map_err(errno)?;
-            let fd = rfs::openat(
-                &d,
-                OPAQUE,
-                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o444),
-            )
-            .map_err(rerr)?;
-            drop(fd);
+            put_opaque(&fdir, fname)?;
         }
         if src_lower {
             self.put_whiteout(&fdir, fname)?;
@@ -1134,10 +1174,7 @@ impl Filesystem for Union {
                     e
                 }
             });
-        match r {
-            Ok((a, g)) => reply.entry(&TTL, &a, Generation(g)),
-            Err(e) => reply.error(e),
-        }
+        reply_entry(reply, r);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -1302,26 +1339,14 @@ impl Filesystem for Union {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let mut st = self.lock();
-        let r = (|| {
-            let pp = self.path_of(&st, parent)?;
-            let (_, dir, hidden) = self.prepare_create(&mut st, &pp, name)?;
-            let kind = rfs::FileType::from_raw_mode(mode);
-            rfs::mknodat(
-                &dir,
-                name,
-                kind,
-                Mode::from_raw_mode(mode & !umask & 0o7777),
-                rdev as _,
-            )
-            .map_err(rerr)?;
-            self.own_new(&mut st, req, &pp, &dir, name, false)?;
-            self.finish_create(&mut st, &pp, name, &dir, hidden)
-        })();
-        match r {
-            Ok((a, g)) => reply.entry(&TTL, &a, Generation(g)),
-            Err(e) => reply.error(e),
-        }
+        let kind = rfs::FileType::from_raw_mode(mode);
+        let mode = Mode::from_raw_mode(mode & !umask & 0o7777);
+        reply_entry(
+            reply,
+            self.make_node(req, parent, name, false, |dir, _| {
+                rfs::mknodat(dir, name, kind, mode, rdev as _).map_err(rerr)
+            }),
+        );
     }
 
     fn mkdir(
@@ -1333,37 +1358,18 @@ impl Filesystem for Union {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let mut st = self.lock();
-        let r = (|| {
-            let pp = self.path_of(&st, parent)?;
-            let (_, dir, hidden) = self.prepare_create(&mut st, &pp, name)?;
-            rfs::mkdirat(&dir, name, Mode::from_raw_mode(mode & !umask & 0o7777)).map_err(rerr)?;
-            if hidden {
-                // A lower directory of this name was deleted: its contents stay hidden.
-                let d = rfs::openat(
-                    &dir,
-                    name,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(rerr)?;
-                drop(
-                    rfs::openat(
-                        &d,
-                        OPAQUE,
-                        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(0o444),
-                    )
-                    .map_err(rerr)?,
-                );
-            }
-            self.own_new(&mut st, req, &pp, &dir, name, true)?;
-            self.finish_create(&mut st, &pp, name, &dir, hidden)
-        })();
-        match r {
-            Ok((a, g)) => reply.entry(&TTL, &a, Generation(g)),
-            Err(e) => reply.error(e),
-        }
+        let mode = Mode::from_raw_mode(mode & !umask & 0o7777);
+        reply_entry(
+            reply,
+            self.make_node(req, parent, name, true, |dir, hidden| {
+                rfs::mkdirat(dir, name, mode).map_err(rerr)?;
+                if hidden {
+                    // A lower directory of this name was deleted: its contents stay hidden.
+                    put_opaque(dir, name)?;
+                }
+                Ok(())
+            }),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -1396,18 +1402,12 @@ impl Filesystem for Union {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let mut st = self.lock();
-        let r = (|| {
-            let pp = self.path_of(&st, parent)?;
-            let (_, dir, hidden) = self.prepare_create(&mut st, &pp, link_name)?;
-            rfs::symlinkat(target, &dir, link_name).map_err(rerr)?;
-            self.own_new(&mut st, req, &pp, &dir, link_name, false)?;
-            self.finish_create(&mut st, &pp, link_name, &dir, hidden)
-        })();
-        match r {
-            Ok((a, g)) => reply.entry(&TTL, &a, Generation(g)),
-            Err(e) => reply.error(e),
-        }
+        reply_entry(
+            reply,
+            self.make_node(req, parent, link_name, false, |dir, _| {
+                rfs::symlinkat(target, dir, link_name).map_err(rerr)
+            }),
+        );
     }
 
     fn rename(
@@ -1462,10 +1462,7 @@ impl Filesystem for Union {
             st.by_path.insert(path, ino.0);
             Ok((attr(ino.0, &s), generation))
         })();
-        match r {
-            Ok((a, g)) => reply.entry(&TTL, &a, Generation(g)),
-            Err(e) => reply.error(e),
-        }
+        reply_entry(reply, r);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
