@@ -161,7 +161,9 @@ pub struct Counts {
     pub rc: Vec<u32>,
     /// Referenced by the committed state: not to be reused before the next commit.
     pub committed: Vec<bool>,
-    /// Blocks [`Counts::alloc`] can hand out now.
+    /// Blocks with no reference, and those of them [`Counts::alloc`] can hand out now
+    /// (kept as counts: allocation must not scan the whole map).
+    free: u64,
     available: u64,
     hint: usize,
     /// Per bitmap block of the space map: a count in it changed since the last commit.
@@ -171,12 +173,13 @@ pub struct Counts {
 impl Counts {
     pub fn new(rc: Vec<u32>) -> Counts {
         let committed = rc.iter().map(|c| *c > 0).collect();
-        let available = rc.iter().filter(|c| **c == 0).count() as u64;
+        let free = rc.iter().filter(|c| **c == 0).count() as u64;
         let dirty = vec![false; crate::sm::bitmaps(rc.len() as u64)];
         Counts {
             rc,
             committed,
-            available,
+            free,
+            available: free,
             hint: 0,
             dirty,
         }
@@ -192,12 +195,13 @@ impl Counts {
         self.rc.resize(len as usize, 0);
         self.committed.resize(len as usize, false);
         self.dirty.resize(crate::sm::bitmaps(len), true);
+        self.free += added;
         self.available += added;
     }
 
     /// Blocks that are free now (some may wait for the next commit to be reusable).
     pub fn free(&self) -> u64 {
-        self.rc.iter().filter(|c| **c == 0).count() as u64
+        self.free
     }
 
     pub fn available(&self) -> u64 {
@@ -213,6 +217,7 @@ impl Counts {
             let b = (self.hint + i) % n;
             if self.rc[b] == 0 && !self.committed[b] {
                 self.rc[b] = 1;
+                self.free -= 1;
                 self.available -= 1;
                 self.dirty[b / crate::sm::ENTRIES_PER_BITMAP] = true;
                 self.hint = b + 1;
@@ -233,8 +238,11 @@ impl Counts {
         assert!(*c > 0, "reference count of block {b} would go below zero");
         *c -= 1;
         self.dirty[b as usize / crate::sm::ENTRIES_PER_BITMAP] = true;
-        if *c == 0 && !self.committed[b as usize] {
-            self.available += 1;
+        if *c == 0 {
+            self.free += 1;
+            if !self.committed[b as usize] {
+                self.available += 1;
+            }
         }
         *c == 0
     }
@@ -244,7 +252,7 @@ impl Counts {
         for (k, c) in self.committed.iter_mut().zip(&self.rc) {
             *k = *c > 0;
         }
-        self.available = self.rc.iter().filter(|c| **c == 0).count() as u64;
+        self.available = self.free;
     }
 }
 
