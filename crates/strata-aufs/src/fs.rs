@@ -172,6 +172,13 @@ fn check_name(name: &OsStr) -> Res<()> {
     Ok(())
 }
 
+fn reply_empty(reply: ReplyEmpty, r: Res<()>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 fn reply_entry(reply: ReplyEntry, r: Res<(FileAttr, u64)>) {
     match r {
         Ok((a, g)) => reply.entry(&TTL, &a, Generation(g)),
@@ -563,8 +570,10 @@ impl Union {
                 }
             }
         }
-        let prefix = path.to_path_buf();
-        st.views.retain(|k, _| !k.starts_with(&prefix));
+        if st.views.remove(path).is_some() {
+            let prefix = path.to_path_buf();
+            st.views.retain(|k, _| !k.starts_with(&prefix));
+        }
     }
 
     /// Copies directory `dir` (and its parents) up to the writable branch.
@@ -905,12 +914,22 @@ impl Union {
     }
 
     fn rename_paths(&self, st: &mut State, from: &Path, to: &Path) {
-        let moved: Vec<(PathBuf, u64)> = st
-            .by_path
-            .iter()
-            .filter(|(p, _)| p.starts_with(from))
-            .map(|(p, id)| (p.clone(), *id))
-            .collect();
+        // Only a directory whose view was built can have nodes or views below it (every
+        // lookup in a directory builds its view first): anything else moves alone, without
+        // a scan of every known path.
+        let moved: Vec<(PathBuf, u64)> = if st.views.contains_key(from) {
+            st.by_path
+                .iter()
+                .filter(|(p, _)| p.starts_with(from))
+                .map(|(p, id)| (p.clone(), *id))
+                .collect()
+        } else {
+            st.by_path
+                .get(from)
+                .map(|id| (from.to_path_buf(), *id))
+                .into_iter()
+                .collect()
+        };
         for (old, id) in moved {
             let new = to.join(old.strip_prefix(from).expect("prefix"));
             st.by_path.remove(&old);
@@ -920,6 +939,9 @@ impl Union {
                     *p = new.clone();
                 }
             }
+        }
+        if !st.views.contains_key(from) {
+            return;
         }
         let views: Vec<PathBuf> = st
             .views
@@ -1199,22 +1221,21 @@ impl Filesystem for Union {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let by_handle = fh.and_then(|fh| self.file(fh).ok());
-        let removed = || {
-            let st = self.lock();
-            self.path_of(&st, ino).is_err()
+        let fstat = |f: Arc<File>| rfs::fstat(&*f).map(|s| attr(ino.0, &s)).map_err(rerr);
+        let r = match fh.and_then(|fh| self.file(fh).ok()) {
+            Some(f) => fstat(f),
+            None => {
+                let mut st = self.lock();
+                match self.path_of(&st, ino) {
+                    Ok(p) => self.attr_of(&mut st, ino, &p),
+                    Err(e) => {
+                        // Removed while open: what is left is the open file.
+                        drop(st);
+                        self.open_file_of(ino.0).map_or(Err(e), fstat)
+                    }
+                }
+            }
         };
-        let open = by_handle.or_else(|| removed().then(|| self.open_file_of(ino.0)).flatten());
-        if let Some(file) = open {
-            return match rfs::fstat(&*file) {
-                Ok(s) => reply.attr(&TTL, &attr(ino.0, &s)),
-                Err(e) => reply.error(rerr(e)),
-            };
-        }
-        let mut st = self.lock();
-        let r = self
-            .path_of(&st, ino)
-            .and_then(|p| self.attr_of(&mut st, ino, &p));
         match r {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(e),
@@ -1377,10 +1398,7 @@ impl Filesystem for Union {
         let r = self
             .path_of(&st, parent)
             .and_then(|pp| self.remove(&mut st, &pp, name, false));
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -1388,10 +1406,7 @@ impl Filesystem for Union {
         let r = self
             .path_of(&st, parent)
             .and_then(|pp| self.remove(&mut st, &pp, name, true));
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn symlink(
@@ -1426,10 +1441,7 @@ impl Filesystem for Union {
             let to = self.path_of(&st, newparent)?.join(newname);
             self.do_rename(&mut st, &from, &to, flags)
         })();
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn link(
@@ -1591,10 +1603,7 @@ impl Filesystem for Union {
             }
             .map_err(errno)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -1703,10 +1712,7 @@ impl Filesystem for Union {
             )
             .map_err(rerr)
         })();
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -1763,10 +1769,7 @@ impl Filesystem for Union {
             let (_dir, p) = self.xattr_target(w, &path)?;
             rfs::lremovexattr(OsStr::from_bytes(&p), name).map_err(rerr)
         })();
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -1846,10 +1849,7 @@ impl Filesystem for Union {
             )
             .map_err(rerr)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 }
 
