@@ -472,7 +472,8 @@ impl Pool {
         // crash must find every other device's committed data as it was. Sharing comes only
         // from snapshots, so a mapping made since the device's last snapshot is its own
         // (dm-thin's rule); older ones are copied, even if the sharer is gone since.
-        let snapped = self.details(dev)?.snapshotted_time;
+        let details = self.details(dev)?;
+        let snapped = details.snapshotted_time;
         if let Some((db, t)) = self.tm.exclusive_mapping(root, vblock)? {
             if t >= snapped {
                 self.data
@@ -523,8 +524,10 @@ impl Pool {
             self.tm.data.dec(nb);
         }
         if new_mapping {
-            let mut d = self.details(dev)?;
-            d.mapped_blocks += 1;
+            let d = Details {
+                mapped_blocks: details.mapped_blocks + 1,
+                ..details
+            };
             self.set_details(dev, d)?;
         }
         Ok(())

@@ -209,8 +209,8 @@ impl Server {
     }
 
     fn commit(st: &mut State) -> Result<(), Errno> {
-        if let Some(f) = &st.failed {
-            let _ = f;
+        // A failed commit left the pool's state unknown: nothing more is committed.
+        if st.failed.is_some() {
             return Err(Errno::EIO);
         }
         st.pool.commit().map_err(|e| {
