@@ -214,15 +214,9 @@ fn parse_filters(engine: &Engine, filters: &[String]) -> Result<ImageFilter, Fai
         })?;
         match k {
             "dangling" => {
-                f.dangling = Some(match v {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => {
-                        return Err(usage(format!(
-                            "invalid filter 'dangling={v}': use true or false"
-                        )))
-                    }
-                })
+                f.dangling = Some(crate::units::parse_bool(v).ok_or_else(|| {
+                    usage(format!("invalid filter 'dangling={v}': use true or false"))
+                })?)
             }
             "reference" => f.references.push(v.to_string()),
             "label" => f.labels.push(match v.split_once('=') {

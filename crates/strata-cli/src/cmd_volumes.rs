@@ -136,11 +136,8 @@ fn ls(engine: &Engine, a: LsArgs) -> CmdResult {
         let (k, v) = f.split_once('=').unwrap_or((f, ""));
         let keep: Box<dyn Fn(&Volume) -> bool> = match k {
             "dangling" => {
-                let want = match v {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => return Err(usage(format!("invalid filter 'dangling={v}'"))),
-                };
+                let want = crate::units::parse_bool(v)
+                    .ok_or_else(|| usage(format!("invalid filter 'dangling={v}'")))?;
                 let links = &links;
                 Box::new(move |x: &Volume| links.contains_key(&x.name) != want)
             }

@@ -92,7 +92,7 @@ pub fn created_at(rfc3339: Option<&str>) -> String {
     }
 }
 
-pub use strata_store::units::parse_bytes;
+pub use strata_store::units::{parse_bool, parse_bytes};
 
 #[cfg(test)]
 mod tests {

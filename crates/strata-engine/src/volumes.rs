@@ -204,13 +204,12 @@ pub fn parse_mount_flag(spec: &str) -> Result<ParsedMount> {
     for field in spec.split(',') {
         let (k, v) = field.split_once('=').unwrap_or((field, ""));
         let truth = |v: &str| -> Result<bool> {
-            match v {
-                "" | "true" | "1" => Ok(true),
-                "false" | "0" => Ok(false),
-                _ => Err(invalid(format!(
-                    "invalid value for {k} in --mount {spec:?}: {v:?}"
-                ))),
+            // A bare key (`readonly`) means true.
+            if v.is_empty() {
+                return Ok(true);
             }
+            strata_store::units::parse_bool(v)
+                .ok_or_else(|| invalid(format!("invalid value for {k} in --mount {spec:?}: {v:?}")))
         };
         match k {
             "type" => kind = v.to_string(),

@@ -21,7 +21,6 @@ use std::process::{Command, Stdio};
 use strata_archive::WhiteoutFormat;
 
 const BASE: u64 = 1;
-const FUSE_MAGIC: i64 = 0x65735546;
 
 pub struct Devicemapper {
     home: PathBuf,
@@ -60,14 +59,12 @@ fn size_opt(k: &str, v: &str, min: u64) -> io::Result<u64> {
 }
 
 fn bool_opt(k: &str, v: &str) -> io::Result<bool> {
-    match v {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(io::Error::new(
+    strata_store::units::parse_bool(v).ok_or_else(|| {
+        io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("invalid {k} {v:?}: give true or false"),
-        )),
-    }
+        )
+    })
 }
 
 impl Config {
@@ -305,7 +302,7 @@ impl Devicemapper {
     }
 
     fn server_up(&self) -> bool {
-        rustix::fs::statfs(self.dev_dir()).is_ok_and(|s| s.f_type == FUSE_MAGIC)
+        crate::overlay::backing_fs(&self.dev_dir()) == "fuse"
     }
 
     /// Starts the pool's server unless it runs; a server that died leaves a dead mount,

@@ -20,6 +20,15 @@ pub fn parse_bytes(s: &str) -> Option<i64> {
     (v >= 0.0).then_some((v * mult as f64) as i64)
 }
 
+/// Parses a boolean as docker's flags and filters take it: `true`/`1` or `false`/`0`.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
