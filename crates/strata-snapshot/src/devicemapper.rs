@@ -310,11 +310,11 @@ impl Devicemapper {
     /// the CLI, and ends when its mount is unmounted.
     fn start_server(&self) -> io::Result<()> {
         let dev = self.dev_dir();
+        if self.server_up() {
+            return Ok(()); // the usual case: one statfs per open of the store
+        }
         if crate::mount::dead_fuse(&dev) {
             rustix::mount::unmount(&dev, rustix::mount::UnmountFlags::DETACH)?;
-        }
-        if self.server_up() {
-            return Ok(());
         }
         let log = self.pool_dir().join("server.log");
         let mut child = Command::new(crate::mount::helper("strata-thinpool", "STRATA_THINPOOL")?)
