@@ -168,6 +168,9 @@ pub struct Counts {
     hint: usize,
     /// Per bitmap block of the space map: a count in it changed since the last commit.
     pub dirty: Vec<bool>,
+    /// Blocks counted above 2 (the overflow tree's entries), kept as counts change so a
+    /// commit need not scan the map for them.
+    pub overflow: std::collections::BTreeSet<u64>,
 }
 
 impl Counts {
@@ -175,7 +178,11 @@ impl Counts {
         let committed = rc.iter().map(|c| *c > 0).collect();
         let free = rc.iter().filter(|c| **c == 0).count() as u64;
         let dirty = vec![false; crate::sm::bitmaps(rc.len() as u64)];
+        let overflow = (0..rc.len() as u64)
+            .filter(|b| rc[*b as usize] > 2)
+            .collect();
         Counts {
+            overflow,
             rc,
             committed,
             free,
@@ -194,6 +201,10 @@ impl Counts {
         let added = len.saturating_sub(self.len());
         self.rc.resize(len as usize, 0);
         self.committed.resize(len as usize, false);
+        // The last bitmap so far now covers more blocks: its free count changes too.
+        if let Some(last) = self.dirty.last_mut() {
+            *last = true;
+        }
         self.dirty.resize(crate::sm::bitmaps(len), true);
         self.free += added;
         self.available += added;
@@ -229,6 +240,9 @@ impl Counts {
 
     pub fn inc(&mut self, b: u64) {
         self.rc[b as usize] += 1;
+        if self.rc[b as usize] == 3 {
+            self.overflow.insert(b);
+        }
         self.dirty[b as usize / crate::sm::ENTRIES_PER_BITMAP] = true;
     }
 
@@ -237,6 +251,9 @@ impl Counts {
         let c = &mut self.rc[b as usize];
         assert!(*c > 0, "reference count of block {b} would go below zero");
         *c -= 1;
+        if *c == 2 {
+            self.overflow.remove(&b);
+        }
         self.dirty[b as usize / crate::sm::ENTRIES_PER_BITMAP] = true;
         if *c == 0 {
             self.free += 1;

@@ -645,11 +645,11 @@ impl Pool {
             if !moved && !others_done {
                 // Counts above 2 do not change from here on: placing blocks sets counts
                 // of 1 and releases counts of 1.
-                for _ in 0..sm::others_needed(Which::Data, &data.rc) {
+                for _ in 0..sm::others_needed(Which::Data, data) {
                     let b = meta.alloc().ok_or(Error::MetadataFull)?;
                     self.data_at.others.push(b);
                 }
-                for _ in 0..sm::others_needed(Which::Metadata, &meta.rc) {
+                for _ in 0..sm::others_needed(Which::Metadata, meta) {
                     let b = meta.alloc().ok_or(Error::MetadataFull)?;
                     self.meta_at.others.push(b);
                 }
@@ -663,15 +663,15 @@ impl Pool {
         let data_root = sm::save(
             &self.tm.file,
             Which::Data,
-            &data.rc,
-            &self.data_at,
+            data,
+            &mut self.data_at,
             &write_data,
         )?;
         let meta_root = sm::save(
             &self.tm.file,
             Which::Metadata,
-            &meta.rc,
-            &self.meta_at,
+            meta,
+            &mut self.meta_at,
             &write_meta,
         )?;
         meta.dirty.fill(false);

@@ -4,7 +4,7 @@
 //! every commit writes it out afresh into blocks the committed state does not use.
 
 use crate::block::{self, Kind, BLOCK_SIZE};
-use crate::btree::{self, Node};
+use crate::btree::{self, Counts, Node};
 use crate::{Error, Result};
 use std::fs::File;
 
@@ -59,12 +59,15 @@ pub enum Which {
 pub struct Placement {
     pub bitmaps: Vec<u64>,
     pub others: Vec<u64>,
+    /// Per bitmap, its index entry's free count and first free entry (recounted only for
+    /// bitmaps that changed).
+    pub stats: Vec<(u32, u32)>,
 }
 
 /// Blocks the index and overflow tree of a space map of these counts take.
-pub fn others_needed(which: Which, rc: &[u32]) -> usize {
-    let nbm = bitmaps(rc.len() as u64);
-    let overflow = rc.iter().filter(|c| **c > 2).count();
+pub fn others_needed(which: Which, counts: &Counts) -> usize {
+    let nbm = bitmaps(counts.len());
+    let overflow = counts.overflow.len();
     let index = match which {
         Which::Metadata => 1,
         Which::Data => btree::built_nodes(nbm, INDEX_ENTRY),
@@ -95,7 +98,7 @@ fn raw_tree(
 pub fn load(file: &File, which: Which, root: &SmRoot) -> Result<(Vec<u32>, Placement)> {
     let mut own = Vec::new();
     let nbm = bitmaps(root.nr_blocks);
-    let bitmap_blocks: Vec<u64> = match which {
+    let entries: Vec<[u8; INDEX_ENTRY]> = match which {
         Which::Metadata => {
             let idx = block::read(file, root.bitmap_root, Kind::Index)?;
             own.push(root.bitmap_root);
@@ -105,7 +108,10 @@ pub fn load(file: &File, which: Which, root: &SmRoot) -> Result<(Vec<u32>, Place
                 )));
             }
             (0..nbm)
-                .map(|i| block::u64_at(&idx[..], 16 + INDEX_ENTRY * i))
+                .map(|i| {
+                    let at = 16 + INDEX_ENTRY * i;
+                    idx[at..at + INDEX_ENTRY].try_into().expect("entry")
+                })
                 .collect()
         }
         Which::Data => {
@@ -117,9 +123,21 @@ pub fn load(file: &File, which: Which, root: &SmRoot) -> Result<(Vec<u32>, Place
                     entries.len()
                 )));
             }
-            entries.iter().map(|(_, v)| block::u64_at(v, 0)).collect()
+            entries
+                .iter()
+                .map(|(_, v)| {
+                    v.as_slice().try_into().map_err(|_| {
+                        Error::Corrupt("a data space map index entry has the wrong size".into())
+                    })
+                })
+                .collect::<Result<_>>()?
         }
     };
+    let bitmap_blocks: Vec<u64> = entries.iter().map(|e| block::u64_at(e, 0)).collect();
+    let stats = entries
+        .iter()
+        .map(|e| (block::u32_at(e, 8), block::u32_at(e, 12)))
+        .collect();
     let mut rc = vec![0u32; root.nr_blocks as usize];
     for (i, b) in bitmap_blocks.iter().enumerate() {
         let bm = block::read(file, *b, Kind::Bitmap)?;
@@ -144,6 +162,7 @@ pub fn load(file: &File, which: Which, root: &SmRoot) -> Result<(Vec<u32>, Place
         Placement {
             bitmaps: bitmap_blocks,
             others: own,
+            stats,
         },
     ))
 }
@@ -154,11 +173,13 @@ pub fn load(file: &File, which: Which, root: &SmRoot) -> Result<(Vec<u32>, Place
 pub fn save(
     file: &File,
     which: Which,
-    rc: &[u32],
-    at: &Placement,
+    counts: &Counts,
+    at: &mut Placement,
     write: &[bool],
 ) -> Result<SmRoot> {
+    let rc = &counts.rc;
     let nbm = bitmaps(rc.len() as u64);
+    at.stats.resize(nbm, (0, 0));
     let mut next = at.others.iter().copied();
     let mut index = Vec::with_capacity(nbm);
     for (i, written) in write.iter().enumerate().take(nbm) {
@@ -166,9 +187,10 @@ pub fn save(
         let start = i * ENTRIES_PER_BITMAP;
         let end = (start + ENTRIES_PER_BITMAP).min(rc.len());
         let range = &rc[start..end];
-        let free = range.iter().filter(|c| **c == 0).count() as u32;
-        let first_free = range.iter().position(|c| *c == 0).unwrap_or(end - start) as u32;
         if *written {
+            let free = range.iter().filter(|c| **c == 0).count() as u32;
+            let first_free = range.iter().position(|c| *c == 0).unwrap_or(end - start) as u32;
+            at.stats[i] = (free, first_free);
             let mut bm = Box::new([0u8; BLOCK_SIZE]);
             for (j, c) in range.iter().enumerate() {
                 let v = (*c).min(3) as u8;
@@ -177,6 +199,7 @@ pub fn save(
             }
             block::write(file, b, &mut bm, Kind::Bitmap)?;
         }
+        let (free, first_free) = at.stats[i];
         index.push((b, free, first_free));
     }
     let entry = |(b, free, first): (u64, u32, u32)| {
@@ -205,17 +228,16 @@ pub fn save(
             btree::build(file, &entries, INDEX_ENTRY, &mut next)?
         }
     };
-    let overflow: Vec<(u64, Vec<u8>)> = rc
+    let overflow: Vec<(u64, Vec<u8>)> = counts
+        .overflow
         .iter()
-        .enumerate()
-        .filter(|(_, c)| **c > 2)
-        .map(|(b, c)| (b as u64, c.to_le_bytes().to_vec()))
+        .map(|b| (*b, rc[*b as usize].to_le_bytes().to_vec()))
         .collect();
     let ref_count_root = btree::build(file, &overflow, COUNT_SIZE, &mut next)?;
     assert!(next.next().is_none(), "space map blocks counted wrong");
     Ok(SmRoot {
         nr_blocks: rc.len() as u64,
-        nr_allocated: rc.iter().filter(|c| **c > 0).count() as u64,
+        nr_allocated: counts.len() - counts.free(),
         bitmap_root,
         ref_count_root,
     })
