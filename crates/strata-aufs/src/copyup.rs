@@ -96,7 +96,7 @@ fn timestamps(st: &Stat) -> Timestamps {
 }
 
 /// Sets owner, mode, xattrs and times of `dst_dir/name` from `st` and the source's xattrs.
-pub(crate) fn copy_meta(
+fn copy_meta(
     src_dir: BorrowedFd<'_>,
     src_name: &OsStr,
     st: &Stat,
@@ -153,8 +153,8 @@ fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates `dst_dir/tmp` as a copy of `src_dir/name` (any kind but a directory; `with_data`
-/// false leaves a regular file empty, for a copy-up that truncates anyway).
+/// Creates `dst_dir/tmp` as a copy of `src_dir/name`: a directory empty, a regular file
+/// with its data unless `with_data` is false (for a copy-up that truncates anyway).
 pub(crate) fn copy_object(
     src_dir: BorrowedFd<'_>,
     name: &OsStr,
