@@ -171,6 +171,9 @@ pub struct Counts {
     /// Blocks counted above 2 (the overflow tree's entries), kept as counts change so a
     /// commit need not scan the map for them.
     pub overflow: std::collections::BTreeSet<u64>,
+    /// Blocks whose count changed since the last commit (with repeats): a commit updates
+    /// `committed` for these only, not for the whole map.
+    touched: Vec<u64>,
 }
 
 impl Counts {
@@ -189,6 +192,7 @@ impl Counts {
             available: free,
             hint: 0,
             dirty,
+            touched: Vec::new(),
         }
     }
 
@@ -231,6 +235,7 @@ impl Counts {
                 self.free -= 1;
                 self.available -= 1;
                 self.dirty[b / crate::sm::ENTRIES_PER_BITMAP] = true;
+                self.touched.push(b as u64);
                 self.hint = b + 1;
                 return Some(b as u64);
             }
@@ -244,6 +249,7 @@ impl Counts {
             self.overflow.insert(b);
         }
         self.dirty[b as usize / crate::sm::ENTRIES_PER_BITMAP] = true;
+        self.touched.push(b);
     }
 
     /// Drops one reference; true when none is left.
@@ -255,6 +261,7 @@ impl Counts {
             self.overflow.remove(&b);
         }
         self.dirty[b as usize / crate::sm::ENTRIES_PER_BITMAP] = true;
+        self.touched.push(b);
         if *c == 0 {
             self.free += 1;
             if !self.committed[b as usize] {
@@ -264,10 +271,17 @@ impl Counts {
         *c == 0
     }
 
-    /// After a commit: what is referenced now is what a crash would find.
-    pub fn committed_now(&mut self) {
-        for (k, c) in self.committed.iter_mut().zip(&self.rc) {
-            *k = *c > 0;
+    /// After a commit: what is referenced now is what a crash would find. With `rewind`,
+    /// allocation starts again from the lowest free block, so blocks freed by the
+    /// transaction are reused before new ones: for metadata, that keeps rewrites inside
+    /// the file's written part, where a sync has no new extents to journal.
+    pub fn committed_now(&mut self, rewind: bool) {
+        for b in std::mem::take(&mut self.touched) {
+            let b = b as usize;
+            self.committed[b] = self.rc[b] > 0;
+            if rewind && self.rc[b] == 0 {
+                self.hint = self.hint.min(b);
+            }
         }
         self.available = self.free;
     }

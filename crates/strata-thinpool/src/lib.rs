@@ -14,6 +14,7 @@ mod block;
 mod btree;
 mod pool;
 mod serve;
+mod sizes;
 mod sm;
 
 pub use pool::{size_of, Details, Pool, PoolConfig, Usage};

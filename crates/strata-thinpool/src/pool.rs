@@ -610,8 +610,8 @@ impl Pool {
         block::put_u64(&mut sb[..], 344, self.tm.meta.len());
         block::write(&self.tm.file, 0, &mut sb, Kind::Superblock)?;
         self.tm.file.sync_data()?;
-        self.tm.meta.committed_now();
-        self.tm.data.committed_now();
+        self.tm.meta.committed_now(true);
+        self.tm.data.committed_now(false);
         self.punch_freed();
         Ok(())
     }

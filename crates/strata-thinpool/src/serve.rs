@@ -10,9 +10,10 @@
 //! - fsync a device: commit the pool; reads and writes go to the pool; a hole punched
 //!   (what a loop device does for a discard) unmaps whole blocks and zeroes the rest.
 //!
-//! Sizes are the one thing dm-thin's metadata does not keep (device-mapper tables did): they
-//! live in `sizes` beside the metadata, replaced atomically.
+//! Sizes are the one thing dm-thin's metadata does not keep: they live in a sizes file beside
+//! the metadata (see [`crate::sizes`]).
 
+use crate::sizes::Sizes;
 use crate::{Error, Pool};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -20,9 +21,9 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
     WriteFlags,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,14 +39,13 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 struct State {
     pool: Pool,
-    sizes: BTreeMap<u64, u64>,
+    sizes: Sizes,
     open: HashMap<u64, u32>,
     failed: Option<String>,
 }
 
 pub struct Server {
     state: Arc<(Mutex<State>, Condvar)>,
-    sizes_path: PathBuf,
 }
 
 fn errno(e: &Error) -> Errno {
@@ -59,43 +59,9 @@ fn errno(e: &Error) -> Errno {
     }
 }
 
-fn load_sizes(path: &Path) -> io::Result<BTreeMap<u64, u64>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(e),
-    };
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let mut it = line.split_whitespace();
-        if let (Some(id), Some(size)) = (it.next(), it.next()) {
-            if let (Ok(id), Ok(size)) = (id.parse(), size.parse()) {
-                out.insert(id, size);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Writes the sizes file atomically (temp file, fsync, rename, fsync of the directory).
-fn save_sizes(path: &Path, sizes: &BTreeMap<u64, u64>) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    for (id, size) in sizes {
-        writeln!(f, "{id} {size}")?;
-    }
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
 impl Server {
     /// Serves `pool`; device sizes are kept in `sizes_path`.
     pub fn new(pool: Pool, sizes_path: PathBuf) -> io::Result<Server> {
-        let mut sizes = load_sizes(&sizes_path)?;
         let mut pool = pool;
         let devices: Vec<u64> = pool
             .devices()
@@ -103,9 +69,7 @@ impl Server {
             .into_iter()
             .map(|(d, _)| d)
             .collect();
-        // A size without its device (deleted before a crash) goes; a device without a size
-        // (made just before one) has none yet.
-        sizes.retain(|d, _| devices.contains(d));
+        let sizes = Sizes::open(&sizes_path, &devices)?;
         Ok(Server {
             state: Arc::new((
                 Mutex::new(State {
@@ -116,7 +80,6 @@ impl Server {
                 }),
                 Condvar::new(),
             )),
-            sizes_path,
         })
     }
 
@@ -189,7 +152,7 @@ impl Server {
             _ => {
                 let id = ino - FIRST_DEVICE;
                 st.pool.details(id).map_err(|e| errno(&e))?;
-                let size = st.sizes.get(&id).copied().unwrap_or(0);
+                let size = st.sizes.get(id);
                 Ok(Self::attr(ino, size, FileType::RegularFile, 0o600))
             }
         }
@@ -203,8 +166,8 @@ impl Server {
     }
 
     fn set_size(&self, st: &mut State, id: u64, size: u64) -> Result<(), Errno> {
-        st.sizes.insert(id, size);
-        save_sizes(&self.sizes_path, &st.sizes)
+        st.sizes
+            .set(id, size)
             .map_err(|e| Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)))
     }
 
@@ -305,7 +268,7 @@ impl Filesystem for Server {
             if let Some(size) = size {
                 let id = ino.0 - FIRST_DEVICE;
                 let bs = st.pool.block_bytes() as u64;
-                let old = st.sizes.get(&id).copied().unwrap_or(0);
+                let old = st.sizes.get(id);
                 // Shrinking unmaps the blocks past the new end.
                 for vb in size.div_ceil(bs)..old.div_ceil(bs) {
                     st.pool.discard(id, vb).map_err(|e| errno(&e))?;
@@ -371,7 +334,7 @@ impl Filesystem for Server {
             let origin = ino.0 - FIRST_DEVICE;
             let id = Self::device_id(newname)?;
             st.pool.create_snap(id, origin).map_err(|e| errno(&e))?;
-            let size = st.sizes.get(&origin).copied().unwrap_or(0);
+            let size = st.sizes.get(origin);
             self.set_size(&mut st, id, size)?;
             Self::commit(&mut st)?;
             self.node_attr(&mut st, id + FIRST_DEVICE)
@@ -393,9 +356,7 @@ impl Filesystem for Server {
                 return Err(Errno::EBUSY);
             }
             st.pool.delete(id).map_err(|e| errno(&e))?;
-            st.sizes.remove(&id);
-            save_sizes(&self.sizes_path, &st.sizes)
-                .map_err(|e| Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)))?;
+            st.sizes.remove(id);
             Self::commit(&mut st)
         })();
         match r {
@@ -459,7 +420,7 @@ impl Filesystem for Server {
         }
         let r = (|| {
             let id = ino.0 - FIRST_DEVICE;
-            let dev_size = st.sizes.get(&id).copied().unwrap_or(0);
+            let dev_size = st.sizes.get(id);
             let len = (size as u64).min(dev_size.saturating_sub(offset)) as usize;
             let mut buf = vec![0u8; len];
             let bs = st.pool.block_bytes() as u64;
@@ -494,7 +455,7 @@ impl Filesystem for Server {
                 return Err(Errno::EPERM);
             }
             let id = ino.0 - FIRST_DEVICE;
-            let dev_size = st.sizes.get(&id).copied().unwrap_or(0);
+            let dev_size = st.sizes.get(id);
             if offset + data.len() as u64 > dev_size {
                 return Err(Errno::ENOSPC);
             }
@@ -628,7 +589,7 @@ impl Filesystem for Server {
         ];
         entries.extend(
             st.sizes
-                .keys()
+                .devices()
                 .map(|id| (id + FIRST_DEVICE, FileType::RegularFile, id.to_string())),
         );
         for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
