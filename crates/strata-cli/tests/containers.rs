@@ -872,3 +872,72 @@ fn devicemapper_on_block_devices() {
     s.check_clean();
     s.ok(&["system", "reset", "-f"]);
 }
+
+/// devicemapper deferred removal and deletion: a container whose filesystem is busy (a
+/// process works in it) is unmounted by detaching and removed by deferring its device's
+/// deletion, which the next store open finishes once the last user has gone. Without the
+/// options the unmount fails and says why.
+#[test]
+fn devicemapper_defers_removal_and_deletion_of_busy_devices() {
+    let s = Store::new("devicemapper");
+    base_image(&s);
+    let deferred = [
+        "--storage-opt",
+        "dm.use_deferred_removal=true",
+        "--storage-opt",
+        "dm.use_deferred_deletion=true",
+    ];
+    let with = |args: &[&str]| -> String {
+        let mut all = deferred.to_vec();
+        all.extend_from_slice(args);
+        s.ok(&all)
+    };
+    let field = |info: &str, key: &str| -> String {
+        let line = info.lines().find(|l| l.contains(key)).unwrap_or_default();
+        line.split(": ").nth(1).unwrap_or_default().to_string()
+    };
+    s.ok(&["create", "--name", "c", "base:1"]);
+    let m = PathBuf::from(s.ok(&["mount", "c"]).trim());
+    // Killed however the test ends: it holds the filesystem.
+    struct User(std::process::Child);
+    impl Drop for User {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let user = User(
+        Command::new("sleep")
+            .arg("600")
+            .current_dir(&m)
+            .spawn()
+            .unwrap(),
+    );
+    let err = s.fails(&["umount", "c"]);
+    assert!(err.contains("busy"), "{err}");
+
+    let info = with(&["info"]);
+    assert_eq!(field(&info, "Deferred Removal Enabled"), "true");
+    assert_eq!(field(&info, "Deferred Deletion Enabled"), "true");
+    with(&["umount", "c"]);
+    assert!(mounted_under(s.dir.path()).is_empty(), "detached");
+    with(&["rm", "c"]);
+    assert_eq!(
+        field(&with(&["info"]), "Deferred Deleted Device Count"),
+        "1"
+    );
+    assert!(s.ok(&["ps", "-aq"]).trim().is_empty());
+
+    // The last user goes: the detached filesystem, its loop device, then the device.
+    drop(user);
+    let mut left = String::new();
+    for _ in 0..100 {
+        left = field(&with(&["info"]), "Deferred Deleted Device Count");
+        if left == "0" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(left, "0", "the deferred deletion was finished");
+    s.check_clean();
+}

@@ -89,7 +89,7 @@ impl Engine {
         };
         self.set_mount_count(&c.id, left)?;
         if left == 0 {
-            unmount_tree(&self.container_mount_point(&c.id))?;
+            self.unmount_tree(&self.container_mount_point(&c.id))?;
         }
         Ok(())
     }
@@ -376,9 +376,16 @@ pub(crate) fn unmount_below(dir: &Path) -> Result<()> {
         .map_err(|e| EngineError::io(format!("unmounting what is below {}", dir.display()), e))
 }
 
-/// Unmounts what is mounted below `target`, then `target` itself.
-pub(crate) fn unmount_tree(target: &Path) -> Result<()> {
-    unmount_below(target)?;
-    strata_snapshot::mount::unmount(target)
+impl Engine {
+    /// Unmounts what is mounted below a container's `target`, then `target` itself;
+    /// a busy `target` is detached if the driver defers removal.
+    pub(crate) fn unmount_tree(&self, target: &Path) -> Result<()> {
+        unmount_below(target)?;
+        if self.snapshots.driver().deferred_removal() {
+            strata_snapshot::mount::unmount_or_detach(target)
+        } else {
+            strata_snapshot::mount::unmount(target)
+        }
         .map_err(|e| EngineError::io(format!("unmounting {}", target.display()), e))
+    }
 }

@@ -492,7 +492,7 @@ impl Engine {
     /// Unmounts a container and removes its writable layer and mount point.
     pub(crate) fn remove_container_storage(&self, id: &str) -> Result<()> {
         let target = self.container_mount_point(id);
-        crate::container_fs::unmount_tree(&target)?;
+        self.unmount_tree(&target)?;
         // Only known, empty entries: never a recursive delete next to a mount point.
         let dir = target.parent().expect("mount point has a parent");
         let _ = std::fs::remove_dir(&target);

@@ -687,6 +687,10 @@ impl Driver for Devicemapper {
         }
     }
 
+    fn deferred_removal(&self) -> bool {
+        self.cfg.deferred_removal
+    }
+
     fn usage(&self, s: &Layout) -> io::Result<Usage> {
         Ok(Usage {
             size: self.device_bytes(s.id, "user.thin.exclusive_bytes")?,

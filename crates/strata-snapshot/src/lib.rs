@@ -116,6 +116,12 @@ pub trait Driver: Send + Sync {
     fn limits_size(&self) -> bool {
         false
     }
+    /// Whether a mount of its snapshots that is busy may be detached and left to go away
+    /// with its last user instead of failing the unmount (devicemapper's
+    /// `dm.use_deferred_removal`: the loop device and its thin device go with it).
+    fn deferred_removal(&self) -> bool {
+        false
+    }
     /// Warnings `info` shows about how the driver is set up.
     fn warnings(&self) -> Vec<String> {
         Vec::new()

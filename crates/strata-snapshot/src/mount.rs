@@ -224,6 +224,20 @@ pub fn unmount(target: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Unmounts `target` at once if it is not busy, else detaches it: it goes away when its
+/// last user does (deferred removal).
+pub fn unmount_or_detach(target: &Path) -> io::Result<()> {
+    match m::unmount(target, UnmountFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => Ok(()),
+        Err(rustix::io::Errno::BUSY) => m::unmount(target, UnmountFlags::DETACH)
+            .map_err(|e| io::Error::new(e.kind(), format!("detaching {}: {e}", target.display()))),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("unmounting {}: {e}", target.display()),
+        )),
+    }
+}
+
 /// The mount points below `dir` (not `dir` itself) in this mount namespace, deepest first
 /// (the order to unmount them in).
 pub fn mounts_under(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
