@@ -33,3 +33,23 @@ CONF
 export CONTAINERS_CONF="$BENCH/containers.conf"
 PODMAN="podman --root $BENCH/podman --runroot $BENCH/podman-run --storage-driver overlay"
 export DOCKER PODMAN
+
+# The busybox image every engine runs (Debian's busybox-static with all its applets), from
+# one tarball; `import_busybox ENGINE...` imports it as bb:1 where it is missing.
+BUSYBOX_ROOTFS="$BENCH/busybox-rootfs"
+BUSYBOX_TAR="$BENCH/busybox-all.tar"
+if [ ! -f "$BUSYBOX_TAR" ]; then
+    rm -rf "$BUSYBOX_ROOTFS"
+    mkdir -p "$BUSYBOX_ROOTFS"/{bin,etc,proc,sys,dev,tmp}
+    cp /bin/busybox "$BUSYBOX_ROOTFS/bin/"
+    for a in $(/bin/busybox --list); do
+        [ "$a" = busybox ] || ln -sf busybox "$BUSYBOX_ROOTFS/bin/$a"
+    done
+    echo 'root:x:0:0:root:/root:/bin/sh' > "$BUSYBOX_ROOTFS/etc/passwd"
+    tar -C "$BUSYBOX_ROOTFS" -cf "$BUSYBOX_TAR" .
+fi
+import_busybox() {
+    for e in "$@"; do
+        $e image inspect bb:1 >/dev/null 2>&1 || $e import "$BUSYBOX_TAR" bb:1 >/dev/null
+    done
+}

@@ -15,20 +15,9 @@ OUT="$BENCH/results"
 mkdir -p "$OUT"
 hf() { hyperfine -N --style basic --export-json "$OUT/$1.json" "${@:2}"; }
 
-# A busybox image (Debian's busybox-static), the same tarball in every engine, and a runc
-# bundle of it.
-ROOTFS="$BENCH/busybox-rootfs"
-if [ ! -x "$ROOTFS/bin/busybox" ]; then
-    mkdir -p "$ROOTFS"/{bin,etc,proc,sys,dev,tmp}
-    cp /bin/busybox "$ROOTFS/bin/"
-    for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$ROOTFS/bin/$a"; done
-    echo 'root:x:0:0:root:/root:/bin/sh' > "$ROOTFS/etc/passwd"
-fi
-TAR="$BENCH/busybox.tar"
-[ -f "$TAR" ] || tar -C "$ROOTFS" -cf "$TAR" .
-for e in "$S" "$DOCKER" "$PODMAN"; do
-    $e image inspect bb:1 >/dev/null 2>&1 || $e import "$TAR" bb:1 >/dev/null
-done
+# The busybox image in every engine (bench/peers.sh), and a runc bundle of its rootfs.
+import_busybox "$S" "$DOCKER" "$PODMAN"
+ROOTFS="$BUSYBOX_ROOTFS"
 BUNDLE="$BENCH/runc-bundle"
 if [ ! -f "$BUNDLE/config.json" ]; then
     mkdir -p "$BUNDLE"

@@ -11,16 +11,8 @@ cargo build --release --locked -q
 S="$PWD/target/release/strata --root $BENCH/strata-vol"
 OUT="$BENCH/results"
 mkdir -p "$OUT" "$BENCH/host"
-# A busybox image (Debian's busybox-static), the same tarball for every engine.
-if [ ! -f "$BENCH/busybox.tar" ]; then
-    r="$BENCH/bb"; rm -rf "$r"; mkdir -p "$r/bin" "$r/tmp" "$r/proc" "$r/sys" "$r/dev" "$r/etc"
-    cp /bin/busybox "$r/bin/"
-    for a in sh dd true; do ln -s busybox "$r/bin/$a"; done
-    echo "root:x:0:0:root:/root:/bin/sh" > "$r/etc/passwd"
-    tar -C "$r" -cf "$BENCH/busybox.tar" .
-fi
+import_busybox "$S" "$DOCKER" "$PODMAN"
 for e in "$S" "$DOCKER" "$PODMAN"; do
-    $e image inspect bb:1 >/dev/null 2>&1 || $e import "$BENCH/busybox.tar" bb:1 >/dev/null
     $e volume inspect benchvol >/dev/null 2>&1 || $e volume create benchvol >/dev/null
 done
 dd="dd if=/dev/zero bs=1M count=1024 conv=fsync"

@@ -95,6 +95,9 @@ pub struct Union {
     passthrough: AtomicBool,
     /// The kernel lets directories be read without opendir (FUSE_NO_OPENDIR_SUPPORT).
     no_opendir: AtomicBool,
+    /// Set-ID bits are cleared here, not by the kernel (FUSE_HANDLE_KILLPRIV_V2): see
+    /// [`kill_suidgid`].
+    killpriv: AtomicBool,
     state: Mutex<State>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -239,6 +242,38 @@ fn set_attrs_fd(
     rfs::fstat(f).map(|s| attr(ino, &s)).map_err(rerr)
 }
 
+/// Set-user-ID, or set-group-ID with group execute (without it, the bit marks mandatory
+/// locking, not privilege): the bits a write or chown by an unprivileged user clears.
+fn set_id(mode: u32) -> bool {
+    mode & libc::S_ISUID != 0
+        || mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP
+}
+
+/// Clears the set-ID bits of an open regular file, as the kernel does for a local
+/// filesystem when someone without CAP_FSETID writes, truncates or chowns it. With
+/// FUSE_HANDLE_KILLPRIV_V2 this is the server's job; in return the kernel stops asking for
+/// `security.capability` before every write (one request per write() otherwise). The
+/// capability xattr itself goes with any write to the branch file (the branch's kernel
+/// drops it).
+fn kill_suidgid(f: &impl AsFd) -> Res<()> {
+    match without_set_id(&rfs::fstat(f).map_err(rerr)?) {
+        Some(m) => rfs::fchmod(f, m).map_err(rerr),
+        None => Ok(()),
+    }
+}
+
+/// The mode of a regular file `s` with its set-ID bits cleared, if it has any.
+fn without_set_id(s: &Stat) -> Option<Mode> {
+    if kind_of(s.st_mode) != FileType::RegularFile || !set_id(s.st_mode) {
+        return None;
+    }
+    let mut mode = s.st_mode & 0o7777 & !libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        mode &= !libc::S_ISGID;
+    }
+    Some(Mode::from_raw_mode(mode))
+}
+
 fn split(path: &Path) -> (&Path, &OsStr) {
     (
         path.parent().unwrap_or(Path::new("")),
@@ -343,6 +378,7 @@ impl Union {
             write,
             passthrough: AtomicBool::new(config.passthrough),
             no_opendir: AtomicBool::new(false),
+            killpriv: AtomicBool::new(false),
             state: Mutex::new(state),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -1106,6 +1142,13 @@ impl Union {
         if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
+        // A write that passes through never reaches this server, which must clear set-ID
+        // bits on writes (killpriv): such files are written through it.
+        if self.killpriv.load(Ordering::Relaxed)
+            && rfs::fstat(file).is_ok_and(|s| set_id(s.st_mode))
+        {
+            return None;
+        }
         if let Some((branch, weak)) = st.backing.get(&ino) {
             if let Some(id) = weak.upgrade() {
                 return (*branch == b).then_some(id);
@@ -1174,6 +1217,10 @@ impl Filesystem for Union {
             .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             .is_ok();
         self.no_opendir.store(no_opendir, Ordering::Relaxed);
+        let killpriv = config
+            .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+            .is_ok();
+        self.killpriv.store(killpriv, Ordering::Relaxed);
         if self.passthrough.load(Ordering::Relaxed) {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
@@ -1244,7 +1291,7 @@ impl Filesystem for Union {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -1322,6 +1369,24 @@ impl Filesystem for Union {
                     last_modification: to_timestamp(mtime),
                 };
                 rfs::utimensat(&dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+            }
+            // The kernel leaves clearing set-ID bits on chown and truncate to the server
+            // (killpriv) and does not pass on whether the caller may keep them
+            // (CAP_FSETID): root may, anyone else may not.
+            let changes_owner = uid.is_some() || gid.is_some();
+            if self.killpriv.load(Ordering::Relaxed)
+                && req.uid() != 0
+                && (changes_owner || size.is_some())
+            {
+                match &open {
+                    Some(f) => kill_suidgid(&**f)?,
+                    None => {
+                        let s = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+                        if let Some(m) = without_set_id(&s) {
+                            rfs::chmodat(&dir, name, m, AtFlags::empty()).map_err(rerr)?;
+                        }
+                    }
+                }
             }
             match &open {
                 Some(f) => rfs::fstat(&**f).map(|s| attr(ino.0, &s)).map_err(rerr),
@@ -1544,14 +1609,18 @@ impl Filesystem for Union {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _wf: WriteFlags,
+        wf: WriteFlags,
         _flags: OpenFlags,
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let r = self
-            .file(fh)
-            .and_then(|f| f.write_all_at(data, offset).map_err(errno));
+        let r = self.file(fh).and_then(|f| {
+            f.write_all_at(data, offset).map_err(errno)?;
+            if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+                kill_suidgid(&*f)?;
+            }
+            Ok(())
+        });
         match r {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(e),
