@@ -800,44 +800,17 @@ impl Engine {
     }
 }
 
-/// Sets read-only and propagation on a detached mount tree before it is attached, with
-/// mount_setattr(2), so no path is looked up again. Why by hand: rustix has no wrapper.
+/// Sets read-only and propagation on a detached mount tree, and all below it, before it is
+/// attached.
 fn set_tree_attrs(tree: &impl AsFd, readonly: bool, propagation: &str) -> std::io::Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
     let prop = match propagation.trim_start_matches('r') {
         "shared" => libc::MS_SHARED,
         "slave" => libc::MS_SLAVE,
         _ => libc::MS_PRIVATE,
     };
-    let attr = MountAttr {
-        attr_set: if readonly { MOUNT_ATTR_RDONLY } else { 0 },
-        attr_clr: 0,
-        propagation: prop,
-        userns_fd: 0,
-    };
-    // SAFETY: a valid fd, an empty C path with AT_EMPTY_PATH, and a struct mount_attr
-    // of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            std::os::fd::AsRawFd::as_raw_fd(&tree.as_fd()),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    let attr = if readonly { MOUNT_ATTR_RDONLY } else { 0 };
+    strata_exec::mount_attr::set(tree, attr, prop, true)
 }
 
 /// `rel` with every dangling symlink on its way replaced by its target, read inside the

@@ -7,6 +7,7 @@ pub mod attach;
 pub mod cgroup;
 pub mod exec;
 pub mod logs;
+pub mod mount_attr;
 mod net;
 pub mod runtime;
 mod seccomp;

@@ -51,15 +51,6 @@ fn sealed_copy(binary: &Path) -> std::io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(&mem, 10)?)
 }
 
-/// `struct mount_attr` of mount_setattr(2), which rustix does not wrap.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
 /// `binary` opened (O_PATH, at an fd number above 10) through a read-only, nosuid, nodev
 /// clone of its directory's mount that is attached nowhere. A copy of the binary costs 3 ms
 /// per container start (6 MB); this costs a mount clone and is what runc reaches with a
@@ -77,31 +68,16 @@ fn read_only_view(binary: &Path) -> std::io::Result<OwnedFd> {
         dir,
         OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
     )?;
-    let attr = MountAttr {
-        attr_set: (MountAttrFlags::MOUNT_ATTR_RDONLY
+    crate::mount_attr::set(
+        &tree,
+        (MountAttrFlags::MOUNT_ATTR_RDONLY
             | MountAttrFlags::MOUNT_ATTR_NOSUID
             | MountAttrFlags::MOUNT_ATTR_NODEV)
             .bits()
             .into(),
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr(2) with a valid fd, an empty NUL-terminated path, and a
-    // `struct mount_attr` whose size is passed along; nothing is kept past the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+        0,
+        false,
+    )?;
     let exe = rustix::fs::openat(
         &tree,
         name,
