@@ -96,7 +96,7 @@ pub fn shim_command(sealed: bool) -> std::io::Result<(Command, Option<OwnedFd>)>
         return Ok((c, None));
     }
     let binary = shim_binary();
-    let mem = match read_only_view(&binary) {
+    let exe = match read_only_view(&binary) {
         Ok(fd) => fd,
         // Kernels before 5.12 (no mount_setattr), or no right to clone mounts.
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
@@ -104,9 +104,9 @@ pub fn shim_command(sealed: bool) -> std::io::Result<(Command, Option<OwnedFd>)>
         }
         Err(e) => return Err(e),
     };
-    let mut c = Command::new(format!("/proc/self/fd/{}", mem.as_raw_fd()));
+    let mut c = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
     c.arg0("strata-shim");
-    Ok((c, Some(mem)))
+    Ok((c, Some(exe)))
 }
 
 pub struct Spawned {
@@ -122,7 +122,7 @@ pub struct SpawnOptions {
     pub client: Option<OwnedFd>,
     /// A session of its own with stdio on /dev/null: it outlives the caller.
     pub detach: bool,
-    /// Run from a sealed copy of the binary (it forks into a container).
+    /// Run from a read-only view (or sealed copy) of the binary: it forks into a container.
     pub sealed: bool,
     /// Its fds 0-2 (otherwise the caller's, or /dev/null when detached).
     pub stdio: Option<[OwnedFd; 3]>,
@@ -130,7 +130,7 @@ pub struct SpawnOptions {
 
 /// Starts `strata-shim ARGS...` with fd 3 the ready pipe (see `SpawnOptions` for the rest).
 pub fn spawn_shim(args: &[&OsStr], opts: SpawnOptions) -> std::io::Result<Spawned> {
-    let (mut cmd, mem) = shim_command(opts.sealed)?;
+    let (mut cmd, exe) = shim_command(opts.sealed)?;
     // Every fd the child rearranges sits above the numbers it moves them to (3, 4).
     let high = |fd: OwnedFd| rustix::io::fcntl_dupfd_cloexec(&fd, 10);
     let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
@@ -171,7 +171,7 @@ pub fn spawn_shim(args: &[&OsStr], opts: SpawnOptions) -> std::io::Result<Spawne
         });
     }
     let child = cmd.spawn()?;
-    drop(mem);
+    drop(exe);
     drop(ready_w);
     drop(client);
     Ok(Spawned {
