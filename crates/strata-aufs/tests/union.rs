@@ -419,22 +419,8 @@ fn permissions_are_checked_for_other_users() {
     fs::create_dir(u.branch(1).join("open")).unwrap();
     fs::set_permissions(u.branch(1).join("open"), fs::Permissions::from_mode(0o777)).unwrap();
     u.mount();
-    let as_nobody = |script: &str| {
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "sh",
-                "-c",
-                script,
-            ])
-            .current_dir(u.mnt())
-            .output()
-            .unwrap()
-    };
-    assert!(!as_nobody("cat root-only").status.success());
-    let o = as_nobody("echo hi > open/mine && stat -c %u:%g open/mine");
+    assert!(!as_nobody(&u.mnt(), "cat root-only").status.success());
+    let o = as_nobody(&u.mnt(), "echo hi > open/mine && stat -c %u:%g open/mine");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "65534:65534");
     assert_eq!(
@@ -442,6 +428,22 @@ fn permissions_are_checked_for_other_users() {
         65534,
         "owned by its creator in the branch"
     );
+}
+
+/// Runs `script` with sh in `dir` as nobody (uid and gid 65534, no other groups).
+fn as_nobody(dir: &Path, script: &str) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap()
 }
 
 /// Set-ID bits go when someone without CAP_FSETID writes, truncates or chowns the file (the
@@ -457,18 +459,7 @@ fn set_id_bits_are_cleared_by_unprivileged_writes() {
     u.mount();
     let mode = |name: &str| fs::metadata(u.mnt().join(name)).unwrap().mode() & 0o7777;
     let as_nobody = |script: &str| {
-        let o = Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "sh",
-                "-c",
-                script,
-            ])
-            .current_dir(u.mnt())
-            .output()
-            .unwrap();
+        let o = as_nobody(&u.mnt(), script);
         assert!(
             o.status.success(),
             "{script}: {}",
