@@ -165,7 +165,7 @@ impl Server {
             .ok_or(Errno::EINVAL)
     }
 
-    fn set_size(&self, st: &mut State, id: u64, size: u64) -> Result<(), Errno> {
+    fn set_size(st: &mut State, id: u64, size: u64) -> Result<(), Errno> {
         st.sizes
             .set(id, size)
             .map_err(|e| Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)))
@@ -273,7 +273,7 @@ impl Filesystem for Server {
                 for vb in size.div_ceil(bs)..old.div_ceil(bs) {
                     st.pool.discard(id, vb).map_err(|e| errno(&e))?;
                 }
-                self.set_size(&mut st, id, size)?;
+                Self::set_size(&mut st, id, size)?;
                 Self::commit(&mut st)?;
             }
             self.node_attr(&mut st, ino.0)
@@ -301,7 +301,7 @@ impl Filesystem for Server {
             }
             let id = Self::device_id(name)?;
             st.pool.create_thin(id).map_err(|e| errno(&e))?;
-            self.set_size(&mut st, id, 0)?;
+            Self::set_size(&mut st, id, 0)?;
             Self::commit(&mut st)?;
             *st.open.entry(id).or_default() += 1;
             self.node_attr(&mut st, id + FIRST_DEVICE)
@@ -335,7 +335,7 @@ impl Filesystem for Server {
             let id = Self::device_id(newname)?;
             st.pool.create_snap(id, origin).map_err(|e| errno(&e))?;
             let size = st.sizes.get(origin);
-            self.set_size(&mut st, id, size)?;
+            Self::set_size(&mut st, id, size)?;
             Self::commit(&mut st)?;
             self.node_attr(&mut st, id + FIRST_DEVICE)
         })();
