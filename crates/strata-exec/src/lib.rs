@@ -4,6 +4,7 @@
 //! exit status. The engine decides *what* runs; this crate makes it run.
 
 pub mod attach;
+pub mod bpf;
 pub mod cgroup;
 pub mod exec;
 pub mod logs;

@@ -7,6 +7,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::bpf::Filter;
+
 pub const NATIVE: &str = "native";
 
 /// Where a container process's stdio goes.
@@ -110,8 +112,10 @@ impl Runtime for Native {
     }
 
     fn create(&self, id: &str, bundle: &Path, io: ProcessIo) -> Result<i32> {
+        let executor = self.precompile(bundle)?;
         let c = self
             .builder(id, io)?
+            .with_executor(executor)
             .as_init(bundle)
             .with_systemd(false)
             .with_detach(true)
@@ -128,34 +132,29 @@ impl Runtime for Native {
 
     fn exec(&self, id: &str, process: &Path, io: ProcessIo) -> Result<i32> {
         // libcontainer builds an exec's spec without the container's seccomp filter; the
-        // executor loads it (see `SeccompExecutor`), which needs CAP_SYS_ADMIN at that
-        // point: lent to the process through its capability sets, taken back before exec.
+        // executor loads it, as for the container's own process.
         let bundle = self.load(id)?.bundle().clone();
-        let spec = oci_spec::runtime::Spec::load(bundle.join("config.json"))
-            .map_err(|e| RuntimeError(format!("reading the container's spec: {e}")))?;
-        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-        let mut process_file = process.to_path_buf();
-        let mut lent = false;
-        if seccomp.is_some() {
-            let text = std::fs::read(process)
-                .map_err(|e| RuntimeError(format!("reading {}: {e}", process.display())))?;
-            let mut p: serde_json::Value = serde_json::from_slice(&text)
-                .map_err(|e| RuntimeError(format!("reading {}: {e}", process.display())))?;
-            for set in ["bounding", "effective", "permitted"] {
-                if let Some(list) = p["capabilities"][set].as_array_mut() {
-                    if !list.iter().any(|c| c == SYS_ADMIN) {
-                        list.push(SYS_ADMIN.into());
-                        lent = true;
-                    }
-                }
+        let compiled = bundle.join(FILTER_FILE);
+        let seccomp = if compiled.exists() {
+            Seccomp::Compiled(Filter::read(&compiled).map_err(|e| RuntimeError(e.to_string()))?)
+        } else {
+            let spec = read_json(&bundle.join("config.json"))?;
+            match spec.pointer("/linux/seccomp") {
+                Some(profile) => self.compiled_or_profile(profile)?,
+                None => Seccomp::None,
             }
-            if lent {
+        };
+        let mut process_file = process.to_path_buf();
+        let mut lent = Lent::new();
+        if !matches!(seccomp, Seccomp::None) {
+            let mut p = read_json(process)?;
+            lent = lend(&mut p);
+            if !lent.is_empty() {
                 process_file = process.with_extension("native.json");
-                std::fs::write(&process_file, serde_json::to_vec(&p).expect("json")).map_err(
-                    |e| RuntimeError(format!("writing {}: {e}", process_file.display())),
-                )?;
+                write_json(&process_file, &p)?;
             }
         }
+        let lent_any = !lent.is_empty();
         let built = self
             .builder(id, io)?
             .with_executor(SeccompExecutor { seccomp, lent })
@@ -163,7 +162,7 @@ impl Runtime for Native {
             .with_process(Some(&process_file))
             .with_detach(true)
             .build();
-        if lent {
+        if lent_any {
             let _ = std::fs::remove_file(&process_file);
         }
         Ok(built.map_err(|e| RuntimeError(e.to_string()))?.as_raw())
@@ -187,15 +186,122 @@ impl Runtime for Native {
     }
 }
 
-const SYS_ADMIN: &str = "CAP_SYS_ADMIN";
+/// The native runtime's compiled copy of a container's seccomp filter, beside its
+/// config.json (which then carries no profile, so libcontainer compiles nothing).
+const FILTER_FILE: &str = "seccomp.bpf";
 
-/// Runs an exec's process as libcontainer's default executor does, after loading the
-/// container's seccomp filter and, when CAP_SYS_ADMIN was only lent for that, dropping it
-/// from every capability set.
-#[derive(Clone)]
+impl Native {
+    /// Moves the bundle's seccomp profile, compiled, into [`FILTER_FILE`] and lends the
+    /// process what loading it late needs; returns the executor that loads it.
+    fn precompile(&self, bundle: &Path) -> Result<SeccompExecutor> {
+        let config = bundle.join("config.json");
+        let compiled = bundle.join(FILTER_FILE);
+        let mut spec = read_json(&config)?;
+        let Some(profile) = spec.pointer("/linux/seccomp") else {
+            let _ = std::fs::remove_file(&compiled);
+            return Ok(SeccompExecutor::default());
+        };
+        let Seccomp::Compiled(filter) = self.compiled_or_profile(profile)? else {
+            // A profile with a notification fd stays with libcontainer.
+            return Ok(SeccompExecutor::default());
+        };
+        filter
+            .write(&compiled)
+            .map_err(|e| RuntimeError(e.to_string()))?;
+        if let Some(linux) = spec["linux"].as_object_mut() {
+            linux.remove("seccomp");
+        }
+        let lent = lend(&mut spec["process"]);
+        write_json(&config, &spec)?;
+        Ok(SeccompExecutor {
+            seccomp: Seccomp::Compiled(filter),
+            lent,
+        })
+    }
+
+    fn compiled_or_profile(&self, profile: &serde_json::Value) -> Result<Seccomp> {
+        let profile: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(profile.clone())
+            .map_err(|e| RuntimeError(format!("reading the seccomp profile: {e}")))?;
+        let cache = self.root.join("seccomp");
+        Ok(
+            match Filter::cached(&cache, &profile).map_err(|e| RuntimeError(e.to_string()))? {
+                Some(filter) => Seccomp::Compiled(filter),
+                None => Seccomp::Profile(profile),
+            },
+        )
+    }
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read(path)
+        .map_err(|e| RuntimeError(format!("reading {}: {e}", path.display())))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| RuntimeError(format!("reading {}: {e}", path.display())))
+}
+
+/// Replaces `path` atomically: a reader sees the old spec or the new one.
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(value).expect("json"))
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| RuntimeError(format!("writing {}: {e}", path.display())))
+}
+
+/// A capability lent to a process and the sets to take it back from, in order.
+type Lent = Vec<(caps::Capability, Vec<caps::CapSet>)>;
+
+/// Loading a seccomp filter needs CAP_SYS_ADMIN unless no_new_privs is set, and the
+/// executor loads it after libcontainer has applied the process's capabilities. So
+/// CAP_SYS_ADMIN is added where the spec's `process` lacks it, with CAP_SETPCAP, which
+/// dropping it from the bounding set again takes; the executor drops both before exec.
+fn lend(process: &mut serde_json::Value) -> Lent {
+    use caps::{CapSet, Capability};
+    let mut lent = Lent::new();
+    if process["noNewPrivileges"] == true {
+        return lent;
+    }
+    for cap in [Capability::CAP_SYS_ADMIN, Capability::CAP_SETPCAP] {
+        if cap == Capability::CAP_SETPCAP && lent.is_empty() {
+            break;
+        }
+        let name = cap.to_string();
+        let mut sets = Vec::new();
+        // A set the spec leaves out is not restricted by it.
+        for (key, set) in [
+            ("bounding", CapSet::Bounding),
+            ("effective", CapSet::Effective),
+            ("permitted", CapSet::Permitted),
+        ] {
+            if let Some(list) = process["capabilities"][key].as_array_mut() {
+                if !list.iter().any(|c| *c == name.as_str()) {
+                    list.push(name.clone().into());
+                    sets.push(set);
+                }
+            }
+        }
+        if !sets.is_empty() {
+            lent.push((cap, sets));
+        }
+    }
+    lent
+}
+
+/// A container process's seccomp filter, as the executor loads it.
+#[derive(Clone, Default)]
+enum Seccomp {
+    #[default]
+    None,
+    Compiled(Filter),
+    /// A profile only libcontainer can load (it hands on a notification fd).
+    Profile(oci_spec::runtime::LinuxSeccomp),
+}
+
+/// Runs a container's process as libcontainer's default executor does, after loading its
+/// seccomp filter and taking back what was only lent for that (see [`lend`]).
+#[derive(Clone, Default)]
 struct SeccompExecutor {
-    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
-    lent: bool,
+    seccomp: Seccomp,
+    lent: Lent,
 }
 
 impl libcontainer::workload::Executor for SeccompExecutor {
@@ -204,25 +310,20 @@ impl libcontainer::workload::Executor for SeccompExecutor {
         spec: &oci_spec::runtime::Spec,
     ) -> std::result::Result<(), libcontainer::workload::ExecutorError> {
         use libcontainer::workload::ExecutorError;
-        if let Some(filter) = &self.seccomp {
-            libcontainer::seccomp::initialize_seccomp(filter)
-                .map_err(|e| ExecutorError::Other(format!("loading the seccomp filter: {e}")))?;
+        let failed = |e: String| ExecutorError::Other(format!("loading the seccomp filter: {e}"));
+        match &self.seccomp {
+            Seccomp::None => {}
+            Seccomp::Compiled(filter) => filter.load().map_err(|e| failed(e.to_string()))?,
+            Seccomp::Profile(profile) => {
+                libcontainer::seccomp::initialize_seccomp(profile)
+                    .map_err(|e| failed(e.to_string()))?;
+            }
         }
-        if self.lent {
-            use caps::{CapSet, Capability};
-            // The bounding set first (that needs CAP_SETPCAP, still effective), so no
-            // setuid binary can bring the capability back.
-            let cap = Capability::CAP_SYS_ADMIN;
-            for set in [
-                CapSet::Bounding,
-                CapSet::Ambient,
-                CapSet::Inheritable,
-                CapSet::Effective,
-                CapSet::Permitted,
-            ] {
-                caps::drop(None, set, cap).map_err(|e| {
-                    ExecutorError::Other(format!("dropping the lent CAP_SYS_ADMIN: {e}"))
-                })?;
+        // In `lend`'s order: CAP_SETPCAP, needed to shrink the bounding set, goes last.
+        for (cap, sets) in &self.lent {
+            for set in sets {
+                caps::drop(None, *set, *cap)
+                    .map_err(|e| ExecutorError::Other(format!("dropping the lent {cap}: {e}")))?;
             }
         }
         libcontainer::workload::default::get_executor().exec(spec)
