@@ -5,7 +5,7 @@ use crate::error::{EngineError, Result};
 use crate::Engine;
 use strata_exec::cgroup::{container_cgroups_path, Cgroup};
 use strata_exec::exec::ExecConfig;
-use strata_exec::spawn::{spawn_shim, SpawnOptions, Spawned};
+use strata_exec::spawn::{spawn_shim, ShimExe, SpawnOptions, Spawned};
 use strata_exec::spec::{self, ProcessSpec};
 use strata_exec::state;
 
@@ -112,7 +112,7 @@ impl Engine {
         let files = vec![process_file, config_file.clone()];
         let spawn = SpawnOptions {
             detach: opts.detach,
-            sealed: true,
+            exe: ShimExe::Sealed,
             ..Default::default()
         };
         let mut shim = spawn_shim(&["exec".as_ref(), config_file.as_os_str()], spawn)

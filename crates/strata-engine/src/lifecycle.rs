@@ -11,12 +11,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use strata_exec::runtime::{self, Runtime};
 use strata_exec::shim::STOPPED_MARK;
-use strata_exec::spawn::{spawn_shim, SpawnOptions, Spawned};
+use strata_exec::spawn::{spawn_shim, ShimExe, SpawnOptions, Spawned};
 use strata_exec::state::{self, RunState, ShimConfig, Status};
 use strata_store::{LockMode, StoreLock};
 
 /// Marks that a run holds a mount reference on the container's root filesystem.
 const RUN_MOUNT_MARK: &str = "rootfs-mounted";
+/// How long a start waits for the previous run's shim to finish deleting the runtime
+/// state (milliseconds, normally).
+const SHIM_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A started container's shim, for a caller that stays attached.
 pub struct Started {
@@ -180,6 +183,7 @@ impl Engine {
                 c.name
             )));
         }
+        st.wait_for_shim(SHIM_EXIT_WAIT);
         let dir = self.run_dir(&c.id);
         let lock = self.run_lock(&c.id)?;
         let io = |what: &str, e: std::io::Error| EngineError::io(what.to_string(), e);
@@ -251,6 +255,7 @@ impl Engine {
             let spawn = SpawnOptions {
                 client,
                 detach: true,
+                exe: ShimExe::ViewOrDisk,
                 ..Default::default()
             };
             let mut shim = spawn_shim(&["start".as_ref(), arg_dir.as_os_str()], spawn)
@@ -426,7 +431,11 @@ impl Engine {
 
     /// Removes what a run left in the run directory and the runtime's state.
     pub(crate) fn remove_run_state(&self, c: &Container) {
-        let _ = self.runtime_for(c).delete(&c.id);
+        // A shim still running after its container's exit is deleting the runtime state
+        // itself (see `shim::start`); the run directory is not what it touches.
+        if !self.read_state(&c.id).shim_alive() {
+            let _ = self.runtime_for(c).delete(&c.id);
+        }
         let _ = std::fs::remove_dir_all(self.run_dir(&c.id));
     }
 

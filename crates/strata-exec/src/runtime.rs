@@ -39,6 +39,24 @@ pub trait Runtime {
     fn create(&self, id: &str, bundle: &Path, io: ProcessIo) -> Result<i32>;
     /// Lets the created container's process run.
     fn start(&self, id: &str) -> Result<()>;
+    /// `create`, then `before_start` with the init's pid, then `start`; on an error the
+    /// container is deleted again.
+    fn create_and_start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        io: ProcessIo,
+        before_start: &dyn Fn(i32) -> Result<()>,
+    ) -> Result<i32> {
+        let pid = self.create(id, bundle, io)?;
+        match before_start(pid).and_then(|_| self.start(id)) {
+            Ok(()) => Ok(pid),
+            Err(e) => {
+                let _ = self.delete(id);
+                Err(e)
+            }
+        }
+    }
     /// Starts another process (`process` is a spec's process object as a file) in it.
     fn exec(&self, id: &str, process: &Path, io: ProcessIo) -> Result<i32>;
     fn pause(&self, id: &str) -> Result<()>;
@@ -100,6 +118,23 @@ impl Native {
         })
     }
 
+    /// Creates the container from `bundle`, its process waiting to be started.
+    fn build(
+        &self,
+        id: &str,
+        bundle: &Path,
+        io: ProcessIo,
+    ) -> Result<libcontainer::container::Container> {
+        let executor = self.precompile(bundle)?;
+        self.builder(id, io)?
+            .with_executor(executor)
+            .as_init(bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(|e| RuntimeError(e.to_string()))
+    }
+
     fn load(&self, id: &str) -> Result<libcontainer::container::Container> {
         libcontainer::container::Container::load(self.root.join(id))
             .map_err(|e| lc_err(&format!("loading container {id}"), e))
@@ -112,18 +147,27 @@ impl Runtime for Native {
     }
 
     fn create(&self, id: &str, bundle: &Path, io: ProcessIo) -> Result<i32> {
-        let executor = self.precompile(bundle)?;
-        let c = self
-            .builder(id, io)?
-            .with_executor(executor)
-            .as_init(bundle)
-            .with_systemd(false)
-            .with_detach(true)
-            .build()
-            .map_err(|e| RuntimeError(e.to_string()))?;
-        c.pid()
-            .map(|p| p.as_raw())
-            .ok_or_else(|| RuntimeError("the runtime reported no pid".into()))
+        self.build(id, bundle, io).and_then(|c| init_pid(&c))
+    }
+
+    fn create_and_start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        io: ProcessIo,
+        before_start: &dyn Fn(i32) -> Result<()>,
+    ) -> Result<i32> {
+        // The container just built is started as it is, without loading its state again.
+        let mut c = self.build(id, bundle, io)?;
+        let started = init_pid(&c).and_then(|pid| {
+            before_start(pid)?;
+            c.start().map_err(|e| lc_err("starting", e))?;
+            Ok(pid)
+        });
+        if started.is_err() {
+            let _ = c.delete(true);
+        }
+        started
     }
 
     fn start(&self, id: &str) -> Result<()> {
@@ -189,6 +233,12 @@ impl Runtime for Native {
 /// The native runtime's compiled copy of a container's seccomp filter, beside its
 /// config.json (which then carries no profile, so libcontainer compiles nothing).
 const FILTER_FILE: &str = "seccomp.bpf";
+
+fn init_pid(c: &libcontainer::container::Container) -> Result<i32> {
+    c.pid()
+        .map(|p| p.as_raw())
+        .ok_or_else(|| RuntimeError("the runtime reported no pid".into()))
+}
 
 impl Native {
     /// Moves the bundle's seccomp profile, compiled, into [`FILTER_FILE`] and lends the

@@ -11,7 +11,7 @@ use crate::runtime::{self, ProcessIo, Runtime};
 use crate::state::{self, RunState, ShimConfig, Status};
 use crate::{logs::LineBuffer, stream};
 use rustix::event::{poll, PollFd, PollFlags};
-use rustix::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::process::Pid;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -215,11 +215,15 @@ fn launch(
         }
         console => console,
     };
-    let pid = if cfg.runtime_path.is_none() {
-        create_sealed(dir, proc_io)?
+    // The native runtime's creator also starts the container; an OCI runtime binary
+    // protects itself (runc runs from its own sealed copy) and is driven from here.
+    let (pid, running) = if cfg.runtime_path.is_none() {
+        (create_sealed(dir, proc_io)?, true)
     } else {
-        // An OCI runtime binary protects itself (runc runs from its own sealed copy).
-        rt.create(&cfg.id, &bundle, proc_io).map_err(|e| e.0)?
+        (
+            rt.create(&cfg.id, &bundle, proc_io).map_err(|e| e.0)?,
+            false,
+        )
     };
     let started = (|| -> Result<(), String> {
         if let Some(listener) = &mine {
@@ -229,11 +233,11 @@ fn launch(
             new_io.stdout = Some(m);
             let _ = std::fs::remove_file(&cfg.console_socket);
         }
-        if cfg.loopback {
-            crate::net::loopback_up(pid)
-                .map_err(|e| format!("bringing up lo in the container: {e}"))?;
+        if !running {
+            before_start(cfg, pid).map_err(|e| e.0)?;
+            rt.start(&cfg.id).map_err(|e| e.0)?;
         }
-        rt.start(&cfg.id).map_err(|e| e.0)
+        Ok(())
     })();
     if let Err(e) = started {
         let _ = rt.delete(&cfg.id);
@@ -249,10 +253,12 @@ fn launch(
     Ok(pid)
 }
 
-/// Creates the container with the native runtime in a short-lived process run from a
-/// sealed copy of this binary (the container's init is forked from it); the init becomes
-/// our child when that process exits, as we are a subreaper. The container's stdio ends
-/// are its fds 0-2; it reports "ok PID" or the error on fd 3.
+/// Creates the container with the native runtime in a short-lived process whose binary
+/// cannot be written through /proc/PID/exe (the container's init is forked from it); the
+/// init becomes our child when that process exits, as we are a subreaper. The container's
+/// stdio ends are its fds 0-2; it reports "ok PID" or the error on fd 3. A monitor that
+/// runs from the read-only view forks it; otherwise it is started from the view (or a
+/// sealed copy) of the binary.
 fn create_sealed(dir: &Path, io: ProcessIo) -> Result<i32, String> {
     let stdio = match io {
         ProcessIo::Pipes {
@@ -262,17 +268,86 @@ fn create_sealed(dir: &Path, io: ProcessIo) -> Result<i32, String> {
         } => [stdin, stdout, stderr],
         ProcessIo::Console { stdio, .. } => stdio,
     };
-    let opts = crate::spawn::SpawnOptions {
-        sealed: true,
-        stdio: Some(stdio),
-        ..Default::default()
+    let res = if crate::spawn::running_read_only() {
+        create_forked(dir, stdio)
+    } else {
+        let opts = crate::spawn::SpawnOptions {
+            exe: crate::spawn::ShimExe::Sealed,
+            stdio: Some(stdio),
+            ..Default::default()
+        };
+        let mut creator = crate::spawn::spawn_shim(&["create".as_ref(), dir.as_os_str()], opts)
+            .map_err(|e| format!("starting the container's creator: {e}"))?;
+        let res = creator.wait_ready();
+        let _ = creator.child.wait();
+        res
     };
-    let mut creator = crate::spawn::spawn_shim(&["create".as_ref(), dir.as_os_str()], opts)
-        .map_err(|e| format!("starting the container's creator: {e}"))?;
-    let res = creator.wait_ready();
-    let _ = creator.child.wait();
     res?.parse()
         .map_err(|_| "the container's creator reported no pid".to_string())
+}
+
+/// `create_sealed` without an exec: a forked child arranges its fds as `create` expects
+/// (stdio 0-2, the result pipe 3, nothing else) and runs it.
+fn create_forked(dir: &Path, stdio: [OwnedFd; 3]) -> Result<String, String> {
+    let e = |what: &str, e: rustix::io::Errno| format!("{what} for the container's creator: {e}");
+    // Every fd the child moves sits above the numbers it moves them to.
+    let high = |fd: OwnedFd| rustix::io::fcntl_dupfd_cloexec(&fd, 10);
+    let (ready_r, ready_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|x| e("a pipe", x))?;
+    let ready_w = high(ready_w).map_err(|x| e("a pipe", x))?;
+    let [i, o, er] = stdio;
+    let (i, o, er) = (high(i), high(o), high(er));
+    let (i, o, er) = (
+        i.map_err(|x| e("stdio", x))?,
+        o.map_err(|x| e("stdio", x))?,
+        er.map_err(|x| e("stdio", x))?,
+    );
+    let moves = [
+        (i.as_raw_fd(), 0),
+        (o.as_raw_fd(), 1),
+        (er.as_raw_fd(), 2),
+        (ready_w.as_raw_fd(), READY_FD),
+    ];
+    // SAFETY: this process is single-threaded (the monitor), so the child may run
+    // anything; it leaves only through _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!(
+            "forking the container's creator: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if pid == 0 {
+        // SAFETY: in the child, on fd numbers this process owns; dup2 leaves the copies
+        // without close-on-exec, as an exec'd creator would find them.
+        let code = unsafe {
+            let moved = moves.iter().all(|&(from, to)| libc::dup2(from, to) == to);
+            let closed = libc::syscall(libc::SYS_close_range, READY_FD + 1, u32::MAX, 0) == 0;
+            if moved && closed {
+                create(dir)
+            } else {
+                1
+            }
+        };
+        // SAFETY: leaving the forked child without running the monitor's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    drop((i, o, er, ready_w));
+    let res = crate::spawn::read_ready(&mut File::from(ready_r));
+    let _ = rustix::process::waitpid(
+        rustix::process::Pid::from_raw(pid),
+        rustix::process::WaitOptions::empty(),
+    );
+    res
+}
+
+/// What happens between creating a container and starting its process.
+fn before_start(cfg: &ShimConfig, pid: i32) -> runtime::Result<()> {
+    if cfg.loopback {
+        crate::net::loopback_up(pid)
+            .map_err(|e| runtime::RuntimeError(format!("bringing up lo in the container: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Rust's runtime ignores SIGPIPE, and an ignored signal stays ignored across exec: a
@@ -284,7 +359,8 @@ pub(crate) fn default_sigpipe() {
     }
 }
 
-/// `strata-shim create DIR`: the native runtime's create, run by `create_sealed`.
+/// `strata-shim create DIR`: the native runtime's create and start, run by
+/// `create_sealed`.
 pub fn create(dir: &Path) -> i32 {
     default_sigpipe();
     // SAFETY: fd 3 is the result pipe by contract with the monitor.
@@ -322,7 +398,8 @@ pub fn create(dir: &Path) -> i32 {
         }
     };
     let rt = runtime::open(&cfg.runtime, None, &cfg.runtime_state);
-    match rt.create(&cfg.id, &dir.join(state::BUNDLE_DIR), io) {
+    let bundle = dir.join(state::BUNDLE_DIR);
+    match rt.create_and_start(&cfg.id, &bundle, io, &|pid| before_start(&cfg, pid)) {
         Ok(pid) => {
             tell(&mut ready, &format!("ok {pid}"));
             0
@@ -766,7 +843,6 @@ pub fn start(dir: &Path) -> i32 {
         release_startup_code();
         let code = shim.serve(pid, &mut io);
         shim.state.oom_killed = crate::cgroup::Cgroup::new(&shim.cfg.cgroups_path).oom_killed();
-        let _ = shim.rt.delete(&shim.cfg.id);
         io = None;
         shim.state.exit_code = code;
         shim.state.finished_at = now();
@@ -774,6 +850,7 @@ pub fn start(dir: &Path) -> i32 {
         if !shim.cfg.restart.restarts(code, restarts, stopped) {
             break;
         }
+        let _ = shim.rt.delete(&shim.cfg.id);
         restarts += 1;
         // docker's back-off: 100 ms, doubling, at most a minute.
         let delay = 100u64.saturating_mul(1 << restarts.min(10)).min(60_000);
@@ -806,6 +883,11 @@ pub fn start(dir: &Path) -> i32 {
     }
     drop(shim.listener);
     let _ = std::fs::remove_file(dir.join(state::ATTACH_SOCKET));
+    // The runtime's state and the cgroups go once the exit is out, so the client's
+    // cleanup (unmounting the root, `--rm`) overlaps with this: while this process lives,
+    // the engine leaves the runtime state to it, and a new start waits for it
+    // (`RunState::wait_for_shim`).
+    let _ = shim.rt.delete(&shim.cfg.id);
     if let Some((prog, args)) = shim.cfg.exit_command.split_first() {
         use std::os::unix::process::CommandExt;
         let err = std::process::Command::new(prog)

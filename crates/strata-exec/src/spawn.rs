@@ -4,8 +4,9 @@
 //! /proc/PID/exe (CVE-2019-5736: the exe link of a process forked from it that has not yet
 //! exec'd names the file on that mount, and opening it for writing fails with EROFS; the
 //! mount cannot be made writable from anywhere, as it is in no namespace's tree). Where the
-//! mount API is missing, a sealed memfd copy serves instead. The long-lived monitor never
-//! enters a container and runs from the binary on disk, not dumpable.
+//! mount API is missing, a sealed memfd copy serves instead. The long-lived monitor runs
+//! from the view too when there is one, and then forks the native create step without an
+//! exec; otherwise it runs from the binary on disk and never enters a container.
 
 use crate::shim::{CLIENT_FD, READY_FD};
 use rustix::fd::{AsRawFd, OwnedFd};
@@ -87,26 +88,53 @@ fn read_only_view(binary: &Path) -> std::io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(&exe, 10)?)
 }
 
-/// A command running the shim binary, from a read-only view or a sealed copy when `sealed`
-/// (keep the returned fd open until the child is spawned).
-pub fn shim_command(sealed: bool) -> std::io::Result<(Command, Option<OwnedFd>)> {
-    if !sealed {
-        let mut c = Command::new(shim_binary());
-        c.arg0("strata-shim");
-        return Ok((c, None));
-    }
+/// Which image of the shim binary a process runs from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ShimExe {
+    /// The binary on disk.
+    #[default]
+    Disk,
+    /// The read-only view, else a sealed copy: the process forks into a container.
+    Sealed,
+    /// The read-only view, else the binary on disk: the monitor, which forks the native
+    /// create step itself when it runs from the view (a 6 MB copy per running container
+    /// would cost too much memory).
+    ViewOrDisk,
+}
+
+/// A command running the shim binary as `exe` says (keep the returned fd open until the
+/// child is spawned).
+pub fn shim_command(exe: ShimExe) -> std::io::Result<(Command, Option<OwnedFd>)> {
     let binary = shim_binary();
-    let exe = match read_only_view(&binary) {
-        Ok(fd) => fd,
-        // Kernels before 5.12 (no mount_setattr), or no right to clone mounts.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
-            sealed_copy(&binary)?
-        }
-        Err(e) => return Err(e),
+    // Kernels before 5.12 (no mount_setattr), or no right to clone mounts.
+    let unsupported =
+        |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM));
+    let fd = match exe {
+        ShimExe::Disk => None,
+        ShimExe::Sealed => Some(match read_only_view(&binary) {
+            Ok(fd) => fd,
+            Err(e) if unsupported(&e) => sealed_copy(&binary)?,
+            Err(e) => return Err(e),
+        }),
+        ShimExe::ViewOrDisk => match read_only_view(&binary) {
+            Ok(fd) => Some(fd),
+            Err(e) if unsupported(&e) => None,
+            Err(e) => return Err(e),
+        },
     };
-    let mut c = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    let mut c = match &fd {
+        Some(fd) => Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+        None => Command::new(binary),
+    };
     c.arg0("strata-shim");
-    Ok((c, Some(exe)))
+    Ok((c, fd))
+}
+
+/// Whether this process's binary cannot be written through /proc/self/exe: it sits on a
+/// read-only mount (the view, or a read-only filesystem).
+pub fn running_read_only() -> bool {
+    rustix::fs::statvfs("/proc/self/exe")
+        .is_ok_and(|v| v.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
 }
 
 pub struct Spawned {
@@ -122,15 +150,15 @@ pub struct SpawnOptions {
     pub client: Option<OwnedFd>,
     /// A session of its own with stdio on /dev/null: it outlives the caller.
     pub detach: bool,
-    /// Run from a read-only view (or sealed copy) of the binary: it forks into a container.
-    pub sealed: bool,
+    /// What it runs from.
+    pub exe: ShimExe,
     /// Its fds 0-2 (otherwise the caller's, or /dev/null when detached).
     pub stdio: Option<[OwnedFd; 3]>,
 }
 
 /// Starts `strata-shim ARGS...` with fd 3 the ready pipe (see `SpawnOptions` for the rest).
 pub fn spawn_shim(args: &[&OsStr], opts: SpawnOptions) -> std::io::Result<Spawned> {
-    let (mut cmd, exe) = shim_command(opts.sealed)?;
+    let (mut cmd, exe) = shim_command(opts.exe)?;
     // Every fd the child rearranges sits above the numbers it moves them to (3, 4).
     let high = |fd: OwnedFd| rustix::io::fcntl_dupfd_cloexec(&fd, 10);
     let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
@@ -190,7 +218,7 @@ impl Spawned {
 /// Reads a ready pipe's one line (or all of it if the writer never ends a line): "ok REST"
 /// gives REST, anything else is the error. Not to the pipe's end: a container's init,
 /// forked before it execs, may hold the write end.
-fn read_ready(ready: &mut File) -> Result<String, String> {
+pub(crate) fn read_ready(ready: &mut File) -> Result<String, String> {
     let mut bytes = Vec::new();
     let mut b = [0u8; 512];
     while let Ok(n) = ready.read(&mut b) {

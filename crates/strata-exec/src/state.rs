@@ -90,6 +90,33 @@ impl RunState {
         matches!(self.status, Status::Running | Status::Restarting)
     }
 
+    /// Whether the shim that wrote this state still runs.
+    pub fn shim_alive(&self) -> bool {
+        alive(self.shim_pid, self.shim_start)
+    }
+
+    /// Waits, at most `limit`, for the shim that wrote this state to exit: after reporting
+    /// the exit it still deletes the container's runtime state and cgroups.
+    pub fn wait_for_shim(&self, limit: std::time::Duration) {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        use rustix::process::{pidfd_open, Pid, PidfdFlags};
+        let Some(pid) = Pid::from_raw(self.shim_pid) else {
+            return;
+        };
+        let Ok(fd) = pidfd_open(pid, PidfdFlags::empty()) else {
+            return;
+        };
+        // Checked after opening: the pidfd then names the shim, not a reused pid.
+        if !self.shim_alive() {
+            return;
+        }
+        let limit = Timespec {
+            tv_sec: limit.as_secs() as i64,
+            tv_nsec: limit.subsec_nanos() as i64,
+        };
+        let _ = poll(&mut [PollFd::new(&fd, PollFlags::IN)], Some(&limit));
+    }
+
     /// Sends `signal` to the container's init through a pidfd; a process already gone is
     /// no error.
     pub fn signal(&self, signal: i32) -> std::io::Result<()> {

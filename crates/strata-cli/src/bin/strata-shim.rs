@@ -1,6 +1,7 @@
 //! The shim binary: `strata-shim start DIR` runs and monitors a container (`create DIR` is
 //! its native create step), `strata-shim exec FILE` one more process in it. Started by
-//! strata only; what enters a container runs from a sealed memfd copy (see `spawn`).
+//! strata only; what enters a container runs from a read-only view of this binary (see
+//! `spawn`).
 
 use std::path::Path;
 
