@@ -21,10 +21,12 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // Each CLI command is one short-lived connection. Closing the last one would
-        // checkpoint and delete the WAL, and the next command would create it again: two
-        // files, a header fsync and a directory fsync per command. Committed data is as
-        // durable in the WAL; checkpoints happen as it grows (wal_autocheckpoint).
+        // checkpoint, then delete the WAL, and the next command would create it again:
+        // an fsync of the database, two new files and a directory fsync per command.
+        // Committed data is as durable in the WAL. The next process to open the store
+        // reads the WAL back to index it, so checkpoints keep it short (256 pages).
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 256)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )?;
