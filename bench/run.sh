@@ -13,7 +13,6 @@ cargo build --release --locked -q
 S="$PWD/target/release/strata --root $BENCH/strata-run"
 OUT="$BENCH/results"
 mkdir -p "$OUT"
-hf() { hyperfine -N --style basic --export-json "$OUT/$1.json" "${@:2}"; }
 
 # The busybox image in every engine (bench/peers.sh), and a runc bundle of its rootfs.
 import_busybox "$S" "$DOCKER" "$PODMAN"
@@ -32,12 +31,14 @@ PY
     )
 fi
 
-hf run-rm --runs "$RUNS" --warmup 3 \
-    -n strata "$S run --rm --network none bb:1 true" \
-    -n "strata --runtime runc" "$S run --rm --network none --runtime runc bb:1 true" \
-    -n docker "$DOCKER run --rm --network none bb:1 true" \
-    -n podman "$PODMAN run --rm --network none bb:1 true" \
-    -n "runc run (bare)" "runc --root $BENCH/runc run --bundle $BUNDLE bench-bare"
+# Interleaved rounds (bench/interleave.py): this machine's background noise drifts over
+# seconds, and one command's block would meet a different machine than the next one's.
+python3 bench/interleave.py "$OUT/run-rm.json" "$RUNS" 3 \
+    strata "$S run --rm --network none bb:1 true" \
+    "strata --runtime runc" "$S run --rm --network none --runtime runc bb:1 true" \
+    docker "$DOCKER run --rm --network none bb:1 true" \
+    podman "$PODMAN run --rm --network none bb:1 true" \
+    "runc run (bare)" "runc --root $BENCH/runc run --bundle $BUNDLE bench-bare"
 
 # 100 detached sleep containers per engine: start time in all, then per-container memory.
 median() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print 0}'; }

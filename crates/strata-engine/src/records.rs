@@ -44,7 +44,17 @@ CREATE TABLE IF NOT EXISTS operations (
 );
 ";
 
+/// Bumped with every change to the schemas or upgrades `migrate` applies: a store marked
+/// with it (SQLite's user_version) skips them, as parsing them costs every command.
+const SCHEMA_VERSION: i64 = 1;
+
 pub fn migrate(db: &Db) -> Result<()> {
+    let version: i64 = db
+        .conn()
+        .pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
     db.conn().execute_batch(SCHEMA)?;
     db.conn().execute_batch(crate::containers::SCHEMA)?;
     db.conn().execute_batch(crate::volumes::SCHEMA)?;
@@ -59,6 +69,8 @@ pub fn migrate(db: &Db) -> Result<()> {
             "ALTER TABLE containers ADD COLUMN host_config TEXT NOT NULL DEFAULT '{}'",
         )?;
     }
+    db.conn()
+        .pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
 
