@@ -8,6 +8,8 @@ use std::io::{self, Write};
 use strata_engine::{Engine, Volume, VolumeOptions};
 
 #[derive(Subcommand)]
+// Each subcommand's arguments are built only when it is the one invoked.
+#[command(defer = true)]
 pub enum VolumeCommand {
     /// Create a volume
     Create(CreateArgs),

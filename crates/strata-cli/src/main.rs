@@ -57,6 +57,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Each subcommand's arguments are built only when it is the one invoked.
+#[command(defer = true)]
 enum Command {
     /// Import the contents from a tarball to create a filesystem image
     Import(cmd_images::ImportArgs),
@@ -99,6 +101,8 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+// Each subcommand's arguments are built only when it is the one invoked.
+#[command(defer = true)]
 enum ImageCommand {
     /// Import the contents from a tarball to create a filesystem image
     Import(cmd_images::ImportArgs),
@@ -129,6 +133,8 @@ enum ImageCommand {
 
 /// Container commands that exist both at the top level and under `container`.
 #[derive(Subcommand)]
+// Each subcommand's arguments are built only when it is the one invoked.
+#[command(defer = true)]
 enum ContainerVerb {
     /// Create and run a new container from an image
     Run(cmd_run::RunArgs),
@@ -178,6 +184,8 @@ enum ContainerVerb {
 }
 
 #[derive(Subcommand)]
+// Each subcommand's arguments are built only when it is the one invoked.
+#[command(defer = true)]
 enum ContainerCommand {
     #[command(flatten)]
     Verb(Box<ContainerVerb>),
@@ -209,6 +217,8 @@ struct ContainerInspectArgs {
 }
 
 #[derive(Subcommand)]
+// Each subcommand's arguments are built only when it is the one invoked.
+#[command(defer = true)]
 enum SystemCommand {
     /// Show strata disk usage
     Df(cmd_system::DfArgs),
