@@ -386,6 +386,31 @@ fn hardening(s: Store) {
         "/proc/self/status",
     ]);
     assert_eq!(o, "CapEff:\t00000000a80425fb\nSeccomp:\t2\n");
+    // Without the capabilities loading a filter takes (the native runtime lends them to
+    // the process for the load), the filter is still in place and nothing is left over.
+    for (drop, caps) in [
+        (
+            "ALL",
+            "CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000",
+        ),
+        (
+            "SETPCAP",
+            "CapPrm:\t00000000a80424fb\nCapEff:\t00000000a80424fb\nCapBnd:\t00000000a80424fb",
+        ),
+    ] {
+        let o = s.out(&[
+            "run",
+            "--rm",
+            "--cap-drop",
+            drop,
+            "busybox",
+            "grep",
+            "-E",
+            "^(CapPrm|CapEff|CapBnd|Seccomp):",
+            "/proc/self/status",
+        ]);
+        assert_eq!(o, format!("{caps}\nSeccomp:\t2\n"), "--cap-drop {drop}");
+    }
     // Denied by seccomp or capabilities: mount, unshare, keyctl (busybox has no keyctl).
     for cmd in ["mount -t tmpfs t /tmp", "unshare -n true"] {
         let o = s.docker(&["run", "--rm", "busybox", "sh", "-c", cmd]);
