@@ -39,24 +39,6 @@ pub trait Runtime {
     fn create(&self, id: &str, bundle: &Path, io: ProcessIo) -> Result<i32>;
     /// Lets the created container's process run.
     fn start(&self, id: &str) -> Result<()>;
-    /// `create`, then `before_start` with the init's pid, then `start`; on an error the
-    /// container is deleted again.
-    fn create_and_start(
-        &self,
-        id: &str,
-        bundle: &Path,
-        io: ProcessIo,
-        before_start: &dyn Fn(i32) -> Result<()>,
-    ) -> Result<i32> {
-        let pid = self.create(id, bundle, io)?;
-        match before_start(pid).and_then(|_| self.start(id)) {
-            Ok(()) => Ok(pid),
-            Err(e) => {
-                let _ = self.delete(id);
-                Err(e)
-            }
-        }
-    }
     /// Starts another process (`process` is a spec's process object as a file) in it.
     fn exec(&self, id: &str, process: &Path, io: ProcessIo) -> Result<i32>;
     fn pause(&self, id: &str) -> Result<()>;
@@ -69,9 +51,7 @@ pub trait Runtime {
 /// directory under which it keeps its per-container state.
 pub fn open(name: &str, path: Option<&Path>, state: &Path) -> Box<dyn Runtime> {
     match path {
-        None => Box::new(Native {
-            root: state.join(NATIVE),
-        }),
+        None => Box::new(Native::new(state)),
         Some(p) => Box::new(OciBinary {
             name: name.to_string(),
             path: p.to_path_buf(),
@@ -90,6 +70,13 @@ fn lc_err(what: &str, e: libcontainer::error::LibcontainerError) -> RuntimeError
 }
 
 impl Native {
+    /// The native runtime keeping its per-container state under `state`.
+    pub fn new(state: &Path) -> Native {
+        Native {
+            root: state.join(NATIVE),
+        }
+    }
+
     fn builder(
         &self,
         id: &str,
@@ -116,6 +103,28 @@ impl Native {
                     .with_stderr(e)
             }
         })
+    }
+
+    /// `create`, then `before_start` with the init's pid, then `start`, in this process
+    /// (the shim's creator); on an error the container is deleted again.
+    pub fn create_and_start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        io: ProcessIo,
+        before_start: impl FnOnce(i32) -> Result<()>,
+    ) -> Result<i32> {
+        // The container just built is started as it is, without loading its state again.
+        let mut c = self.build(id, bundle, io)?;
+        let started = init_pid(&c).and_then(|pid| {
+            before_start(pid)?;
+            c.start().map_err(|e| lc_err("starting", e))?;
+            Ok(pid)
+        });
+        if started.is_err() {
+            let _ = c.delete(true);
+        }
+        started
     }
 
     /// Creates the container from `bundle`, its process waiting to be started.
@@ -148,26 +157,6 @@ impl Runtime for Native {
 
     fn create(&self, id: &str, bundle: &Path, io: ProcessIo) -> Result<i32> {
         self.build(id, bundle, io).and_then(|c| init_pid(&c))
-    }
-
-    fn create_and_start(
-        &self,
-        id: &str,
-        bundle: &Path,
-        io: ProcessIo,
-        before_start: &dyn Fn(i32) -> Result<()>,
-    ) -> Result<i32> {
-        // The container just built is started as it is, without loading its state again.
-        let mut c = self.build(id, bundle, io)?;
-        let started = init_pid(&c).and_then(|pid| {
-            before_start(pid)?;
-            c.start().map_err(|e| lc_err("starting", e))?;
-            Ok(pid)
-        });
-        if started.is_err() {
-            let _ = c.delete(true);
-        }
-        started
     }
 
     fn start(&self, id: &str) -> Result<()> {

@@ -397,9 +397,9 @@ pub fn create(dir: &Path) -> i32 {
             stderr,
         }
     };
-    let rt = runtime::open(&cfg.runtime, None, &cfg.runtime_state);
+    let rt = runtime::Native::new(&cfg.runtime_state);
     let bundle = dir.join(state::BUNDLE_DIR);
-    match rt.create_and_start(&cfg.id, &bundle, io, &|pid| before_start(&cfg, pid)) {
+    match rt.create_and_start(&cfg.id, &bundle, io, |pid| before_start(&cfg, pid)) {
         Ok(pid) => {
             tell(&mut ready, &format!("ok {pid}"));
             0
