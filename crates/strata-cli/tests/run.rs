@@ -642,6 +642,53 @@ fn shim_killed_is_noticed(s: Store) {
     s.ok(&["rm", "k"]);
 }
 
+/// A shim killed between reporting its container's exit and deleting the runtime's state
+/// leaves that state and the cgroups behind: the next reader of the container deletes them,
+/// and the container starts again.
+fn shim_killed_after_reporting_the_exit(s: Store) {
+    s.out(&["run", "-d", "--name", "x", "busybox", "sleep", "1000"]);
+    let id = s.cid("x");
+    let st = s.shim_state("x");
+    let pid = |k: &str| st[k].as_i64().unwrap() as i32;
+    let gone = |p: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        stat.is_empty()
+            || stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+    };
+    for p in [pid("shim_pid"), pid("pid")] {
+        // SAFETY: a plain kill(2).
+        unsafe { libc::kill(p, libc::SIGKILL) };
+        for _ in 0..200 {
+            if gone(p) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(gone(p), "process {p} survived SIGKILL");
+    }
+    // The shim had recorded the exit: that is what it writes before it reports it.
+    let file = s.root().join("containers").join(&id).join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    state["status"] = "exited".into();
+    std::fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
+    let cgroup = Path::new("/sys/fs/cgroup/pids/strata").join(&id);
+    assert!(
+        cgroup.exists(),
+        "the test needs the run's cgroup still there"
+    );
+    let ps = s.ok(&["ps", "-a", "--format", "{{.Status}}"]);
+    assert!(ps.starts_with("Exited (0)"), "{ps}");
+    s.assert_gone(&id);
+    s.ok(&["start", "x"]);
+    assert!(s.ok(&["ps", "--format", "{{.Status}}"]).starts_with("Up"));
+    s.ok(&["rm", "-f", "x"]);
+    s.assert_gone(&id);
+}
+
 fn pause_and_stats(s: Store) {
     s.out(&[
         "run", "-d", "--name", "p", "--memory", "64m", "busybox", "sleep", "1000",
@@ -910,7 +957,8 @@ macro_rules! all_tests {
             exit_codes, output_and_pid1, stdin_with_i, tty_through_a_pty, memory_limit_oom,
             pids_limit, read_only_and_tmpfs, namespaces, hardening, exec_into_running,
             stop_escalates_and_restart_keeps_layer, logs_follow_and_detach,
-            shim_killed_is_noticed, pause_and_stats, foreground_cli_killed, restart_policy,
+            shim_killed_is_noticed, shim_killed_after_reporting_the_exit, pause_and_stats,
+            foreground_cli_killed, restart_policy,
             attach_and_start_attached, resource_limits, init_as_pid1,
             default_signal_dispositions, foreground_signals_are_proxied,
         );)*

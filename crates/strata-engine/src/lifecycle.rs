@@ -123,6 +123,11 @@ impl Engine {
             return Ok(st);
         }
         if !st.active() {
+            if self.runtime_for(c).has_state(&c.id) {
+                let lock = self.run_lock(&c.id)?;
+                self.delete_leftover_runtime_state(c);
+                drop(lock);
+            }
             // The run ended but nobody cleaned up after it (the attached client that
             // took the cleanup over died first): finish now.
             if self.run_dir(&c.id).join(RUN_MOUNT_MARK).exists() {
@@ -157,6 +162,17 @@ impl Engine {
         Ok(st)
     }
 
+    /// Deletes the runtime state and cgroups a shim left when it was killed between
+    /// reporting its container's exit and deleting them. Under the run lock (a start
+    /// holds it until its shim has recorded the new run).
+    fn delete_leftover_runtime_state(&self, c: &Container) {
+        let st = self.read_state(&c.id);
+        let rt = self.runtime_for(c);
+        if !st.active() && !st.shim_alive() && rt.has_state(&c.id) {
+            let _ = rt.delete(&c.id);
+        }
+    }
+
     /// Whether a running container's processes are frozen (`pause`).
     pub fn is_paused(&self, c: &Container) -> bool {
         self.cgroup(c).frozen()
@@ -186,6 +202,7 @@ impl Engine {
         st.wait_for_shim(SHIM_EXIT_WAIT);
         let dir = self.run_dir(&c.id);
         let lock = self.run_lock(&c.id)?;
+        self.delete_leftover_runtime_state(&c);
         let io = |what: &str, e: std::io::Error| EngineError::io(what.to_string(), e);
         let mark = dir.join(RUN_MOUNT_MARK);
         let rootfs = if mark.exists() {

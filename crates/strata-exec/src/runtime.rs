@@ -45,6 +45,8 @@ pub trait Runtime {
     fn resume(&self, id: &str) -> Result<()>;
     /// Kills whatever is left and removes the container's runtime state and cgroup.
     fn delete(&self, id: &str) -> Result<()>;
+    /// Whether the runtime keeps state for container `id` (until `delete`).
+    fn has_state(&self, id: &str) -> bool;
 }
 
 /// A runtime by name: `native`, or an OCI runtime binary at `path`. `state` is the
@@ -209,8 +211,12 @@ impl Runtime for Native {
         self.load(id)?.resume().map_err(|e| lc_err("unpausing", e))
     }
 
+    fn has_state(&self, id: &str) -> bool {
+        self.root.join(id).exists()
+    }
+
     fn delete(&self, id: &str) -> Result<()> {
-        if !self.root.join(id).exists() {
+        if !self.has_state(id) {
             return Ok(());
         }
         self.load(id)?
@@ -477,6 +483,11 @@ impl OciBinary {
 impl Runtime for OciBinary {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// runc's command line keeps a container's state in `ROOT/ID`.
+    fn has_state(&self, id: &str) -> bool {
+        self.root.join(id).exists()
     }
 
     fn create(&self, id: &str, bundle: &Path, io: ProcessIo) -> Result<i32> {
