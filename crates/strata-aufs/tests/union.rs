@@ -98,6 +98,25 @@ fn read(p: impl AsRef<Path>) -> String {
     fs::read_to_string(p).unwrap()
 }
 
+/// The pid of the server process serving the union mounted at `mnt`.
+fn server_of(mnt: &Path) -> i32 {
+    use std::os::unix::ffi::OsStrExt;
+    let want = mnt.as_os_str().as_bytes();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+        if args.last() == Some(&want) && args.first().is_some_and(|a| a.ends_with(b"strata-aufs")) {
+            return pid;
+        }
+    }
+    panic!("no server for {}", mnt.display());
+}
+
 fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
     r.expect_err("should fail").raw_os_error().unwrap()
 }
@@ -247,6 +266,46 @@ fn whiteouts_and_opaque_directories_are_made_and_honoured() {
     // Names of aufs's own are refused.
     assert_eq!(errno(fs::write(u.m(".wh.sneaky"), "")), libc::EPERM);
     assert_eq!(errno(fs::metadata(u.m(".wh.gone"))), libc::ENOENT);
+}
+
+/// A server whose union was unmounted from outside leaves alone whatever is mounted at the
+/// same path by the time it exits (as a container's root is, mounted again on a restart).
+#[test]
+fn an_exiting_server_leaves_a_newer_mount_alone() {
+    let mut u = Union::new(&["rw"]);
+    u.mount();
+    let server = server_of(&u.mnt());
+    // Held still, the server notices its unmount only after the path has a new mount.
+    // SAFETY: plain kill(2) calls.
+    unsafe { libc::kill(server, libc::SIGSTOP) };
+    u.unmount();
+    rustix::mount::mount(
+        "none",
+        u.mnt(),
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .unwrap();
+    u.mounted = true; // Drop takes the tmpfs away if an assertion fails.
+    write(u.m("newer"), "still here");
+    unsafe { libc::kill(server, libc::SIGCONT) };
+    for _ in 0..500 {
+        if !Path::new(&format!("/proc/{server}")).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        !Path::new(&format!("/proc/{server}")).exists(),
+        "the server outlived its unmount"
+    );
+    assert_eq!(
+        fs::read_to_string(u.m("newer")).ok().as_deref(),
+        Some("still here"),
+        "the exiting server unmounted the newer mount"
+    );
+    u.unmount();
 }
 
 #[test]
