@@ -278,17 +278,19 @@ impl Native {
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read(path)
-        .map_err(|e| RuntimeError(format!("reading {}: {e}", path.display())))?;
-    serde_json::from_slice(&text)
+    crate::state::read_json(path)
         .map_err(|e| RuntimeError(format!("reading {}: {e}", path.display())))
 }
 
 /// Replaces `path` atomically: a reader sees the old spec or the new one.
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(value).expect("json"))
-        .and_then(|_| std::fs::rename(&tmp, path))
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Err(RuntimeError(format!(
+            "{} is not a file path",
+            path.display()
+        )));
+    };
+    crate::state::write_json(dir, name, value)
         .map_err(|e| RuntimeError(format!("writing {}: {e}", path.display())))
 }
 
