@@ -19,7 +19,7 @@ use strata_store::{LockMode, StoreLock};
 const RUN_MOUNT_MARK: &str = "rootfs-mounted";
 /// How long a start waits for the previous run's shim to finish deleting the runtime
 /// state (milliseconds, normally).
-const SHIM_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const SHIM_EXIT_WAIT: Duration = Duration::from_secs(10);
 
 /// A started container's shim, for a caller that stays attached.
 pub struct Started {

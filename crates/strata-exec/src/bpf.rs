@@ -133,8 +133,8 @@ impl Filter {
             key.update(format!("libseccomp {}.{}.{}", v.major, v.minor, v.micro));
         }
         key.update(format!("{:?}", ScmpArch::native()));
-        let path = dir.join(format!("{}.bpf", hex::encode(key.finalize())));
-        if let Ok(filter) = Filter::read(&path) {
+        let name = format!("{}.bpf", hex::encode(key.finalize()));
+        if let Ok(filter) = Filter::read(&dir.join(&name)) {
             return Ok(Some(filter));
         }
         let Some(filter) = Filter::compile(profile)? else {
@@ -142,26 +142,21 @@ impl Filter {
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| FilterError::Io(format!("creating {}", dir.display()), e))?;
-        filter.write(&path)?;
+        filter.write(dir, &name)?;
         Ok(Some(filter))
     }
 
-    /// Writes the filter to `path` atomically (a temp file renamed over it). Readers
-    /// verify the digest, so a torn or stale file is recompiled, never loaded.
-    pub fn write(&self, path: &Path) -> Result<()> {
+    /// Writes the filter to `dir/name` atomically (`state::replace`). Readers verify the
+    /// digest, so a stale or damaged file is recompiled, never loaded.
+    pub fn write(&self, dir: &Path, name: &str) -> Result<()> {
         let mut bytes = Vec::with_capacity(HEADER + self.program.len() * INSN);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&self.flags.to_le_bytes());
         let body = self.body();
         bytes.extend_from_slice(&Sha256::digest(&body));
         bytes.extend_from_slice(&body);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let io = |e| FilterError::Io(format!("writing {}", path.display()), e);
-        std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(e)
-        })
+        crate::state::replace(dir, name, &bytes)
+            .map_err(|e| FilterError::Io(format!("writing {}", dir.join(name).display()), e))
     }
 
     /// Reads a filter written by [`Filter::write`], checking its digest.

@@ -251,7 +251,7 @@ impl Native {
             return Ok(SeccompExecutor::default());
         };
         filter
-            .write(&compiled)
+            .write(bundle, FILTER_FILE)
             .map_err(|e| RuntimeError(e.to_string()))?;
         if let Some(linux) = spec["linux"].as_object_mut() {
             linux.remove("seccomp");

@@ -289,18 +289,16 @@ fn create_sealed(dir: &Path, io: ProcessIo) -> Result<i32, String> {
 /// `create_sealed` without an exec: a forked child arranges its fds as `create` expects
 /// (stdio 0-2, the result pipe 3, nothing else) and runs it.
 fn create_forked(dir: &Path, stdio: [OwnedFd; 3]) -> Result<String, String> {
-    let e = |what: &str, e: rustix::io::Errno| format!("{what} for the container's creator: {e}");
-    // Every fd the child moves sits above the numbers it moves them to.
-    let high = |fd: OwnedFd| rustix::io::fcntl_dupfd_cloexec(&fd, 10);
+    use crate::spawn::above_moved_fds;
+    let e = |e: rustix::io::Errno| format!("arranging the container's creator's fds: {e}");
     let (ready_r, ready_w) =
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|x| e("a pipe", x))?;
-    let ready_w = high(ready_w).map_err(|x| e("a pipe", x))?;
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(e)?;
+    let ready_w = above_moved_fds(ready_w).map_err(e)?;
     let [i, o, er] = stdio;
-    let (i, o, er) = (high(i), high(o), high(er));
     let (i, o, er) = (
-        i.map_err(|x| e("stdio", x))?,
-        o.map_err(|x| e("stdio", x))?,
-        er.map_err(|x| e("stdio", x))?,
+        above_moved_fds(i).map_err(e)?,
+        above_moved_fds(o).map_err(e)?,
+        above_moved_fds(er).map_err(e)?,
     );
     let moves = [
         (i.as_raw_fd(), 0),

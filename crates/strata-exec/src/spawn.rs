@@ -9,7 +9,7 @@
 //! exec; otherwise it runs from the binary on disk and never enters a container.
 
 use crate::shim::{CLIENT_FD, READY_FD};
-use rustix::fd::{AsRawFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
 use rustix::mount::{MountAttrFlags, OpenTreeFlags};
 use std::ffi::OsStr;
@@ -30,8 +30,12 @@ pub fn shim_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("strata-shim"))
 }
 
-/// A read-only, sealed in-memory copy of `binary`, at an fd number above 10 (clear of the
-/// numbers a child rearranges its fds to).
+/// `fd` again at a number above 10: clear of the numbers (0-4) a child moves its fds to.
+pub(crate) fn above_moved_fds(fd: impl AsFd) -> rustix::io::Result<OwnedFd> {
+    rustix::io::fcntl_dupfd_cloexec(fd, 10)
+}
+
+/// A read-only, sealed in-memory copy of `binary`, at an fd number above 10.
 fn sealed_copy(binary: &Path) -> std::io::Result<OwnedFd> {
     let fd = rustix::fs::memfd_create(
         "strata-shim",
@@ -49,7 +53,7 @@ fn sealed_copy(binary: &Path) -> std::io::Result<OwnedFd> {
         &mem,
         SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
     )?;
-    Ok(rustix::io::fcntl_dupfd_cloexec(&mem, 10)?)
+    Ok(above_moved_fds(&mem)?)
 }
 
 /// `binary` opened (O_PATH, at an fd number above 10) through a read-only, nosuid, nodev
@@ -85,7 +89,7 @@ fn read_only_view(binary: &Path) -> std::io::Result<OwnedFd> {
         OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    Ok(rustix::io::fcntl_dupfd_cloexec(&exe, 10)?)
+    Ok(above_moved_fds(&exe)?)
 }
 
 /// Which image of the shim binary a process runs from.
@@ -159,11 +163,9 @@ pub struct SpawnOptions {
 /// Starts `strata-shim ARGS...` with fd 3 the ready pipe (see `SpawnOptions` for the rest).
 pub fn spawn_shim(args: &[&OsStr], opts: SpawnOptions) -> std::io::Result<Spawned> {
     let (mut cmd, exe) = shim_command(opts.exe)?;
-    // Every fd the child rearranges sits above the numbers it moves them to (3, 4).
-    let high = |fd: OwnedFd| rustix::io::fcntl_dupfd_cloexec(&fd, 10);
     let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let ready_w = high(ready_w)?;
-    let client = opts.client.map(high).transpose()?;
+    let ready_w = above_moved_fds(ready_w)?;
+    let client = opts.client.map(above_moved_fds).transpose()?;
     cmd.args(args);
     if let Some([i, o, e]) = opts.stdio {
         cmd.stdin(Stdio::from(i))

@@ -181,11 +181,20 @@ pub struct ShimConfig {
 /// file; run state is rewritten on each transition, so no fsync: after a crash the shim
 /// is gone and the state is reconciled anyway).
 pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
+    replace(dir, name, &serde_json::to_vec(value).expect("serialises"))
+}
+
+/// Replaces `dir/name` with `bytes` by temp file and rename: readers see the old content
+/// or the new, never half a file; a failed write leaves no temp file behind.
+pub fn replace(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(value).expect("serialises"))?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(name))
+    let res = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|_| std::fs::rename(&tmp, dir.join(name)));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
 }
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<T> {
