@@ -24,9 +24,10 @@ impl Db {
         // checkpoint, then delete the WAL, and the next command would create it again:
         // an fsync of the database, two new files and a directory fsync per command.
         // Committed data is as durable in the WAL. The next process to open the store
-        // reads the WAL back to index it, so checkpoints keep it short (256 pages).
+        // reads the WAL back to index it (about 6 µs a page), so checkpoints keep it short:
+        // 64 pages measured best against 32 and 256 (`ps -a` 3.0 against 3.2 ms).
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 256)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 64)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )?;
