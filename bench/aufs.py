@@ -19,6 +19,8 @@ ROOTFS_TAR = sys.argv[3]
 RUNS = int(sys.argv[4])
 # Extra strata-aufs mount options (to compare settings, e.g. ",threads=1").
 AUFS_OPTS = sys.argv[5] if len(sys.argv) > 5 else ""
+# Only the rows whose name contains this text (to look at one kind of operation).
+ONLY = os.environ.get("ONLY", "")
 LAYERS = f"{BENCH}/l"  # l/0 .. l/99, l/0 the bottom
 FS = ["strata-aufs", "fuse-overlayfs", "overlayfs"]
 MiB = 1 << 20
@@ -194,7 +196,8 @@ def fmt(s):
 def main():
     make_layers()
     results = {}
-    for name, fn, lowers in ROWS:
+    rows = [r for r in ROWS if ONLY in r[0]]
+    for name, fn, lowers in rows:
         times = {fs: [] for fs in FS}
         for run in range(RUNS):
             # Each filesystem goes first, second and third in turn.
@@ -208,7 +211,7 @@ def main():
     print(f"| operation ({RUNS} runs, medians) | strata-aufs | fuse-overlayfs | kernel overlayfs | "
           "strata-aufs / fuse-overlayfs | strata-aufs / kernel |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, _, _ in ROWS:
+    for name, _, _ in rows:
         m = results[name]
         a, f, k = m["strata-aufs"], m["fuse-overlayfs"], m["overlayfs"]
         print(f"| {name} | **{fmt(a)}** | {fmt(f)} | {fmt(k)} | {a / f:.2f}x | {a / k:.2f}x |")

@@ -2,7 +2,8 @@
 # strata-aufs (the aufs driver's union filesystem) beside fuse-overlayfs and kernel
 # overlayfs, on the same layers in one run (issue 8): sequential write and read, copy-up,
 # readdir and lookup at 1/10/100 layers, untar and find of a rootfs. See bench/aufs.py.
-# Usage: bash bench/aufs.sh [RUNS]   (root; installs fuse-overlayfs and debootstrap)
+# Usage: [ONLY=TEXT] bash bench/aufs.sh [RUNS]   (root; installs fuse-overlayfs and
+# debootstrap; ONLY runs just the rows whose name contains TEXT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}

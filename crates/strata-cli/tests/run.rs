@@ -505,6 +505,49 @@ fn hardening(s: Store) {
     assert!(e.contains("/proc"), "{e}");
 }
 
+/// A profile in docker's format with SCMP_ACT_NOTIFY and a listener path: the runtime hands
+/// the notification fd, with the container's state, to the agent listening there, and the
+/// container runs under the rest of the profile.
+fn seccomp_notify_reaches_the_listener(s: Store) {
+    let sock = s.dir.path().join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let agent = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut msg = Vec::new();
+        std::io::Read::read_to_end(&mut conn, &mut msg).unwrap();
+        String::from_utf8_lossy(&msg).into_owned()
+    });
+    let profile = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": sock,
+        "listenerMetadata": "strata-test",
+        "syscalls": [
+            {"names": ["sethostname"], "action": "SCMP_ACT_NOTIFY"},
+            {"names": ["unshare"], "action": "SCMP_ACT_ERRNO"}
+        ]
+    });
+    let path = s.file("notify.json", profile.to_string().as_bytes());
+    let opt = format!("seccomp={}", path.display());
+    let o = s.out(&[
+        "run",
+        "--rm",
+        "--name",
+        "notified",
+        "--security-opt",
+        &opt,
+        "busybox",
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; unshare -n true 2>/dev/null || echo refused",
+    ]);
+    assert_eq!(o, "Seccomp:\t2\nrefused\n");
+    let state = agent.join().unwrap();
+    assert!(
+        state.contains("strata-test") && state.contains("seccompFd"),
+        "the agent got: {state}"
+    );
+}
+
 fn exec_into_running(s: Store) {
     s.out(&[
         "run", "-d", "--name", "c", "-e", "A=1", "busybox", "sleep", "1000",
@@ -961,6 +1004,7 @@ macro_rules! all_tests {
             foreground_cli_killed, restart_policy,
             attach_and_start_attached, resource_limits, init_as_pid1,
             default_signal_dispositions, foreground_signals_are_proxied,
+            seccomp_notify_reaches_the_listener,
         );)*
     };
 }

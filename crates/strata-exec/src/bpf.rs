@@ -255,6 +255,27 @@ fn action(action: LinuxSeccompAction, errno: Option<u32>) -> ScmpAction {
     }
 }
 
+/// Rewrites a profile (OCI JSON) into the operand order libcontainer 0.7 reads, for the
+/// profiles it loads itself (those that hand on a notification fd): it takes
+/// SCMP_CMP_MASKED_EQ's mask from `valueTwo` and the datum from `value`, the other way
+/// round from runc and from [`compare`], so the two are swapped. Loading docker's profile
+/// unswapped would let a container clone new namespaces.
+pub fn swap_masked_eq_for_libcontainer(profile: &mut serde_json::Value) {
+    let Some(syscalls) = profile.get_mut("syscalls").and_then(|s| s.as_array_mut()) else {
+        return;
+    };
+    let args = syscalls
+        .iter_mut()
+        .filter_map(|s| s.get_mut("args").and_then(|a| a.as_array_mut()))
+        .flatten();
+    for arg in args.filter(|a| a["op"] == "SCMP_CMP_MASKED_EQ") {
+        let value = arg.get("value").cloned().unwrap_or(0.into());
+        let value_two = arg.get("valueTwo").cloned().unwrap_or(0.into());
+        arg["value"] = value_two;
+        arg["valueTwo"] = value;
+    }
+}
+
 /// One argument comparison, as OCI runtimes read it: for SCMP_CMP_MASKED_EQ, `value` is
 /// the mask and `valueTwo` what the masked argument must equal (docker's profile allows
 /// `clone` when `flags & CLONE_NEW* == 0` this way). libcontainer 0.7 swaps the two,
@@ -290,13 +311,19 @@ mod tests {
 
     /// Runs `f` in a forked child confined by `filter`; returns its exit code.
     fn confined(filter: &Filter, f: fn() -> i32) -> i32 {
-        // SAFETY: the child makes only raw system calls before _exit.
+        in_child(|| filter.load().is_ok(), f)
+    }
+
+    /// Runs `f` in a forked child after `load` confined it; returns its exit code.
+    fn in_child(load: impl FnOnce() -> bool, f: fn() -> i32) -> i32 {
+        // SAFETY: the child loads the filter (glibc's malloc stays usable after fork) and
+        // then makes only raw system calls before _exit.
         unsafe {
             let pid = libc::fork();
             assert!(pid >= 0, "fork");
             if pid == 0 {
                 libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-                let code = if filter.load().is_ok() { f() } else { 100 };
+                let code = if load() { f() } else { 100 };
                 libc::_exit(code);
             }
             let mut status = 0;
@@ -361,6 +388,73 @@ mod tests {
         assert_eq!(
             clone3, 0,
             "clone3 must fail with ENOSYS so libc falls back to clone"
+        );
+    }
+
+    /// 0 when `clone(CLONE_NEWUTS)` fails with EPERM, 1 when it succeeds or fails otherwise.
+    fn clone_newuts() -> i32 {
+        // SAFETY: a raw clone whose child exits at once.
+        unsafe {
+            let pid = libc::syscall(
+                libc::SYS_clone,
+                libc::CLONE_NEWUTS | libc::SIGCHLD,
+                0,
+                0,
+                0,
+                0,
+            );
+            if pid == 0 {
+                libc::_exit(0);
+            }
+            if pid < 0 && errno() == libc::EPERM {
+                0
+            } else {
+                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+                1
+            }
+        }
+    }
+
+    #[test]
+    fn libcontainer_loads_docker_rules_as_meant_only_with_masked_eq_swapped() {
+        let docker = docker_default();
+        let mut swapped = serde_json::to_value(&docker).unwrap();
+        swap_masked_eq_for_libcontainer(&mut swapped);
+        let swapped: LinuxSeccomp = serde_json::from_value(swapped).unwrap();
+        let by_libcontainer = |p: &LinuxSeccomp| {
+            let p = p.clone();
+            move || libcontainer::seccomp::initialize_seccomp(&p).is_ok()
+        };
+        assert_eq!(
+            in_child(by_libcontainer(&swapped), clone_newuts),
+            0,
+            "libcontainer with the swapped profile must refuse clone(CLONE_NEWUTS)"
+        );
+        let fork = || {
+            // SAFETY: a raw clone whose child exits at once.
+            unsafe {
+                let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0);
+                if pid == 0 {
+                    libc::_exit(0);
+                }
+                if pid < 0 {
+                    return 1;
+                }
+                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+                0
+            }
+        };
+        assert_eq!(
+            in_child(by_libcontainer(&swapped), fork),
+            0,
+            "fork still works"
+        );
+        // The reason for the swap. Should this start failing, libcontainer reads the
+        // operands as runc does and the swap must go.
+        assert_eq!(
+            in_child(by_libcontainer(&docker), clone_newuts),
+            1,
+            "libcontainer 0.7 lets docker's profile, as written, clone new namespaces"
         );
     }
 

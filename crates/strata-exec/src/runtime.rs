@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::bpf::Filter;
+use crate::bpf::{self, Filter};
 
 pub const NATIVE: &str = "native";
 
@@ -247,7 +247,10 @@ impl Native {
             return Ok(SeccompExecutor::default());
         };
         let Seccomp::Compiled(filter) = self.compiled_or_profile(profile)? else {
-            // A profile with a notification fd stays with libcontainer.
+            // A profile with a notification fd stays with libcontainer, in the operand
+            // order it reads (`exec` then finds it so in config.json too).
+            bpf::swap_masked_eq_for_libcontainer(&mut spec["linux"]["seccomp"]);
+            write_json(&config, &spec)?;
             return Ok(SeccompExecutor::default());
         };
         filter
@@ -339,7 +342,8 @@ enum Seccomp {
     #[default]
     None,
     Compiled(Filter),
-    /// A profile only libcontainer can load (it hands on a notification fd).
+    /// A profile only libcontainer can load (it hands on a notification fd), in the
+    /// operand order it reads (`bpf::swap_masked_eq_for_libcontainer`).
     Profile(oci_spec::runtime::LinuxSeccomp),
 }
 

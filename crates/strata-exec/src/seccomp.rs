@@ -535,8 +535,17 @@ pub fn from_docker_profile(text: &str, caps: &[String]) -> Result<Value, SpecErr
         out.push(rule);
     }
     let mut v = json!({ "defaultAction": default, "architectures": ARCHES, "syscalls": out });
-    if let Some(e) = p.get("defaultErrnoRet").filter(|v| !v.is_null()) {
-        v["defaultErrnoRet"] = e.clone();
+    // Filter flags and a seccomp agent to hand SCMP_ACT_NOTIFY's fd to, as docker passes
+    // them on to its runtime.
+    for k in [
+        "defaultErrnoRet",
+        "flags",
+        "listenerPath",
+        "listenerMetadata",
+    ] {
+        if let Some(e) = p.get(k).filter(|v| !v.is_null()) {
+            v[k] = e.clone();
+        }
     }
     Ok(v)
 }
