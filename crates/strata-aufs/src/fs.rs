@@ -98,6 +98,8 @@ pub struct Union {
     /// Set-ID bits are cleared here, not by the kernel (FUSE_HANDLE_KILLPRIV_V2): see
     /// [`kill_suidgid`].
     killpriv: AtomicBool,
+    /// Ask for FUSE over io_uring at init.
+    uring: bool,
     state: Mutex<State>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -379,6 +381,7 @@ impl Union {
             passthrough: AtomicBool::new(config.passthrough),
             no_opendir: AtomicBool::new(false),
             killpriv: AtomicBool::new(false),
+            uring: config.uring,
             state: Mutex::new(state),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -1221,6 +1224,9 @@ impl Filesystem for Union {
             .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
             .is_ok();
         self.killpriv.store(killpriv, Ordering::Relaxed);
+        if self.uring {
+            let _ = config.add_capabilities(InitFlags::FUSE_OVER_IO_URING);
+        }
         if self.passthrough.load(Ordering::Relaxed) {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();

@@ -89,6 +89,8 @@ pub struct MountConfig {
     pub threads: usize,
     /// Hand file data to the kernel (FUSE passthrough) where it is offered.
     pub passthrough: bool,
+    /// Take requests over io_uring, a queue per CPU, where the kernel offers it.
+    pub uring: bool,
     /// The source shown in the mount table.
     pub fsname: String,
 }
@@ -104,6 +106,7 @@ impl MountConfig {
             exec: true,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
             passthrough: true,
+            uring: true,
             fsname: "strata-aufs".into(),
         }
     }
@@ -131,6 +134,8 @@ impl MountConfig {
             "exec" => self.exec = true,
             "noexec" => self.exec = false,
             "nopassthrough" => self.passthrough = false,
+            "uring" => self.uring = true,
+            "nouring" => self.uring = false,
             o => match o.split_once('=') {
                 Some(("br" | "dirs", v)) => self.branches = parse_branches(v)?,
                 Some(("fsname", v)) => self.fsname = v.to_string(),
@@ -162,9 +167,21 @@ impl MountConfig {
         if self.allow_other {
             c.acl = fuser::SessionACL::All;
         }
-        c.n_threads = Some(self.threads);
+        // Over io_uring, /dev/fuse carries little more than FORGET and INTERRUPT.
+        c.n_threads = Some(if self.uring { 1 } else { self.threads });
         c.clone_fd = true;
         c
+    }
+}
+
+/// Whether FUSE over io_uring can be used: the kernel has it and allows it. Servers must
+/// ask for it, so allowing it (root may) changes nothing for the others.
+fn uring_allowed() -> bool {
+    const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+    match std::fs::read_to_string(PARAM) {
+        Ok(v) if v.trim() == "Y" => true,
+        Ok(_) => std::fs::write(PARAM, "Y").is_ok(),
+        Err(_) => false,
     }
 }
 
@@ -185,7 +202,9 @@ impl Mounted {
 /// to the modes of new files, which the server's own must not mask again.
 pub fn mount(config: &MountConfig, mountpoint: &Path) -> io::Result<Mounted> {
     rustix::process::umask(rustix::fs::Mode::empty());
-    let fs = Union::new(config)?;
+    let mut config = config.clone();
+    config.uring = config.uring && uring_allowed();
+    let fs = Union::new(&config)?;
     let session = fuser::Session::new(fs, mountpoint, &config.fuser_config())?;
     Ok(Mounted(session))
 }

@@ -139,6 +139,9 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// The payload buffer size of ring entries, when the kernel agreed to FUSE over
+    /// io_uring at init.
+    pub(crate) ring_payload: Option<usize>,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -185,6 +188,7 @@ impl<FS: Filesystem> Session<FS> {
             allowed: options.acl,
             session_owner: geteuid(),
             proto_version: None,
+            ring_payload: None,
             config: options.clone(),
         };
 
@@ -213,6 +217,7 @@ impl<FS: Filesystem> Session<FS> {
             allowed: acl,
             session_owner: geteuid(),
             proto_version: None,
+            ring_payload: None,
             config,
         };
 
@@ -252,6 +257,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            ring_payload,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -286,6 +292,8 @@ impl<FS: Filesystem> Session<FS> {
                 channels.push(ch.clone());
             }
         }
+        // The ring queues answer on the session's device (it also opens backing files).
+        let ring_channel = ring_payload.map(|_| ch.clone());
         channels.push(ch);
 
         let mut threads = Vec::with_capacity(n_threads);
@@ -304,6 +312,20 @@ impl<FS: Filesystem> Session<FS> {
                     .name(thread_name)
                     .spawn(move || event_loop.event_loop())?,
             );
+        }
+
+        if let Some(payload) = ring_payload {
+            let event_loop = SessionEventLoop {
+                thread_name: "fuser-ring".to_string(),
+                filesystem: filesystem.clone(),
+                ch: ring_channel.expect("a channel kept for the ring"),
+                allowed,
+                session_owner,
+            };
+            match crate::uring::start(&event_loop, payload) {
+                Ok(ring_threads) => threads.extend(ring_threads),
+                Err(e) => warn!("FUSE over io_uring failed to start, serving /dev/fuse alone: {e}"),
+            }
         }
 
         let mut reply: io::Result<()> = Ok(());
@@ -470,6 +492,15 @@ impl<FS: Filesystem> Session<FS> {
             );
 
             let response = init.reply(&config);
+            let agreed = init.capabilities() & config.requested;
+            if agreed.contains(InitFlags::FUSE_OVER_IO_URING) {
+                let page = page_size::get();
+                self.ring_payload = Some(
+                    (config.max_write as usize)
+                        .max(config.max_pages() as usize * page)
+                        .max(8192),
+                );
+            }
             <ReplyRaw as Reply>::new(request.unique(), ReplySender::Channel(self.ch.sender()))
                 .send_ll(&response);
 
@@ -521,6 +552,17 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
+    /// The same session's loop state for another thread.
+    pub(crate) fn for_thread(&self, thread_name: String) -> SessionEventLoop<FS> {
+        SessionEventLoop {
+            thread_name,
+            filesystem: self.filesystem.clone(),
+            ch: self.ch.clone(),
+            allowed: self.allowed,
+            session_owner: self.session_owner,
+        }
+    }
+
     fn event_loop(&self) -> io::Result<()> {
         // Buffer for receiving requests from the kernel. Only one is allocated and
         // it is reused immediately after dispatching to conserve memory and allocations.
@@ -530,7 +572,10 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
             // Read the next request from the given channel to kernel driver
             // The kernel driver makes sure that we get exactly one request per read
             match self.ch.receive_retrying(buf) {
-                Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
+                Ok(size) => match RequestWithSender::new(
+                    ReplySender::Channel(self.ch.sender()),
+                    &buf[..size],
+                ) {
                     // Dispatch request
                     Some(req) => {
                         if let Ok(Operation::Destroy(_)) = req.request.operation() {
