@@ -611,6 +611,77 @@ fn random_io_matches_a_model_without_passthrough() {
     random_io(",allow_other,nopassthrough");
 }
 
+/// The same over `/dev/fuse` alone, the transport kept for kernels without FUSE over
+/// io_uring.
+#[test]
+fn random_io_matches_a_model_over_dev_fuse() {
+    random_io(",allow_other,nouring");
+}
+
+/// Requests come over io_uring: a queue per CPU, each served by a thread pinned to that
+/// CPU, which serves what is asked on its CPU.
+#[test]
+fn requests_are_served_on_the_cpu_that_made_them() {
+    let mut u = Union::new(&["rw", "ro"]);
+    for i in 0..200 {
+        write(u.branch(1).join(format!("d/f{i}")), "x");
+    }
+    u.mount();
+    let pid = server_of(&u.mnt());
+    let possible = fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    let cpus: usize = possible
+        .trim()
+        .rsplit(['-', ','])
+        .next()
+        .unwrap()
+        .parse::<usize>()
+        .unwrap()
+        + 1;
+    let mut rings = BTreeMap::new();
+    for t in fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = read(t.path().join("comm"));
+        if let Some(q) = comm.trim().strip_prefix("fuser-ring-") {
+            rings.insert(q.parse::<usize>().unwrap(), t.path());
+        }
+    }
+    assert_eq!(
+        rings.len(),
+        cpus,
+        "a ring thread per possible CPU: {rings:?}"
+    );
+    let status = |field: &str| -> String {
+        let s = read(rings[&0].join("status"));
+        let line = s.lines().find(|l| l.starts_with(field)).unwrap();
+        line.split_whitespace().nth(1).unwrap().to_string()
+    };
+    assert_eq!(
+        status("Cpus_allowed_list:"),
+        "0",
+        "queue 0's thread is pinned to CPU 0"
+    );
+    let switches = || status("voluntary_ctxt_switches:").parse::<u64>().unwrap();
+    // This thread moves to CPU 0 and looks up names never seen: each one a request that
+    // queue 0's thread wakes for.
+    // SAFETY: a zeroed cpu_set_t with CPU 0 set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+    let before = switches();
+    for i in 0..200 {
+        assert_eq!(read(u.m(&format!("d/f{i}"))), "x");
+    }
+    let served = switches() - before;
+    assert!(
+        served >= 200,
+        "queue 0's thread woke {served} times for 200 lookups and reads"
+    );
+}
+
 fn random_io(options: &str) {
     let mut u = Union::new(&["rw", "ro"]);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
