@@ -342,32 +342,13 @@ mod tests {
         let filter = Filter::compile(&docker_default())
             .unwrap()
             .expect("compilable");
-        // A plain fork (clone without namespace flags) works; the child exits at once.
-        let forked = confined(&filter, || unsafe {
-            let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0);
-            if pid == 0 {
-                libc::_exit(0);
-            }
-            if pid < 0 {
-                return 1;
-            }
-            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
-            0
-        });
-        assert_eq!(forked, 0, "fork under the filter");
-        let ns_clone = confined(&filter, || unsafe {
-            let flags = libc::CLONE_NEWUTS | libc::SIGCHLD;
-            let pid = libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0);
-            if pid == 0 {
-                libc::_exit(0);
-            }
-            if pid < 0 && errno() == libc::EPERM {
-                0
-            } else {
-                1
-            }
-        });
-        assert_eq!(ns_clone, 0, "clone(CLONE_NEWUTS) must fail with EPERM");
+        // A plain fork (clone without namespace flags) works.
+        assert_eq!(confined(&filter, fork), 0, "fork under the filter");
+        assert_eq!(
+            confined(&filter, clone_newuts),
+            0,
+            "clone(CLONE_NEWUTS) must fail with EPERM"
+        );
         let unshare = confined(&filter, || unsafe {
             let rc = libc::unshare(libc::CLONE_NEWNET);
             if rc < 0 && errno() == libc::EPERM {
@@ -389,6 +370,22 @@ mod tests {
             clone3, 0,
             "clone3 must fail with ENOSYS so libc falls back to clone"
         );
+    }
+
+    /// 0 when a plain fork (clone without namespace flags) works, 1 when it fails.
+    fn fork() -> i32 {
+        // SAFETY: a raw clone whose child exits at once.
+        unsafe {
+            let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0);
+            if pid == 0 {
+                libc::_exit(0);
+            }
+            if pid < 0 {
+                return 1;
+            }
+            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+            0
+        }
     }
 
     /// 0 when `clone(CLONE_NEWUTS)` fails with EPERM, 1 when it succeeds or fails otherwise.
@@ -430,20 +427,6 @@ mod tests {
             0,
             "libcontainer with the swapped profile must refuse clone(CLONE_NEWUTS)"
         );
-        let fork = || {
-            // SAFETY: a raw clone whose child exits at once.
-            unsafe {
-                let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0);
-                if pid == 0 {
-                    libc::_exit(0);
-                }
-                if pid < 0 {
-                    return 1;
-                }
-                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
-                0
-            }
-        };
         assert_eq!(
             in_child(by_libcontainer(&swapped), fork),
             0,
