@@ -29,6 +29,7 @@ use io_uring::opcode;
 use io_uring::squeue;
 use io_uring::types;
 use log::error;
+use log::warn;
 
 use crate::Filesystem;
 use crate::channel::ChannelSender;
@@ -130,8 +131,36 @@ impl Queue {
     }
 
     /// Answers the request in `entry`: header and arguments into its buffers, then
-    /// COMMIT_AND_FETCH.
+    /// COMMIT_AND_FETCH. A reply that does not fit is answered with EIO: an entry never
+    /// committed would hold its request, and its caller, forever.
     fn reply(&self, entry: usize, data: &[IoSlice<'_>]) -> io::Result<()> {
+        match self.fill(entry, data) {
+            Ok(commit_id) => self.push(&self.sqe(CMD_COMMIT_AND_FETCH, entry, commit_id, None)),
+            Err(e) => {
+                self.fail(entry, libc::EIO)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Answers the request in `entry` with error `errno`.
+    fn fail(&self, entry: usize, errno: i32) -> io::Result<()> {
+        let commit_id = {
+            let mut e = self.entries[entry]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let unique: [u8; 8] = e.headers.in_out[8..16].try_into().expect("8 bytes");
+            e.headers.in_out[..4].copy_from_slice(&(OUT_HEADER as u32).to_ne_bytes());
+            e.headers.in_out[4..8].copy_from_slice(&(-errno).to_ne_bytes());
+            e.headers.in_out[8..16].copy_from_slice(&unique);
+            e.headers.payload_sz = 0;
+            e.headers.commit_id
+        };
+        self.push(&self.sqe(CMD_COMMIT_AND_FETCH, entry, commit_id, None))
+    }
+
+    /// Writes a reply into `entry`'s buffers; returns the commit id.
+    fn fill(&self, entry: usize, data: &[IoSlice<'_>]) -> io::Result<u64> {
         let commit_id = {
             let mut e = self.entries[entry]
                 .lock()
@@ -155,7 +184,7 @@ impl Queue {
             e.headers.payload_sz = n as u32;
             e.headers.commit_id
         };
-        self.push(&self.sqe(CMD_COMMIT_AND_FETCH, entry, commit_id, None))
+        Ok(commit_id)
     }
 
     /// The request in `entry`, in `/dev/fuse`'s layout.
@@ -274,14 +303,17 @@ impl Queue {
     /// Hands every entry to the kernel, from the thread that serves the queue: the kernel
     /// fills an entry in the context of the task that handed it over.
     fn register(&self) -> io::Result<()> {
-        for i in 0..DEPTH {
-            let addr = {
-                let e = self.entries[i].lock().unwrap_or_else(|p| p.into_inner());
-                e.iov.as_ptr() as u64
-            };
-            self.push(&self.sqe(CMD_REGISTER, i, 0, Some(addr)))?;
-        }
-        Ok(())
+        (0..DEPTH).try_for_each(|i| self.register_entry(i))
+    }
+
+    fn register_entry(&self, entry: usize) -> io::Result<()> {
+        let addr = {
+            let e = self.entries[entry]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            e.iov.as_ptr() as u64
+        };
+        self.push(&self.sqe(CMD_REGISTER, entry, 0, Some(addr)))
     }
 }
 
@@ -347,6 +379,8 @@ fn serve<FS: Filesystem>(q: &Arc<Queue>, se: &SessionEventLoop<FS>) -> io::Resul
     let ring_fd = q.ring.lock().unwrap_or_else(|p| p.into_inner()).as_raw_fd();
     let mut done = Vec::with_capacity(2 * DEPTH);
     let mut buf = Vec::new();
+    // Which entries were last handed over by REGISTER (not by a commit).
+    let mut registering = [true; DEPTH];
     loop {
         // Submits this thread's replies and waits for a request, without holding the ring
         // (a reply from another thread takes it). The count must be exact: the kernel skips
@@ -383,34 +417,42 @@ fn serve<FS: Filesystem>(q: &Arc<Queue>, se: &SessionEventLoop<FS>) -> io::Resul
         }
         for (entry, res) in done.drain(..) {
             match res {
-                0 => {}
+                0 => registering[entry] = false,
                 // Unmounted: the kernel gives every entry back.
                 r if r == -libc::ENOTCONN => return Ok(()),
-                r if r == -libc::EAGAIN || r == -libc::EINTR => {
-                    let addr = {
-                        let e = q.entries[entry].lock().unwrap_or_else(|p| p.into_inner());
-                        e.iov.as_ptr() as u64
-                    };
-                    q.push(&q.sqe(CMD_REGISTER, entry, 0, Some(addr)))?;
+                // A registration refused for good: the kernel has gone back to /dev/fuse.
+                r if registering[entry] && r != -libc::EAGAIN && r != -libc::EINTR => {
+                    return Err(io::Error::from_raw_os_error(-r));
+                }
+                // Not yet ready, or a commit the kernel no longer wanted (its request was
+                // ended meanwhile): the entry is handed over again.
+                r => {
+                    if r != -libc::EAGAIN && r != -libc::EINTR {
+                        warn!(
+                            "qid {} entry {entry}: {}",
+                            q.qid,
+                            io::Error::from_raw_os_error(-r)
+                        );
+                    }
+                    registering[entry] = true;
+                    q.register_entry(entry)?;
                     continue;
                 }
-                r => return Err(io::Error::from_raw_os_error(-r)),
             }
-            if let Err(e) = q.request(entry, &mut buf) {
-                error!("qid {}: {e}", q.qid);
-                return Err(e);
-            }
-            let sender = ReplySender::Ring(RingReply {
-                queue: q.clone(),
-                entry,
+            // A request that cannot be read is answered, not dropped: its caller waits.
+            let parsed = q.request(entry, &mut buf).and_then(|()| {
+                let sender = ReplySender::Ring(RingReply {
+                    queue: q.clone(),
+                    entry,
+                });
+                RequestWithSender::new(sender, &buf)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "invalid request"))
             });
-            match RequestWithSender::new(sender, &buf) {
-                Some(req) => req.dispatch(se),
-                None => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "invalid request",
-                    ));
+            match parsed {
+                Ok(req) => req.dispatch(se),
+                Err(e) => {
+                    error!("qid {}: {e}", q.qid);
+                    q.fail(entry, libc::EIO)?;
                 }
             }
         }
