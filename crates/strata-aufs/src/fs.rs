@@ -833,7 +833,7 @@ impl Union {
         let pp = self.path_of(&st, parent)?;
         let (_, dir, hidden) = self.prepare_create(&mut st, &pp, name)?;
         make(&dir, hidden)?;
-        self.own_new(&mut st, req, &pp, &dir, name, is_dir)?;
+        self.own_new(req, &dir, name, is_dir)?;
         self.finish_create(&mut st, &pp, name, &dir, hidden)
     }
 
@@ -860,15 +860,13 @@ impl Union {
     /// Ownership for a new object: the caller's, the group from a set-group-ID parent.
     fn own_new(
         &self,
-        st: &mut State,
         req: &Request,
-        parent: &Path,
         dir: &OwnedFd,
         name: &OsStr,
         is_dir: bool,
     ) -> Res<()> {
-        let pe = self.entry(st, parent)?;
-        let ps = self.stat_in(pe.branch, parent).map_err(errno)?;
+        // `dir` is the parent in the writable branch, copied up with its mode if need be.
+        let ps = rfs::fstat(dir).map_err(rerr)?;
         let setgid = ps.st_mode & libc::S_ISGID != 0;
         let gid = if setgid { ps.st_gid } else { req.gid() };
         rfs::chownat(
@@ -901,7 +899,11 @@ impl Union {
         dir: &OwnedFd,
         hidden: bool,
     ) -> Res<(FileAttr, u64)> {
-        self.clear_whiteout(dir, name)?;
+        // The parent's view knows every whiteout of its branches: only a hidden name can
+        // have one in the writable branch.
+        if hidden {
+            self.clear_whiteout(dir, name)?;
+        }
         let w = self.writable()?;
         let s = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
         let path = parent.join(name);
@@ -1880,7 +1882,7 @@ impl Filesystem for Union {
                 Mode::from_raw_mode(mode & !umask & 0o7777),
             )
             .map_err(rerr)?;
-            self.own_new(&mut st, req, &pp, &dir, name, false)?;
+            self.own_new(req, &dir, name, false)?;
             let (a, g) = self.finish_create(&mut st, &pp, name, &dir, hidden)?;
             Ok((a, g, File::from(fd)))
         })();
