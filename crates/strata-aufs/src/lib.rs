@@ -85,7 +85,7 @@ pub struct MountConfig {
     pub dev: bool,
     pub suid: bool,
     pub exec: bool,
-    /// Request-serving threads.
+    /// Threads reading `/dev/fuse` (one when io_uring queues serve the requests).
     pub threads: usize,
     /// Hand file data to the kernel (FUSE passthrough) where it is offered.
     pub passthrough: bool,
