@@ -858,13 +858,7 @@ impl Union {
     }
 
     /// Ownership for a new object: the caller's, the group from a set-group-ID parent.
-    fn own_new(
-        &self,
-        req: &Request,
-        dir: &OwnedFd,
-        name: &OsStr,
-        is_dir: bool,
-    ) -> Res<()> {
+    fn own_new(&self, req: &Request, dir: &OwnedFd, name: &OsStr, is_dir: bool) -> Res<()> {
         // `dir` is the parent in the writable branch, copied up with its mode if need be.
         let ps = rfs::fstat(dir).map_err(rerr)?;
         let setgid = ps.st_mode & libc::S_ISGID != 0;

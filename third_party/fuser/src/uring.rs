@@ -46,6 +46,9 @@ const IN_HEADER: usize = 40;
 const OUT_HEADER: usize = 16;
 /// In-flight requests per queue: one being served, one waiting in the kernel.
 const DEPTH: usize = 2;
+/// Serving threads at most. Past this many CPUs a thread serves several queues in one
+/// ring, unpinned: a mount costs a bounded number of threads on a big machine.
+const MAX_THREADS: usize = 16;
 
 /// `struct fuse_uring_req_header`: the request's (or reply's) header, the per-operation
 /// header, and the entry's bookkeeping.
@@ -74,8 +77,13 @@ struct Entry {
     iov: Box<[Iovec; 2]>,
 }
 
+/// A thread's ring and the entries it has registered, for one queue (pinned to its CPU)
+/// or, on machines with more CPUs than [`MAX_THREADS`], several.
 struct Queue {
-    qid: u16,
+    /// This ring's number: which thread serves it.
+    id: usize,
+    /// The queue (CPU) each entry is registered for.
+    qids: Vec<u16>,
     ring: Mutex<IoUring<squeue::Entry128, cqueue::Entry>>,
     /// The entries' buffers; the kernel writes into them while it owns an entry, and the
     /// queue's thread (or a reply) only touches an entry the kernel has handed over.
@@ -85,8 +93,8 @@ struct Queue {
 }
 
 thread_local! {
-    /// The queue this thread serves: its replies are submitted with its next wait.
-    static SERVING: Cell<Option<u16>> = const { Cell::new(None) };
+    /// The ring this thread serves: its replies are submitted with its next wait.
+    static SERVING: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
 /// `struct fuse_uring_cmd_req`, in the SQE's 80 command bytes.
@@ -100,7 +108,7 @@ fn cmd_req(qid: u16, commit_id: u64) -> [u8; 80] {
 impl Queue {
     fn sqe(&self, cmd_op: u32, entry: usize, commit_id: u64, iov: Option<u64>) -> squeue::Entry128 {
         let mut op = opcode::UringCmd80::new(types::Fd(self.dev_fd), cmd_op)
-            .cmd(cmd_req(self.qid, commit_id));
+            .cmd(cmd_req(self.qids[entry], commit_id));
         if let Some(addr) = iov {
             op = op.addr(Some(addr));
         }
@@ -124,7 +132,7 @@ impl Queue {
         // SAFETY: the buffers an SQE names live in `self.entries` as long as the queue.
         unsafe { ring.submission().push(sqe) }
             .map_err(|_| io::Error::other("io_uring submission queue full"))?;
-        if SERVING.get() != Some(self.qid) {
+        if SERVING.get() != Some(self.id) {
             ring.submit()?;
         }
         Ok(())
@@ -216,7 +224,8 @@ pub(crate) struct RingReply {
 
 impl std::fmt::Debug for RingReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RingReply(qid {}, entry {})", self.queue.qid, self.entry)
+        let qid = self.queue.qids[self.entry];
+        write!(f, "RingReply(qid {qid}, entry {})", self.entry)
     }
 }
 
@@ -258,12 +267,20 @@ fn pin_to(cpu: usize) {
     }
 }
 
-fn new_queue(qid: u16, dev: &ChannelSender, dev_fd: i32, payload: usize) -> io::Result<Arc<Queue>> {
+fn new_queue(
+    id: usize,
+    queues: &[u16],
+    dev: &ChannelSender,
+    dev_fd: i32,
+    payload: usize,
+) -> io::Result<Arc<Queue>> {
+    let n = DEPTH * queues.len();
     let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
-        .setup_cqsize(2 * DEPTH as u32)
-        .build(DEPTH as u32)?;
-    let mut entries = Vec::with_capacity(DEPTH);
-    for _ in 0..DEPTH {
+        .setup_cqsize(2 * n as u32)
+        .build(n as u32)?;
+    let qids: Vec<u16> = queues.iter().flat_map(|&q| [q; DEPTH]).collect();
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
         let mut headers = Box::new(EntryHeaders {
             in_out: [0; 128],
             op_in: [0; 128],
@@ -291,7 +308,8 @@ fn new_queue(qid: u16, dev: &ChannelSender, dev_fd: i32, payload: usize) -> io::
         }));
     }
     Ok(Arc::new(Queue {
-        qid,
+        id,
+        qids,
         ring: Mutex::new(ring),
         entries,
         dev: dev.clone(),
@@ -303,7 +321,7 @@ impl Queue {
     /// Hands every entry to the kernel, from the thread that serves the queue: the kernel
     /// fills an entry in the context of the task that handed it over.
     fn register(&self) -> io::Result<()> {
-        (0..DEPTH).try_for_each(|i| self.register_entry(i))
+        (0..self.entries.len()).try_for_each(|i| self.register_entry(i))
     }
 
     fn register_entry(&self, entry: usize) -> io::Result<()> {
@@ -330,13 +348,18 @@ pub(crate) fn start<FS: Filesystem + 'static>(
     let started = (|| {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut threads = Vec::new();
-        for qid in 0..possible_cpus()? {
-            let q = new_queue(qid as u16, &dev, dev_fd, payload)?;
-            let event_loop = se.for_thread(format!("fuser-ring-{qid}"));
+        let cpus = possible_cpus()?;
+        let n = cpus.min(MAX_THREADS);
+        for id in 0..n {
+            let queues: Vec<u16> = (id..cpus).step_by(n).map(|q| q as u16).collect();
+            let q = new_queue(id, &queues, &dev, dev_fd, payload)?;
+            let event_loop = se.for_thread(format!("fuser-ring-{id}"));
             let tx = tx.clone();
             let serve_queue = move || {
-                pin_to(qid);
-                SERVING.set(Some(q.qid));
+                if queues.len() == 1 {
+                    pin_to(id);
+                }
+                SERVING.set(Some(q.id));
                 let registered = q.register();
                 let ok = registered.is_ok();
                 let _ = tx.send(registered);
@@ -344,7 +367,7 @@ pub(crate) fn start<FS: Filesystem + 'static>(
             };
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("fuser-ring-{qid}"))
+                    .name(format!("fuser-ring-{id}"))
                     .spawn(serve_queue)?,
             );
         }
@@ -377,10 +400,10 @@ fn give_up(dev_fd: i32) {
 
 fn serve<FS: Filesystem>(q: &Arc<Queue>, se: &SessionEventLoop<FS>) -> io::Result<()> {
     let ring_fd = q.ring.lock().unwrap_or_else(|p| p.into_inner()).as_raw_fd();
-    let mut done = Vec::with_capacity(2 * DEPTH);
+    let mut done = Vec::with_capacity(2 * q.entries.len());
     let mut buf = Vec::new();
     // Which entries were last handed over by REGISTER (not by a commit).
-    let mut registering = [true; DEPTH];
+    let mut registering = vec![true; q.entries.len()];
     loop {
         // Submits this thread's replies and waits for a request, without holding the ring
         // (a reply from another thread takes it). The count must be exact: the kernel skips
@@ -430,7 +453,7 @@ fn serve<FS: Filesystem>(q: &Arc<Queue>, se: &SessionEventLoop<FS>) -> io::Resul
                     if r != -libc::EAGAIN && r != -libc::EINTR {
                         warn!(
                             "qid {} entry {entry}: {}",
-                            q.qid,
+                            q.qids[entry],
                             io::Error::from_raw_os_error(-r)
                         );
                     }
@@ -451,7 +474,7 @@ fn serve<FS: Filesystem>(q: &Arc<Queue>, se: &SessionEventLoop<FS>) -> io::Resul
             match parsed {
                 Ok(req) => req.dispatch(se),
                 Err(e) => {
-                    error!("qid {}: {e}", q.qid);
+                    error!("qid {}: {e}", q.qids[entry]);
                     q.fail(entry, libc::EIO)?;
                 }
             }
