@@ -40,6 +40,8 @@ const PLNK: &str = ".wh..wh.plnk";
 /// number), node number 0 when the copy was removed. Not synced: losing its tail after a
 /// crash only renumbers some copied-up files.
 const XINO: &str = ".wh..wh.xino";
+/// Writable-branch directories kept open at most (see `State::wdirs`).
+const WDIRS: usize = 64;
 
 type Res<T> = std::result::Result<T, Errno>;
 
@@ -86,6 +88,11 @@ struct State {
     /// remounts. Loaded from and appended to [`XINO`].
     xino: HashMap<u64, u64>,
     xino_log: Option<File>,
+    /// Open (O_PATH) directories of the writable branch by path, for the operations that
+    /// make and change objects there (an untar asks for the same few directories thousands
+    /// of times). Emptied whenever a directory there is renamed or removed, so a path never
+    /// finds another directory than the one it names.
+    wdirs: HashMap<PathBuf, Arc<OwnedFd>>,
 }
 
 pub struct Union {
@@ -416,12 +423,34 @@ impl Union {
         self.dir_fd(b, split(path).0, OFlags::PATH)
     }
 
-    fn stat_in(&self, b: u16, path: &Path) -> io::Result<Stat> {
-        if path.as_os_str().is_empty() {
-            return Ok(rfs::fstat(&self.branches[b as usize].fd)?);
+    /// Directory `rel` of the writable branch, from [`State::wdirs`] or opened there.
+    fn wdir(&self, st: &mut State, rel: &Path) -> Res<Arc<OwnedFd>> {
+        if let Some(fd) = st.wdirs.get(rel) {
+            return Ok(fd.clone());
         }
-        let dir = self.parent_fd(b, path)?;
-        Ok(rfs::statat(&dir, split(path).1, AtFlags::SYMLINK_NOFOLLOW)?)
+        let fd = Arc::new(
+            self.dir_fd(self.writable()?, rel, OFlags::PATH)
+                .map_err(errno)?,
+        );
+        // Bounded: each entry holds a file descriptor.
+        if st.wdirs.len() >= WDIRS {
+            st.wdirs.clear();
+        }
+        st.wdirs.insert(rel.to_path_buf(), fd.clone());
+        Ok(fd)
+    }
+
+    fn stat_in(&self, st: &mut State, b: u16, path: &Path) -> Res<Stat> {
+        if path.as_os_str().is_empty() {
+            return rfs::fstat(&self.branches[b as usize].fd).map_err(rerr);
+        }
+        let (parent, name) = split(path);
+        let dir = if Some(b) == self.write {
+            self.wdir(st, parent)?
+        } else {
+            Arc::new(self.dir_fd(b, parent, OFlags::PATH).map_err(errno)?)
+        };
+        rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)
     }
 
     fn read_branch_dir(
@@ -560,13 +589,13 @@ impl Union {
     /// Looks `path` up for the kernel: its attributes under its node number.
     fn lookup_path(&self, st: &mut State, path: &Path) -> Res<(FileAttr, u64)> {
         let mut e = self.entry(st, path)?;
-        let mut s = self.stat_in(e.branch, path).map_err(errno)?;
+        let mut s = self.stat_in(st, e.branch, path)?;
         if s.st_nlink > 1 && e.kind == FileType::RegularFile && self.linked_copy_exists(&e, &s) {
             // Another name of this lower file was copied up (before a remount, say): this
             // name is the same file, so it becomes a link to that copy too.
             self.copy_up(st, path, true)?;
             e = self.entry(st, path)?;
-            s = self.stat_in(e.branch, path).map_err(errno)?;
+            s = self.stat_in(st, e.branch, path)?;
         }
         let (id, generation) = self.node_for(st, path, (e.branch, s.st_ino));
         Ok((self.merged_attr(st, id, path, &e, &s), generation))
@@ -574,7 +603,7 @@ impl Union {
 
     fn attr_of(&self, st: &mut State, ino: INodeNo, path: &Path) -> Res<FileAttr> {
         let e = self.entry(st, path)?;
-        let s = self.stat_in(e.branch, path).map_err(errno)?;
+        let s = self.stat_in(st, e.branch, path)?;
         Ok(self.merged_attr(st, ino.0, path, &e, &s))
     }
 
@@ -844,7 +873,7 @@ impl Union {
         st: &mut State,
         parent: &Path,
         name: &OsStr,
-    ) -> Res<(u16, OwnedFd, bool)> {
+    ) -> Res<(u16, Arc<OwnedFd>, bool)> {
         check_name(name)?;
         let w = self.writable()?;
         let v = self.view(st, parent)?;
@@ -853,7 +882,7 @@ impl Union {
         }
         let hidden = v.hidden.contains(name);
         self.copy_up_dir(st, parent)?;
-        let dir = self.dir_fd(w, parent, OFlags::PATH).map_err(errno)?;
+        let dir = self.wdir(st, parent)?;
         Ok((w, dir, hidden))
     }
 
@@ -936,6 +965,7 @@ impl Union {
         if e.branch == w {
             self.forget_copy(st, &dir, name, e.ino);
             if is_dir {
+                st.wdirs.clear();
                 let d = self.dir_fd(w, &path, OFlags::RDONLY).map_err(errno)?;
                 copyup::clear_dir(&d).map_err(errno)?;
                 rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR).map_err(rerr)?;
@@ -995,6 +1025,8 @@ impl Union {
         if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
             return Err(Errno::EINVAL);
         }
+        // Directories may move or be replaced below.
+        st.wdirs.clear();
         let w = self.writable()?;
         let (fparent, fname) = split(from);
         let (tparent, tname) = split(to);
@@ -1325,11 +1357,11 @@ impl Filesystem for Union {
             let w = self.writable()?;
             let (dir, name) = if path.as_os_str().is_empty() {
                 (
-                    self.dir_fd(w, &path, OFlags::PATH).map_err(errno)?,
+                    Arc::new(self.dir_fd(w, &path, OFlags::PATH).map_err(errno)?),
                     OsStr::new("."),
                 )
             } else {
-                (self.parent_fd(w, &path).map_err(errno)?, split(&path).1)
+                (self.wdir(&mut st, split(&path).0)?, split(&path).1)
             };
             if uid.is_some() || gid.is_some() {
                 rfs::chownat(

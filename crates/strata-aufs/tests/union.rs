@@ -627,6 +627,9 @@ fn requests_are_served_on_the_cpu_that_made_them() {
         write(u.branch(1).join(format!("d/f{i}")), "x");
     }
     u.mount();
+    // The kernel holds requests back until every queue is registered, each by its thread
+    // once started (and named): an answer means they all are.
+    fs::metadata(u.mnt()).unwrap();
     let pid = server_of(&u.mnt());
     let possible = fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
     let cpus: usize = possible
