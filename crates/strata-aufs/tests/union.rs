@@ -308,6 +308,44 @@ fn an_exiting_server_leaves_a_newer_mount_alone() {
     u.unmount();
 }
 
+/// Names made after a directory was renamed or removed land in the directory the path
+/// names now (the union keeps the writable branch's directories open between requests).
+#[test]
+fn new_names_follow_renamed_and_removed_directories() {
+    let mut u = Union::new(&["rw", "ro"]);
+    write(u.branch(1).join("low/keep"), "lower");
+    u.mount();
+    write(u.m("a/f1"), "1");
+    fs::rename(u.m("a"), u.m("b")).unwrap();
+    fs::create_dir(u.m("a")).unwrap();
+    write(u.m("a/f2"), "2");
+    fs::set_permissions(u.m("a/f2"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(names(&u.branch(0).join("a")), ["f2"]);
+    assert_eq!(names(&u.branch(0).join("b")), ["f1"]);
+    assert_eq!(
+        fs::metadata(u.branch(0).join("a/f2")).unwrap().mode() & 0o777,
+        0o600
+    );
+    // Removed and made again.
+    fs::remove_file(u.m("a/f2")).unwrap();
+    fs::remove_dir(u.m("a")).unwrap();
+    fs::create_dir(u.m("a")).unwrap();
+    write(u.m("a/f3"), "3");
+    assert_eq!(names(&u.branch(0).join("a")), ["f3"]);
+    // A directory copied up from the lower branch, renamed, then made again.
+    write(u.m("low/new"), "n");
+    fs::rename(u.m("low"), u.m("moved")).unwrap();
+    fs::create_dir(u.m("low")).unwrap();
+    write(u.m("low/again"), "x");
+    assert_eq!(names(&u.m("low")), ["again"]);
+    assert_eq!(names(&u.m("moved")), ["keep", "new"]);
+    assert_eq!(read(u.m("moved/keep")), "lower");
+    u.remount();
+    assert_eq!(names(&u.m("low")), ["again"]);
+    assert_eq!(names(&u.m("moved")), ["keep", "new"]);
+    assert_eq!(names(&u.m("b")), ["f1"]);
+}
+
 #[test]
 fn hard_links_survive_copy_up() {
     let mut u = Union::new(&["rw", "ro"]);
