@@ -253,11 +253,16 @@ pub fn mounts_under(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
     Ok(out)
 }
 
-/// `target` is a FUSE mount whose server is gone (every request fails with ENOTCONN).
-/// Asked with statfs, which always reaches the server: a stat may be answered from the
-/// kernel's attribute cache.
+/// `target` is a FUSE mount whose server is gone: every request fails with ENOTCONN, or,
+/// over FUSE over io_uring while the kernel tears the dead server's rings down, with
+/// ECANCELED or ECONNABORTED. Asked with statfs, which always reaches the server: a stat
+/// may be answered from the kernel's attribute cache.
 pub fn dead_fuse(target: &Path) -> bool {
-    rustix::fs::statfs(target).err() == Some(rustix::io::Errno::NOTCONN)
+    use rustix::io::Errno;
+    matches!(
+        rustix::fs::statfs(target).err(),
+        Some(Errno::NOTCONN | Errno::CANCELED | Errno::CONNABORTED)
+    )
 }
 
 /// Unmounts everything mounted below `dir` (not `dir` itself), deepest first.
