@@ -445,11 +445,11 @@ impl Union {
             return rfs::fstat(&self.branches[b as usize].fd).map_err(rerr);
         }
         let (parent, name) = split(path);
-        let dir = if Some(b) == self.write {
-            self.wdir(st, parent)?
-        } else {
-            Arc::new(self.dir_fd(b, parent, OFlags::PATH).map_err(errno)?)
-        };
+        if Some(b) == self.write {
+            let dir = self.wdir(st, parent)?;
+            return rfs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr);
+        }
+        let dir = self.dir_fd(b, parent, OFlags::PATH).map_err(errno)?;
         rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)
     }
 
@@ -1354,12 +1354,8 @@ impl Filesystem for Union {
             if open.is_none() {
                 self.copy_up(&mut st, &path, size != Some(0))?;
             }
-            let w = self.writable()?;
             let (dir, name) = if path.as_os_str().is_empty() {
-                (
-                    Arc::new(self.dir_fd(w, &path, OFlags::PATH).map_err(errno)?),
-                    OsStr::new("."),
-                )
+                (self.wdir(&mut st, &path)?, OsStr::new("."))
             } else {
                 (self.wdir(&mut st, split(&path).0)?, split(&path).1)
             };
