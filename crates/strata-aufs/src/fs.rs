@@ -1,6 +1,9 @@
 //! The union itself: nodes, copy-up, whiteouts, and the FUSE operations.
 //!
-//! Names are resolved through per-directory merged views ([`DirView`]). A node is known by
+//! Names are resolved through per-directory merged views ([`DirView`]), or, for the first
+//! few names looked up in a directory, by probing each branch for the name alone (walking
+//! down a path through 100 layers should not read 100 copies of every directory on the
+//! way). A node is known by
 //! the paths it was looked up by; its number (`st_ino`, which FUSE also uses as the node
 //! id) is derived from the branch and inode number it was first found at, so the same
 //! files get the same numbers across lookups and remounts of the same branches, and hard
@@ -8,7 +11,7 @@
 //! straight between the kernel and the branch file (passthrough) or through an fd.
 
 use crate::copyup::{self, fd_path, temp_name};
-use crate::view::{cookie, reserved, whiteout_name, DirView, Entry, Listing, OPAQUE};
+use crate::view::{self, cookie, reserved, whiteout_name, DirView, Entry, Listing, OPAQUE};
 use crate::{BranchMode, MountConfig};
 use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -42,6 +45,9 @@ const PLNK: &str = ".wh..wh.plnk";
 const XINO: &str = ".wh..wh.xino";
 /// Writable-branch directories kept open at most (see `State::wdirs`).
 const WDIRS: usize = 64;
+/// Names probed in a directory before its view is built instead: a probe costs two
+/// lookups per branch, a merge about a dozen lookups' worth per branch.
+const PROBES: usize = 4;
 
 type Res<T> = std::result::Result<T, Errno>;
 
@@ -55,6 +61,8 @@ fn rerr(e: rustix::io::Errno) -> Errno {
 
 struct BranchFd {
     fd: OwnedFd,
+    /// Its whiteouts and opaque markers are in effect (see [`crate::Branch::whiteouts`]).
+    whiteouts: bool,
 }
 
 struct Node {
@@ -64,6 +72,16 @@ struct Node {
     idents: Vec<(u16, u64)>,
     lookups: u64,
     generation: u64,
+}
+
+/// Names resolved in a directory whose view is not built (see [`view::probe`]). Valid
+/// until the directory's view is built: every change to a directory's names goes through
+/// its view first.
+struct Probed {
+    /// The branches the directory's contents come from, top first, down to an opaque one.
+    dirs: Vec<u16>,
+    /// `None`: absent or whited out.
+    names: HashMap<OsString, Option<Entry>>,
 }
 
 /// An open file.
@@ -80,6 +98,7 @@ struct State {
     by_path: HashMap<PathBuf, u64>,
     by_ident: HashMap<(u16, u64), u64>,
     views: HashMap<PathBuf, DirView>,
+    probed: HashMap<PathBuf, Probed>,
     /// Per node: the branch file registered for passthrough, while open.
     backing: HashMap<u64, (u16, Weak<BackingId>)>,
     next_overflow: u64,
@@ -114,6 +133,14 @@ pub struct Union {
 
 fn derive_ino(branch: u16, ino: u64) -> Option<u64> {
     (ino < 1 << 48).then(|| ((branch as u64 + 1) << 48) | ino)
+}
+
+/// A branch's copy of a directory is not there (or is no directory).
+fn absent(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+    )
 }
 
 fn kind_of(mode: u32) -> FileType {
@@ -345,7 +372,10 @@ impl Union {
                     format!("branch {}: {e}", b.path.display()),
                 )
             })?;
-            branches.push(BranchFd { fd });
+            branches.push(BranchFd {
+                fd,
+                whiteouts: b.whiteouts,
+            });
         }
         let write = if config.readonly {
             None
@@ -449,6 +479,10 @@ impl Union {
             let dir = self.wdir(st, parent)?;
             return rfs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr);
         }
+        if parent.as_os_str().is_empty() {
+            let root = &self.branches[b as usize].fd;
+            return rfs::statat(root, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr);
+        }
         let dir = self.dir_fd(b, parent, OFlags::PATH).map_err(errno)?;
         rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)
     }
@@ -460,14 +494,7 @@ impl Union {
     ) -> io::Result<Option<Vec<(OsString, FileType, u64)>>> {
         let fd = match self.dir_fd(b, rel, OFlags::RDONLY) {
             Ok(fd) => fd,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
-                ) =>
-            {
-                return Ok(None)
-            }
+            Err(e) if absent(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
         let mut out = Vec::new();
@@ -502,8 +529,10 @@ impl Union {
             }
             e.dirs
         };
-        let v = DirView::build(&dirs, |b| self.read_branch_dir(b, dir)).map_err(errno)?;
+        let wh = |b: u16| self.branches[b as usize].whiteouts;
+        let v = DirView::build(&dirs, wh, |b| self.read_branch_dir(b, dir)).map_err(errno)?;
         st.views.insert(dir.to_path_buf(), v);
+        st.probed.remove(dir);
         Ok(())
     }
 
@@ -514,19 +543,118 @@ impl Union {
 
     /// What `path` is in the union.
     fn entry(&self, st: &mut State, path: &Path) -> Res<Entry> {
+        Ok(self.resolve(st, path)?.0)
+    }
+
+    /// What `path` is in the union, with the stat of its top copy when finding it took one
+    /// (a probe).
+    fn resolve(&self, st: &mut State, path: &Path) -> Res<(Entry, Option<Stat>)> {
         if path.as_os_str().is_empty() {
-            let v = self.view(st, path)?;
-            let top = *v.dirs.first().unwrap_or(&0);
-            let mut e = Entry::new(top, FileType::Directory, 0, false);
-            e.dirs = v.dirs.clone();
-            return Ok(e);
+            let dirs = match st.views.get(path) {
+                Some(v) => v.dirs.clone(),
+                None => (0..self.branches.len() as u16).collect(),
+            };
+            let mut e = Entry::new(*dirs.first().unwrap_or(&0), FileType::Directory, 0, false);
+            e.dirs = dirs;
+            return Ok((e, None));
         }
         let (parent, name) = split(path);
-        self.view(st, parent)?
-            .entries
-            .get(name)
-            .cloned()
-            .ok_or(Errno::ENOENT)
+        let known = match (st.views.get(parent), st.probed.get(parent)) {
+            (Some(v), _) => Some(v.entries.get(name).cloned()),
+            (None, Some(p)) => match p.names.get(name) {
+                Some(e) => Some(e.clone()),
+                None if p.names.len() >= PROBES => {
+                    Some(self.view(st, parent)?.entries.get(name).cloned())
+                }
+                None => None,
+            },
+            (None, None) => None,
+        };
+        match known {
+            Some(e) => Ok((e.ok_or(Errno::ENOENT)?, None)),
+            None => {
+                let (e, s) = self.probe(st, parent, name)?;
+                Ok((e.ok_or(Errno::ENOENT)?, s))
+            }
+        }
+    }
+
+    /// Resolves `name` in `dir` (which has no view) by probing its branches; remembers it.
+    fn probe(
+        &self,
+        st: &mut State,
+        dir: &Path,
+        name: &OsStr,
+    ) -> Res<(Option<Entry>, Option<Stat>)> {
+        let root = dir.as_os_str().is_empty();
+        // The directory's copies opened in this call: opened once per branch for every
+        // name looked at there.
+        let mut open: Vec<(u16, OwnedFd)> = Vec::new();
+        let at = |b: u16, open: &mut Vec<(u16, OwnedFd)>| -> io::Result<usize> {
+            if let Some(i) = open.iter().position(|o| o.0 == b) {
+                return Ok(i);
+            }
+            open.push((b, self.dir_fd(b, dir, OFlags::PATH)?));
+            Ok(open.len() - 1)
+        };
+        if !st.probed.contains_key(dir) {
+            let e = self.entry(st, dir)?;
+            if e.kind != FileType::Directory {
+                return Err(Errno::ENOTDIR);
+            }
+            let mut dirs = Vec::new();
+            for b in e.dirs {
+                if !self.branches[b as usize].whiteouts {
+                    dirs.push(b);
+                    continue;
+                }
+                let marker = if root {
+                    rfs::statat(
+                        &self.branches[b as usize].fd,
+                        OPAQUE,
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                } else {
+                    match at(b, &mut open) {
+                        Ok(i) => rfs::statat(&open[i].1, OPAQUE, AtFlags::SYMLINK_NOFOLLOW),
+                        Err(e) if absent(&e) => continue,
+                        Err(e) => return Err(errno(e)),
+                    }
+                };
+                dirs.push(b);
+                match marker {
+                    Ok(_) => break,
+                    Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(rerr(e)),
+                }
+            }
+            let names = HashMap::new();
+            st.probed.insert(dir.to_path_buf(), Probed { dirs, names });
+        }
+        let p = st.probed.get_mut(dir).expect("probed");
+        let mut top = None;
+        let wh = |b: u16| self.branches[b as usize].whiteouts;
+        let found = view::probe(&p.dirs, wh, name, |b, n| {
+            let s = if root {
+                rfs::statat(&self.branches[b as usize].fd, n, AtFlags::SYMLINK_NOFOLLOW)
+            } else {
+                let i = at(b, &mut open)?;
+                rfs::statat(&open[i].1, n, AtFlags::SYMLINK_NOFOLLOW)
+            };
+            match s {
+                Ok(s) => {
+                    if top.is_none() && n == name {
+                        top = Some(s);
+                    }
+                    Ok(Some((kind_of(s.st_mode), s.st_ino)))
+                }
+                Err(rustix::io::Errno::NOENT) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .map_err(errno)?;
+        p.names.insert(name.to_os_string(), found.clone());
+        Ok((found, top))
     }
 
     fn path_of(&self, st: &State, ino: INodeNo) -> Res<PathBuf> {
@@ -588,8 +716,11 @@ impl Union {
 
     /// Looks `path` up for the kernel: its attributes under its node number.
     fn lookup_path(&self, st: &mut State, path: &Path) -> Res<(FileAttr, u64)> {
-        let mut e = self.entry(st, path)?;
-        let mut s = self.stat_in(st, e.branch, path)?;
+        let (mut e, s) = self.resolve(st, path)?;
+        let mut s = match s {
+            Some(s) => s,
+            None => self.stat_in(st, e.branch, path)?,
+        };
         if s.st_nlink > 1 && e.kind == FileType::RegularFile && self.linked_copy_exists(&e, &s) {
             // Another name of this lower file was copied up (before a remount, say): this
             // name is the same file, so it becomes a link to that copy too.
@@ -638,9 +769,11 @@ impl Union {
                 }
             }
         }
-        if st.views.remove(path).is_some() {
-            let prefix = path.to_path_buf();
-            st.views.retain(|k, _| !k.starts_with(&prefix));
+        // What lies below a directory was found through its view or its probes.
+        let had_view = st.views.remove(path).is_some();
+        if st.probed.remove(path).is_some() || had_view {
+            st.views.retain(|k, _| !k.starts_with(path));
+            st.probed.retain(|k, _| !k.starts_with(path));
         }
     }
 
@@ -672,6 +805,9 @@ impl Union {
         }
         if let Some(v) = st.views.get_mut(dir) {
             v.dirs.insert(0, w);
+        }
+        if let Some(p) = st.probed.get_mut(dir) {
+            p.dirs.insert(0, w);
         }
         self.alias(st, dir, (e.branch, e.ino), (w, ino));
         Ok(())
@@ -979,9 +1115,9 @@ impl Union {
     }
 
     fn rename_paths(&self, st: &mut State, from: &Path, to: &Path) {
-        // Only a directory whose view was built can have nodes or views below it (every
-        // lookup in a directory builds its view first): anything else moves alone, without
-        // a scan of every known path.
+        // Only a directory can have nodes, views or probes below it, and a directory that
+        // is renamed had the views of its whole tree built by its copy-up: anything else
+        // moves alone, without a scan of every known path.
         let moved: Vec<(PathBuf, u64)> = if st.views.contains_key(from) {
             st.by_path
                 .iter()
@@ -1008,6 +1144,7 @@ impl Union {
         if !st.views.contains_key(from) {
             return;
         }
+        st.probed.retain(|k, _| !k.starts_with(from));
         let views: Vec<PathBuf> = st
             .views
             .keys()

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 pub enum BranchMode {
     /// `rw`: takes copy-ups, new files and whiteouts.
     ReadWrite,
-    /// `ro`, `ro+wh` or `rr`: never written.
+    /// `ro`, `ro+wh`, `rr` or `rr+wh`: never written.
     ReadOnly,
 }
 
@@ -36,6 +36,11 @@ pub enum BranchMode {
 pub struct Branch {
     pub path: PathBuf,
     pub mode: BranchMode,
+    /// Its whiteouts and opaque markers are in effect (`rw`, `ro+wh`, `rr+wh`). As in aufs,
+    /// a plain `ro` or `rr` branch is taken to hold none: its `.wh.` names are hidden but
+    /// hide nothing, and lookups never look for them there (half the lookups a name
+    /// costs in such a branch).
+    pub whiteouts: bool,
 }
 
 /// Parses aufs's `br=` value: `DIR[=MODE]` joined by `:` (leftmost first). A branch without
@@ -50,11 +55,12 @@ pub fn parse_branches(spec: &str) -> Result<Vec<Branch>, String> {
             Some((p, m)) => (p, Some(m)),
             None => (part, None),
         };
-        let mode = match mode {
-            None if i == 0 => BranchMode::ReadWrite,
-            None => BranchMode::ReadOnly,
-            Some("rw") => BranchMode::ReadWrite,
-            Some("ro" | "ro+wh" | "rr" | "rr+wh") => BranchMode::ReadOnly,
+        let (mode, whiteouts) = match mode {
+            None if i == 0 => (BranchMode::ReadWrite, true),
+            None => (BranchMode::ReadOnly, false),
+            Some("rw") => (BranchMode::ReadWrite, true),
+            Some("ro" | "rr") => (BranchMode::ReadOnly, false),
+            Some("ro+wh" | "rr+wh") => (BranchMode::ReadOnly, true),
             Some(m) => {
                 return Err(format!(
                     "branch {path:?}: unknown mode {m:?} (use rw, ro, ro+wh or rr)"
@@ -65,7 +71,11 @@ pub fn parse_branches(spec: &str) -> Result<Vec<Branch>, String> {
         if !path.is_absolute() {
             return Err(format!("branch {path:?} is not an absolute path"));
         }
-        out.push(Branch { path, mode });
+        out.push(Branch {
+            path,
+            mode,
+            whiteouts,
+        });
     }
     if out.len() > u16::MAX as usize {
         return Err(format!("{} branches is too many", out.len()));

@@ -88,9 +88,11 @@ pub(crate) struct DirView {
 
 impl DirView {
     /// Merges the directory from each of `dirs` (top first); `read(b)` lists branch `b`'s
-    /// copy as (name, kind, inode number), `None` where the branch has none.
+    /// copy as (name, kind, inode number), `None` where the branch has none; `wh(b)` says
+    /// whether branch `b`'s whiteouts and opaque markers are in effect.
     pub fn build(
         dirs: &[u16],
+        wh: impl Fn(u16) -> bool,
         mut read: impl FnMut(u16) -> std::io::Result<Option<Vec<(OsString, FileType, u64)>>>,
     ) -> std::io::Result<DirView> {
         let mut v = DirView::default();
@@ -101,6 +103,9 @@ impl DirView {
             let mut opaque = false;
             for (name, kind, ino) in list {
                 let nb = name.as_bytes();
+                if nb.starts_with(WH_PREFIX) && !wh(b) {
+                    continue;
+                }
                 if nb.starts_with(WH_META_PREFIX) {
                     opaque |= nb == OPAQUE.as_bytes();
                     continue;
@@ -168,23 +173,88 @@ impl DirView {
     }
 }
 
+/// Resolves one name of a directory without merging the directory: `look(b, n)` tells
+/// what branch `b` holds under name `n` (kind and inode number), for `b` in `dirs`, the
+/// directory's copies top first down to an opaque one; `wh` as for [`DirView::build`].
+/// Gives the entry [`DirView::build`] would make for the name, `None` where it makes none
+/// (absent or whited out), and stops as soon as the lower branches can change neither.
+/// Costs at most two lookups per branch (one where whiteouts are not in effect), where a
+/// merge reads every branch's whole directory: the cheaper way to find a few names in a
+/// directory held by many branches.
+pub(crate) fn probe(
+    dirs: &[u16],
+    wh: impl Fn(u16) -> bool,
+    name: &OsStr,
+    mut look: impl FnMut(u16, &OsStr) -> std::io::Result<Option<(FileType, u64)>>,
+) -> std::io::Result<Option<Entry>> {
+    let whiteout = whiteout_name(name);
+    let mut found: Option<Entry> = None;
+    for &b in dirs {
+        if let Some((kind, ino)) = look(b, name)? {
+            match &mut found {
+                None => {
+                    let mut e = Entry::new(b, kind, ino, false);
+                    // Only a directory can take more branches.
+                    e.sealed = kind != FileType::Directory;
+                    found = Some(e);
+                }
+                Some(e) => {
+                    e.shadows = true;
+                    if e.kind == FileType::Directory && kind == FileType::Directory && !e.sealed {
+                        e.dirs.push(b);
+                    } else {
+                        e.sealed = true;
+                    }
+                }
+            }
+        }
+        if found.as_ref().is_some_and(|e| e.sealed && e.shadows) {
+            break;
+        }
+        if wh(b) && look(b, &whiteout)?.is_some() {
+            // A branch's whiteout hides what lies below it, not its own name.
+            match &mut found {
+                Some(e) => {
+                    e.sealed = true;
+                    e.shadows = true;
+                    break;
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+    Ok(found.map(|mut e| {
+        e.sealed = true;
+        e
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use FileType::{Directory as D, RegularFile as F};
 
-    fn build(branches: Vec<Vec<(&str, FileType)>>) -> DirView {
+    /// Every branch's whiteouts in effect but those of the branches in `no_wh`.
+    fn build_with(branches: Vec<Vec<(&str, FileType)>>, no_wh: &[u16]) -> DirView {
         let dirs: Vec<u16> = (0..branches.len() as u16).collect();
-        DirView::build(&dirs, |b| {
-            Ok(Some(
-                branches[b as usize]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (n, k))| (OsString::from(n), *k, i as u64 + 10))
-                    .collect(),
-            ))
-        })
+        DirView::build(
+            &dirs,
+            |b| !no_wh.contains(&b),
+            |b| {
+                Ok(Some(
+                    branches[b as usize]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (n, k))| (OsString::from(n), *k, i as u64 + 10))
+                        .collect(),
+                ))
+            },
+        )
         .unwrap()
+    }
+
+    fn build(branches: Vec<Vec<(&str, FileType)>>) -> DirView {
+        build_with(branches, &[])
     }
 
     #[test]
@@ -216,9 +286,80 @@ mod tests {
     }
 
     #[test]
+    fn whiteouts_of_a_branch_without_them_in_effect_hide_nothing() {
+        let layers = || {
+            vec![
+                vec![("a", F), (".wh.b", F), (OPAQUE, F)],
+                vec![("b", F), ("c", F)],
+            ]
+        };
+        let v = build_with(layers(), &[0]);
+        assert_eq!(v.dirs, vec![0, 1]);
+        assert_eq!(v.entries.len(), 3);
+        assert!(v.hidden.is_empty());
+        let v = build(layers());
+        assert_eq!(v.dirs, vec![0]);
+        assert_eq!(v.entries.len(), 1);
+    }
+
+    #[test]
     fn a_file_above_a_directory_ends_the_directory_merge() {
         let v = build(vec![vec![("d", D)], vec![("d", F)], vec![("d", D)]]);
         assert_eq!(v.entries[OsStr::new("d")].dirs, vec![0]);
         assert!(v.entries[OsStr::new("d")].shadows);
+    }
+    #[test]
+    fn probing_a_name_agrees_with_the_merge() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let names = ["a", "b", "c"];
+        for _ in 0..20_000 {
+            let depth = rng.gen_range(1..6);
+            let branches: Vec<Vec<(String, FileType)>> = (0..depth)
+                .map(|_| {
+                    let mut l = Vec::new();
+                    for n in names {
+                        match rng.gen_range(0..5) {
+                            0 => l.push((n.to_string(), F)),
+                            1 | 2 => l.push((n.to_string(), D)),
+                            _ => {}
+                        }
+                        if rng.gen_range(0..4) == 0 {
+                            l.push((format!(".wh.{n}"), F));
+                        }
+                    }
+                    if rng.gen_range(0..8) == 0 {
+                        l.push((OPAQUE.to_string(), F));
+                    }
+                    l
+                })
+                .collect();
+            let borrowed = branches
+                .iter()
+                .map(|l| l.iter().map(|(n, k)| (n.as_str(), *k)).collect())
+                .collect();
+            let no_wh: Vec<u16> = (0..depth).filter(|_| rng.gen_range(0..3) == 0).collect();
+            let v = build_with(borrowed, &no_wh);
+            for n in names {
+                let p = probe(
+                    &v.dirs,
+                    |b| !no_wh.contains(&b),
+                    OsStr::new(n),
+                    |b, name| {
+                        Ok(branches[b as usize]
+                            .iter()
+                            .position(|(m, _)| OsStr::new(m) == name)
+                            .map(|i| (branches[b as usize][i].1, i as u64 + 10)))
+                    },
+                )
+                .unwrap();
+                let want = v.entries.get(OsStr::new(n));
+                let got = p
+                    .as_ref()
+                    .map(|e| (e.branch, e.kind, e.ino, &e.dirs, e.shadows));
+                let want = want.map(|e| (e.branch, e.kind, e.ino, &e.dirs, e.shadows));
+                assert_eq!(got, want, "{n} in {branches:?}");
+            }
+        }
     }
 }

@@ -443,7 +443,7 @@ fn inode_numbers_are_stable_and_tools_walk_the_tree() {
 
 #[test]
 fn readdir_merges_branches_once_per_name() {
-    let mut u = Union::new(&["rw", "ro", "ro", "ro"]);
+    let mut u = Union::new(&["rw", "ro+wh", "ro", "ro"]);
     let mut expect = Vec::new();
     for i in 0..300 {
         let b = 1 + i % 3;
@@ -452,6 +452,8 @@ fn readdir_merges_branches_once_per_name() {
         expect.push(format!("n{i}"));
     }
     fs::write(u.branch(1).join(".wh.n5"), "").unwrap();
+    // A plain `ro` branch's whiteouts are not in effect (as in aufs): n8 stays.
+    fs::write(u.branch(2).join(".wh.n8"), "").unwrap();
     fs::create_dir(u.branch(2).join(".wh..wh.plnk")).unwrap();
     expect.retain(|n| n != "n5" || 5 % 3 == 0);
     expect.sort();
@@ -462,6 +464,73 @@ fn readdir_merges_branches_once_per_name() {
     fs::remove_file(u.m("n7")).unwrap();
     expect.retain(|n| n != "n7");
     assert_eq!(names(&u.mnt()), expect);
+}
+
+/// Names looked up before their directory was ever listed are found by probing each
+/// branch for them alone; they must resolve as the merged listing says.
+#[test]
+fn names_looked_up_before_a_listing_resolve_as_the_listing_shows() {
+    let mut u = Union::new(&["rw", "ro+wh", "ro", "ro+wh"]);
+    let b = |i: usize, rel: &str| u.branch(i).join(rel);
+    write(b(1, ".wh.gone"), "");
+    write(b(1, "opq/new"), "new");
+    write(b(1, "opq/.wh..wh..opq"), "");
+    write(b(1, "over"), "file");
+    // Branch 2 is plain `ro`: its whiteout hides nothing.
+    write(b(2, ".wh.kept"), "");
+    write(b(2, "d/two"), "2");
+    write(b(3, "gone"), "x");
+    write(b(3, "opq/old"), "old");
+    write(b(3, "over/inside"), "x");
+    write(b(3, "kept"), "kept");
+    write(b(3, "d/three"), "3");
+    write(b(3, "deep/er/file"), "deep");
+    let paths = [
+        "gone",
+        "opq/old",
+        "opq/new",
+        "over",
+        "over/inside",
+        "kept",
+        "d/two",
+        "d/three",
+        "deep/er/file",
+        "nothere",
+        "d/nothere",
+    ];
+    let look = |u: &Union| -> Vec<String> {
+        paths
+            .iter()
+            .map(|p| match fs::read_to_string(u.m(p)) {
+                Ok(s) => s,
+                Err(e) => format!("errno {}", e.raw_os_error().unwrap()),
+            })
+            .collect()
+    };
+    let want: Vec<String> = [
+        "errno 2", "errno 2", "new", "file", "errno 20", "kept", "2", "3", "deep", "errno 2",
+        "errno 2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    u.mount();
+    assert_eq!(look(&u), want, "looked up first");
+    u.remount();
+    for d in ["", "opq", "d", "deep", "deep/er"] {
+        names(&u.m(d));
+    }
+    assert_eq!(look(&u), want, "looked up after listing");
+    assert_eq!(names(&u.mnt()), ["d", "deep", "kept", "opq", "over"]);
+    assert_eq!(names(&u.m("opq")), ["new"]);
+    // A name made where a lookup found nothing, and one removed after a lookup found it.
+    u.remount();
+    assert!(!u.m("d/four").exists() && u.m("d/two").exists());
+    write(u.m("d/four"), "4");
+    fs::remove_file(u.m("d/two")).unwrap();
+    assert_eq!(names(&u.m("d")), ["four", "three"]);
+    u.remount();
+    assert_eq!(names(&u.m("d")), ["four", "three"]);
 }
 
 #[test]
