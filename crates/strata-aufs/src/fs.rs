@@ -197,6 +197,27 @@ fn attr(ino: u64, st: &Stat) -> FileAttr {
     }
 }
 
+/// What a negative entry (node 0) carries: the kernel reads no attributes from it.
+fn absent_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 /// Longest name: a whiteout for it must fit in the branch's name limit, as aufs reports.
 const NAME_MAX: usize = 255 - 4;
 
@@ -1414,7 +1435,12 @@ impl Filesystem for Union {
                     e
                 }
             });
-        reply_entry(reply, r);
+        match r {
+            // The kernel keeps the name's absence (node 0) as long as an entry: a name only
+            // appears through this filesystem's own operations, which replace it.
+            Err(e) if e == Errno::ENOENT => reply.entry(&TTL, &absent_attr(), Generation(0)),
+            r => reply_entry(reply, r),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {

@@ -792,6 +792,74 @@ fn requests_are_served_on_the_cpu_that_made_them() {
     );
 }
 
+/// Requests the server has woken for, over all its threads.
+fn server_wakeups(pid: i32) -> u64 {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            let s = read(t.path().join("status"));
+            let line = s
+                .lines()
+                .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+                .unwrap();
+            line.split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+/// An absent name is kept absent by the kernel (a negative entry): asking again costs no
+/// request, and every way of making the name replaces the negative entry.
+#[test]
+fn absent_names_are_cached_until_made_here() {
+    let mut u = Union::new(&["rw", "ro+wh"]);
+    write(u.branch(1).join("gone"), "x");
+    write(u.branch(1).join(".wh.hidden"), "");
+    write(u.branch(1).join("src"), "moved");
+    u.mount();
+    fs::remove_file(u.m("gone")).unwrap();
+    let names = ["new", "dir", "sym", "link", "renamed", "gone", "hidden"];
+    for n in names {
+        assert!(!u.m(n).exists(), "{n}");
+    }
+    let pid = server_of(&u.mnt());
+    let before = server_wakeups(pid);
+    for _ in 0..200 {
+        for n in names {
+            assert_eq!(errno(fs::metadata(u.m(n))), libc::ENOENT);
+        }
+    }
+    let woke = server_wakeups(pid) - before;
+    assert!(
+        woke < 50,
+        "the server woke {woke} times for 1,400 absent lookups"
+    );
+    write(u.m("new"), "1");
+    fs::create_dir(u.m("dir")).unwrap();
+    std::os::unix::fs::symlink("new", u.m("sym")).unwrap();
+    fs::hard_link(u.m("new"), u.m("link")).unwrap();
+    fs::rename(u.m("src"), u.m("renamed")).unwrap();
+    write(u.m("gone"), "2");
+    write(u.m("hidden"), "3");
+    let look = |u: &Union| {
+        assert_eq!(read(u.m("new")), "1");
+        assert!(u.m("dir").is_dir());
+        assert_eq!(read(u.m("sym")), "1");
+        assert_eq!(read(u.m("link")), "1");
+        assert_eq!(read(u.m("renamed")), "moved");
+        assert!(!u.m("src").exists());
+        assert_eq!(read(u.m("gone")), "2");
+        assert_eq!(read(u.m("hidden")), "3");
+    };
+    look(&u);
+    u.remount();
+    look(&u);
+}
+
 fn random_io(options: &str) {
     let mut u = Union::new(&["rw", "ro"]);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
