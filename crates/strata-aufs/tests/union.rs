@@ -471,20 +471,24 @@ fn readdir_merges_branches_once_per_name() {
 #[test]
 fn names_looked_up_before_a_listing_resolve_as_the_listing_shows() {
     let mut u = Union::new(&["rw", "ro+wh", "ro", "ro+wh"]);
-    let b = |i: usize, rel: &str| u.branch(i).join(rel);
-    write(b(1, ".wh.gone"), "");
-    write(b(1, "opq/new"), "new");
-    write(b(1, "opq/.wh..wh..opq"), "");
-    write(b(1, "over"), "file");
-    // Branch 2 is plain `ro`: its whiteout hides nothing.
-    write(b(2, ".wh.kept"), "");
-    write(b(2, "d/two"), "2");
-    write(b(3, "gone"), "x");
-    write(b(3, "opq/old"), "old");
-    write(b(3, "over/inside"), "x");
-    write(b(3, "kept"), "kept");
-    write(b(3, "d/three"), "3");
-    write(b(3, "deep/er/file"), "deep");
+    // (branch, path, content); branch 2 is plain `ro`: its whiteout hides nothing.
+    let layout = [
+        (1, ".wh.gone", ""),
+        (1, "opq/new", "new"),
+        (1, "opq/.wh..wh..opq", ""),
+        (1, "over", "file"),
+        (2, ".wh.kept", ""),
+        (2, "d/two", "2"),
+        (3, "gone", "x"),
+        (3, "opq/old", "old"),
+        (3, "over/inside", "x"),
+        (3, "kept", "kept"),
+        (3, "d/three", "3"),
+        (3, "deep/er/file", "deep"),
+    ];
+    for (b, rel, data) in layout {
+        write(u.branch(b).join(rel), data);
+    }
     let paths = [
         "gone",
         "opq/old",
