@@ -1,7 +1,9 @@
 //! Copying one object (file, directory, link, device) from a lower branch into the
 //! writable one, with its owner, mode, times and extended attributes. The copy is made
-//! under a temporary `.wh..wh.` name and renamed into place, so a crash leaves either the
-//! lower object visible or the complete copy.
+//! under a temporary `.wh..wh.` name, its data synced, and renamed into place, so a crash
+//! leaves either the lower object visible or the complete copy: without the sync the rename
+//! can reach the disk before the data (ext4 allocates blocks at writeback), and the copy
+//! would come back empty over a lower file that was whole.
 
 use rustix::fs::{self as rfs, AtFlags, FileType as RFileType, Mode, OFlags, Stat, Timestamps};
 use std::ffi::{OsStr, OsString};
@@ -154,7 +156,8 @@ fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
 }
 
 /// Creates `dst_dir/tmp` as a copy of `src_dir/name`: a directory empty, a regular file
-/// with its data unless `with_data` is false (for a copy-up that truncates anyway).
+/// with its data unless `with_data` is false (for a copy-up that truncates anyway), the
+/// data synced unless `volatile`.
 pub(crate) fn copy_object(
     src_dir: BorrowedFd<'_>,
     name: &OsStr,
@@ -162,6 +165,7 @@ pub(crate) fn copy_object(
     dst_dir: BorrowedFd<'_>,
     tmp: &OsStr,
     with_data: bool,
+    volatile: bool,
 ) -> io::Result<()> {
     let kind = RFileType::from_raw_mode(st.st_mode);
     let made = match kind {
@@ -180,6 +184,9 @@ pub(crate) fn copy_object(
                     Mode::empty(),
                 )?;
                 copy_data(&src, &dst, st.st_size as u64)?;
+                if !volatile && st.st_size > 0 {
+                    rfs::fdatasync(&dst)?;
+                }
             }
             Ok(())
         })(),

@@ -126,6 +126,8 @@ pub struct Union {
     killpriv: AtomicBool,
     /// Ask for FUSE over io_uring at init.
     uring: bool,
+    /// Copy-ups are not synced (see [`crate::MountConfig::volatile`]).
+    volatile: bool,
     state: Mutex<State>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -440,6 +442,7 @@ impl Union {
             no_opendir: AtomicBool::new(false),
             killpriv: AtomicBool::new(false),
             uring: config.uring,
+            volatile: config.volatile,
             state: Mutex::new(state),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -909,8 +912,16 @@ impl Union {
             None
         };
         let tmp = temp_name();
-        copyup::copy_object(src_dir.as_fd(), name, &s, dst_dir.as_fd(), &tmp, with_data)
-            .map_err(errno)?;
+        copyup::copy_object(
+            src_dir.as_fd(),
+            name,
+            &s,
+            dst_dir.as_fd(),
+            &tmp,
+            with_data,
+            self.volatile,
+        )
+        .map_err(errno)?;
         if let Some(p) = &plnk {
             let _ = rfs::linkat(&dst_dir, &tmp, p, &plnk_name, AtFlags::empty());
         }

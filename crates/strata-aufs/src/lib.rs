@@ -101,6 +101,9 @@ pub struct MountConfig {
     pub passthrough: bool,
     /// Take requests over io_uring, a queue per CPU, where the kernel offers it.
     pub uring: bool,
+    /// Copies made by copy-up need not survive a crash (`volatile`, for a container that
+    /// is removed when it exits): they are not synced before they replace the lower file.
+    pub volatile: bool,
     /// The source shown in the mount table.
     pub fsname: String,
 }
@@ -117,6 +120,7 @@ impl MountConfig {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
             passthrough: true,
             uring: true,
+            volatile: false,
             fsname: "strata-aufs".into(),
         }
     }
@@ -146,6 +150,7 @@ impl MountConfig {
             "nopassthrough" => self.passthrough = false,
             "uring" => self.uring = true,
             "nouring" => self.uring = false,
+            "volatile" => self.volatile = true,
             o => match o.split_once('=') {
                 Some(("br" | "dirs", v)) => self.branches = parse_branches(v)?,
                 Some(("fsname", v)) => self.fsname = v.to_string(),

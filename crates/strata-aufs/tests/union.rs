@@ -796,6 +796,64 @@ fn requests_are_served_on_the_cpu_that_made_them() {
     );
 }
 
+/// Flags of the extents of `path` (FIEMAP): whether each block is allocated yet.
+fn extent_flags(path: &Path) -> Vec<u32> {
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const EXTENTS: usize = 64;
+    // struct fiemap (32 bytes) followed by EXTENTS struct fiemap_extent (56 bytes each).
+    let mut buf = vec![0u64; (32 + 56 * EXTENTS) / 8];
+    buf[1] = u64::MAX; // fm_length
+    let words = buf.as_mut_ptr() as *mut u32;
+    let f = fs::File::open(path).unwrap();
+    // SAFETY: `buf` is a struct fiemap with room for EXTENTS extents; fm_flags 0 (no
+    // sync: a sync would allocate what the test wants to see unallocated).
+    let rc = unsafe {
+        *words.add(6) = EXTENTS as u32; // fm_extent_count
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            FS_IOC_FIEMAP,
+            buf.as_mut_ptr(),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "FIEMAP on {} (the test's temp dir needs a filesystem with it, such as ext4): {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: filled in by the kernel: fm_mapped_extents, then each extent's fe_flags.
+    unsafe {
+        let n = *words.add(5) as usize;
+        (0..n).map(|i| *words.add((32 + 56 * i + 40) / 4)).collect()
+    }
+}
+
+/// A copy-up's data is on disk before the copy replaces the lower file (a crash must not
+/// bring back an empty copy over a whole lower file); `volatile` mounts skip that.
+#[test]
+fn copied_up_data_is_synced_unless_volatile() {
+    const DELALLOC: u32 = 0x4; // FIEMAP_EXTENT_DELALLOC: no block allocated yet
+    for (opts, synced) in [(",allow_other", true), (",allow_other,volatile", false)] {
+        let mut u = Union::new(&["rw", "ro"]);
+        let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        fs::write(u.branch(1).join("big"), &data).unwrap();
+        // The lower file's own blocks are allocated and on disk.
+        rustix::fs::sync();
+        u.mount_with(opts);
+        let f = fs::OpenOptions::new().write(true).open(u.m("big")).unwrap();
+        f.write_all_at(b"!", 4096).unwrap();
+        let flags = extent_flags(&u.branch(0).join("big"));
+        assert!(!flags.is_empty(), "{opts}: the copy has extents");
+        let delalloc = flags.iter().any(|f| f & DELALLOC != 0);
+        assert_eq!(delalloc, !synced, "{opts}: extent flags {flags:x?}");
+        drop(f);
+        let mut want = data;
+        want[4096] = b'!';
+        assert!(fs::read(u.m("big")).unwrap() == want, "{opts}: content");
+    }
+}
+
 /// Requests the server has woken for, over all its threads.
 fn server_wakeups(pid: i32) -> u64 {
     fs::read_dir(format!("/proc/{pid}/task"))

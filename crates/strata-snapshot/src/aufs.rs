@@ -131,6 +131,10 @@ impl Driver for Aufs {
         branches.extend(s.parents.iter().map(|p| self.lower_branch(*p)));
         let mut options = vec![format!("br={}", branches.join(":"))];
         options.push(if readonly { "ro" } else { "rw" }.into());
+        if s.volatile && !readonly {
+            // A container removed when it exits: its copy-ups need not survive a crash.
+            options.push("volatile".into());
+        }
         Ok(vec![Mount {
             kind: "aufs".into(),
             source: "none".into(),
@@ -216,5 +220,11 @@ mod tests {
             d.diff_dir(1).display()
         );
         assert_eq!(br, &want);
+        assert!(!m[0].options.iter().any(|o| o == "volatile"));
+        // A container removed when it exits: its copy-ups are not synced.
+        let mut l = layout(4, vec![1], Kind::Active);
+        l.volatile = true;
+        let m = d.mounts(&l).unwrap();
+        assert!(m[0].options.iter().any(|o| o == "volatile"));
     }
 }
