@@ -127,11 +127,18 @@ fn copy_meta(
     Ok(())
 }
 
-/// Copies a regular file's bytes, skipping holes; reflinks where the filesystem can.
-fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
+/// Bytes copied between starts of writeback, for a copy that is synced at the end.
+const WRITEBACK_CHUNK: usize = 8 << 20;
+
+/// Copies a regular file's bytes, skipping holes; reflinks where the filesystem can. With
+/// `sync`, writeback of each chunk starts as soon as it is copied (`sync_file_range`), so
+/// the disk writes go on while the rest is copied and the closing `fdatasync` waits only
+/// for the tail: a synced 500 MB copy-up took the copy's time plus the disk's before.
+fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64, sync: bool) -> io::Result<()> {
     if size == 0 || rfs::ioctl_ficlone(dst, src).is_ok() {
         return Ok(());
     }
+    let chunk = if sync { WRITEBACK_CHUNK } else { usize::MAX };
     let mut pos = 0u64;
     while pos < size {
         let data = match rfs::seek(src, rfs::SeekFrom::Data(pos)) {
@@ -143,10 +150,25 @@ fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
         let mut off_in = data;
         let mut off_out = data;
         while off_in < hole {
-            let len = (hole - off_in) as usize;
+            let start = off_out;
+            let len = ((hole - off_in) as usize).min(chunk);
             let n = rfs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), len)?;
             if n == 0 {
                 break;
+            }
+            if sync {
+                // SAFETY: plain syscall on an fd we own; it only starts writeback.
+                let rc = unsafe {
+                    libc::sync_file_range(
+                        dst.as_raw_fd(),
+                        start as i64,
+                        n as i64,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    )
+                };
+                if rc != 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
         }
         pos = hole;
@@ -183,7 +205,7 @@ pub(crate) fn copy_object(
                     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )?;
-                copy_data(&src, &dst, st.st_size as u64)?;
+                copy_data(&src, &dst, st.st_size as u64, !volatile)?;
                 if !volatile && st.st_size > 0 {
                     rfs::fdatasync(&dst)?;
                 }
