@@ -6,6 +6,7 @@
 //! filesystem, which updates the view as it goes.
 
 use fuser::FileType;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -75,7 +76,7 @@ pub(crate) fn cookie(name: &OsStr) -> u64 {
     (h.finish() & ((1 << 62) - 1)).max(3)
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct DirView {
     /// The branches this directory's contents come from, top first.
     pub dirs: Vec<u16>,
@@ -89,13 +90,20 @@ pub(crate) struct DirView {
 impl DirView {
     /// Merges the directory from each of `dirs` (top first); `read(b)` lists branch `b`'s
     /// copy as (name, kind, inode number), `None` where the branch has none; `wh(b)` says
-    /// whether branch `b`'s whiteouts and opaque markers are in effect.
+    /// whether branch `b`'s whiteouts and opaque markers are in effect. Its maps hash with
+    /// `hasher`: one per union, so no thread seeds its own.
     pub fn build(
+        hasher: &RandomState,
         dirs: &[u16],
         wh: impl Fn(u16) -> bool,
         mut read: impl FnMut(u16) -> std::io::Result<Option<Vec<(OsString, FileType, u64)>>>,
     ) -> std::io::Result<DirView> {
-        let mut v = DirView::default();
+        let mut v = DirView {
+            dirs: Vec::new(),
+            entries: HashMap::with_hasher(hasher.clone()),
+            hidden: HashSet::with_hasher(hasher.clone()),
+            listing: None,
+        };
         for &b in dirs {
             let Some(list) = read(b)? else { continue };
             v.dirs.push(b);
@@ -238,6 +246,7 @@ mod tests {
     fn build_with(branches: Vec<Vec<(&str, FileType)>>, no_wh: &[u16]) -> DirView {
         let dirs: Vec<u16> = (0..branches.len() as u16).collect();
         DirView::build(
+            &RandomState::new(),
             &dirs,
             |b| !no_wh.contains(&b),
             |b| {
