@@ -21,6 +21,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use strata_archive::walk::open_dir_at;
+use strata_archive::whiteout::{META_PREFIX, OPAQUE, PREFIX};
 use strata_archive::WhiteoutFormat;
 
 /// Beside a committed layer's `diff`: the branch holds no whiteout and no opaque marker.
@@ -70,10 +71,11 @@ fn has_whiteouts(dir: &impl AsFd) -> io::Result<bool> {
         let e = e?;
         let name = OsStr::from_bytes(e.file_name().to_bytes());
         let b = name.as_bytes();
-        if b.starts_with(b".wh.") && (!b.starts_with(b".wh..wh.") || b == b".wh..wh..opq") {
+        let (prefix, meta) = (PREFIX.as_bytes(), META_PREFIX.as_bytes());
+        if b.starts_with(prefix) && (!b.starts_with(meta) || b == OPAQUE.as_bytes()) {
             return Ok(true);
         }
-        if b == b"." || b == b".." || b.starts_with(b".wh.") {
+        if b == b"." || b == b".." || b.starts_with(prefix) {
             continue;
         }
         let is_dir = match e.file_type() {
