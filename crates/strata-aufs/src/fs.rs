@@ -85,6 +85,21 @@ struct Probed {
     names: HashMap<OsString, Option<Entry>>,
 }
 
+/// A branch directory names are looked up in (see [`Union::lookup_dir`]).
+enum LookupDir<'a> {
+    Root(BorrowedFd<'a>),
+    Opened(OwnedFd),
+}
+
+impl AsFd for LookupDir<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            LookupDir::Root(fd) => fd.as_fd(),
+            LookupDir::Opened(fd) => fd.as_fd(),
+        }
+    }
+}
+
 /// An open file.
 struct Handle {
     ino: u64,
@@ -479,6 +494,29 @@ impl Union {
         )?)
     }
 
+    /// Directory `rel` of branch `b` to look names up in (`*at` calls): the branch root's
+    /// own fd when `rel` is the root, else opened `O_PATH` by [`Self::dir_fd`].
+    fn lookup_dir(&self, b: u16, rel: &Path) -> io::Result<LookupDir<'_>> {
+        if rel.as_os_str().is_empty() {
+            return Ok(LookupDir::Root(self.branches[b as usize].fd.as_fd()));
+        }
+        Ok(LookupDir::Opened(self.dir_fd(b, rel, OFlags::PATH)?))
+    }
+
+    /// Index in `open` of branch `b`'s copy of `rel`, opened there if it is not yet.
+    fn lookup_dir_once<'s>(
+        &'s self,
+        open: &mut Vec<(u16, LookupDir<'s>)>,
+        b: u16,
+        rel: &Path,
+    ) -> io::Result<usize> {
+        if let Some(i) = open.iter().position(|o| o.0 == b) {
+            return Ok(i);
+        }
+        open.push((b, self.lookup_dir(b, rel)?));
+        Ok(open.len() - 1)
+    }
+
     fn parent_fd(&self, b: u16, path: &Path) -> io::Result<OwnedFd> {
         self.dir_fd(b, split(path).0, OFlags::PATH)
     }
@@ -509,11 +547,7 @@ impl Union {
             let dir = self.wdir(st, parent)?;
             return rfs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr);
         }
-        if parent.as_os_str().is_empty() {
-            let root = &self.branches[b as usize].fd;
-            return rfs::statat(root, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr);
-        }
-        let dir = self.dir_fd(b, parent, OFlags::PATH).map_err(errno)?;
+        let dir = self.lookup_dir(b, parent).map_err(errno)?;
         rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)
     }
 
@@ -617,17 +651,9 @@ impl Union {
         dir: &Path,
         name: &OsStr,
     ) -> Res<(Option<Entry>, Option<Stat>)> {
-        let root = dir.as_os_str().is_empty();
         // The directory's copies opened in this call: opened once per branch for every
         // name looked at there.
-        let mut open: Vec<(u16, OwnedFd)> = Vec::new();
-        let at = |b: u16, open: &mut Vec<(u16, OwnedFd)>| -> io::Result<usize> {
-            if let Some(i) = open.iter().position(|o| o.0 == b) {
-                return Ok(i);
-            }
-            open.push((b, self.dir_fd(b, dir, OFlags::PATH)?));
-            Ok(open.len() - 1)
-        };
+        let mut open = Vec::new();
         if !st.probed.contains_key(dir) {
             let e = self.entry(st, dir)?;
             if e.kind != FileType::Directory {
@@ -639,18 +665,10 @@ impl Union {
                     dirs.push(b);
                     continue;
                 }
-                let marker = if root {
-                    rfs::statat(
-                        &self.branches[b as usize].fd,
-                        OPAQUE,
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                } else {
-                    match at(b, &mut open) {
-                        Ok(i) => rfs::statat(&open[i].1, OPAQUE, AtFlags::SYMLINK_NOFOLLOW),
-                        Err(e) if absent(&e) => continue,
-                        Err(e) => return Err(errno(e)),
-                    }
+                let marker = match self.lookup_dir_once(&mut open, b, dir) {
+                    Ok(i) => rfs::statat(&open[i].1, OPAQUE, AtFlags::SYMLINK_NOFOLLOW),
+                    Err(e) if absent(&e) => continue,
+                    Err(e) => return Err(errno(e)),
                 };
                 dirs.push(b);
                 match marker {
@@ -666,13 +684,8 @@ impl Union {
         let mut top = None;
         let wh = |b: u16| self.branches[b as usize].whiteouts;
         let found = view::probe(&p.dirs, wh, name, |b, n| {
-            let s = if root {
-                rfs::statat(&self.branches[b as usize].fd, n, AtFlags::SYMLINK_NOFOLLOW)
-            } else {
-                let i = at(b, &mut open)?;
-                rfs::statat(&open[i].1, n, AtFlags::SYMLINK_NOFOLLOW)
-            };
-            match s {
+            let i = self.lookup_dir_once(&mut open, b, dir)?;
+            match rfs::statat(&open[i].1, n, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(s) => {
                     if top.is_none() && n == name {
                         top = Some(s);
