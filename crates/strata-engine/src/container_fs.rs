@@ -42,8 +42,8 @@ impl Engine {
         let target = self.container_mount_point(&c.id);
         if strata_snapshot::mount::dead_fuse(&target) {
             // Its union server died (killed, OOM): the mount is left as a dead end that
-            // only answers errors (see `dead_fuse`). Replace it (detached: processes of the container may
-            // still hold it); the branches on disk are intact.
+            // only answers errors (see `dead_fuse`). Replace it (detached: processes of the
+            // container may still hold it); the branches on disk are intact.
             unmount_below(&target)?;
             rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH).map_err(|e| {
                 EngineError::io(format!("unmounting {}", target.display()), e.into())
