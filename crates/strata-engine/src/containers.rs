@@ -372,32 +372,7 @@ impl Engine {
             &host.volumes_from,
             &icfg.volumes().clone().unwrap_or_default(),
         )?;
-        let made = (|| -> Result<()> {
-            // The row and the volumes it uses, together.
-            let inserted = self.db.write(|tx| -> rusqlite::Result<()> {
-                tx.execute(
-                    "INSERT INTO containers (id, name, image, image_name, config, created, state, auto_remove, host_config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', ?7, ?8)",
-                    params![id, name, image.to_string(), opts.image, serde_json::to_string(&config).expect("config serialises"), now(), opts.auto_remove, serde_json::to_string(&host).expect("host config serialises")],
-                )?;
-                crate::volumes::link_volumes(tx, &id, &host.mount_points)
-            });
-            match inserted {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    return Err(EngineError::Conflict(match self.container(&name) {
-                        Ok(other) => format!(
-                            "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
-                            other.id
-                        ),
-                        // The other constraint: a volume it names was removed meanwhile.
-                        Err(_) => format!(
-                            "a volume of container {name} was removed while it was created: create it again"
-                        ),
-                    }));
-                }
-                other => other?,
-            }
+        let made: Result<()> = {
             let parent = img.top_layer.map(|t| t.to_string());
             let mut prepare = PrepareOpts {
                 size_limit,
@@ -409,15 +384,45 @@ impl Engine {
                     "true".to_string(),
                 ));
             }
-            if let Err(e) = self.snapshots.prepare(&id, parent.as_deref(), &prepare) {
-                let _ = self
-                    .db
-                    .conn()
-                    .execute("DELETE FROM containers WHERE id = ?1", [&id]);
-                return Err(e.into());
+            // The row and the volumes it uses are recorded with the writable layer's
+            // snapshot, in one transaction.
+            let record = |tx: &rusqlite::Transaction<'_>| -> rusqlite::Result<()> {
+                tx.execute(
+                    "INSERT INTO containers (id, name, image, image_name, config, created, state, auto_remove, host_config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', ?7, ?8)",
+                    params![id, name, image.to_string(), opts.image, serde_json::to_string(&config).expect("config serialises"), now(), opts.auto_remove, serde_json::to_string(&host).expect("host config serialises")],
+                )?;
+                crate::volumes::link_volumes(tx, &id, &host.mount_points)
+            };
+            match self
+                .snapshots
+                .prepare_with(&id, parent.as_deref(), &prepare, record)
+            {
+                Ok(_) => Ok(()),
+                Err(SnapshotError::Db(rusqlite::Error::SqliteFailure(e, _)))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(EngineError::Conflict(match self.container(&name) {
+                        Ok(other) => format!(
+                            "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                            other.id
+                        ),
+                        // The other constraint: a volume it names was removed meanwhile.
+                        Err(_) => format!(
+                            "a volume of container {name} was removed while it was created: create it again"
+                        ),
+                    }))
+                }
+                Err(e) => {
+                    // The records were committed when the storage failed after them: the
+                    // snapshotter removed its own, the row goes too.
+                    let _ = self
+                        .db
+                        .conn()
+                        .execute("DELETE FROM containers WHERE id = ?1", [&id]);
+                    Err(e.into())
+                }
             }
-            Ok(())
-        })();
+        };
         if made.is_err() {
             // Volumes are made before the row names them: the anonymous ones go again.
             let _ = self.remove_anonymous_volumes(&host.mount_points);
@@ -466,12 +471,9 @@ impl Engine {
                 "UPDATE containers SET state = 'removing' WHERE id = ?1",
                 [&c.id],
             )?;
-            let res = self.remove_container_storage(&c.id);
+            let res = self.delete_container(&c.id);
             match res {
                 Ok(()) => {
-                    self.db
-                        .conn()
-                        .execute("DELETE FROM containers WHERE id = ?1", [&c.id])?;
                     if volumes {
                         self.remove_anonymous_volumes(&c.host.mount_points)?;
                     }
@@ -489,8 +491,9 @@ impl Engine {
         })
     }
 
-    /// Unmounts a container and removes its writable layer and mount point.
-    pub(crate) fn remove_container_storage(&self, id: &str) -> Result<()> {
+    /// Unmounts a container, removes its writable layer and mount point, and deletes its
+    /// row (with the layer's record, in one transaction).
+    pub(crate) fn delete_container(&self, id: &str) -> Result<()> {
         let target = self.container_mount_point(id);
         self.unmount_tree(&target)?;
         // Only known, empty entries: never a recursive delete next to a mount point.
@@ -498,8 +501,19 @@ impl Engine {
         let _ = std::fs::remove_dir(&target);
         let _ = std::fs::remove_file(dir.join("lock"));
         let _ = std::fs::remove_dir(dir);
-        match self.snapshots.remove(id) {
-            Ok(()) | Err(SnapshotError::NotFound(_)) => Ok(()),
+        // The container's row goes with its writable layer's, in one transaction.
+        let delete_row = |tx: &rusqlite::Transaction<'_>| -> rusqlite::Result<()> {
+            tx.execute("DELETE FROM containers WHERE id = ?1", [id])?;
+            Ok(())
+        };
+        match self.snapshots.remove_with(id, delete_row) {
+            Ok(()) => Ok(()),
+            Err(SnapshotError::NotFound(_)) => {
+                self.db
+                    .conn()
+                    .execute("DELETE FROM containers WHERE id = ?1", [id])?;
+                Ok(())
+            }
             Err(e) => Err(e.into()),
         }
     }

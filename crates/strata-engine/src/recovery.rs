@@ -53,10 +53,7 @@ impl Engine {
             }
         }
         for id in self.half_removed_containers()? {
-            self.remove_container_storage(&id)?;
-            self.db
-                .conn()
-                .execute("DELETE FROM containers WHERE id = ?1", [&id])?;
+            self.delete_container(&id)?;
             done.push(format!("container {id}"));
         }
         for s in self.stray_snapshots()? {

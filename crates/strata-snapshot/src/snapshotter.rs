@@ -112,12 +112,26 @@ impl Snapshotter {
         parent: Option<&str>,
         opts: &PrepareOpts,
     ) -> Result<Vec<Mount>> {
-        self.create(Kind::Active, key, parent, opts)
+        self.create(Kind::Active, key, parent, opts, |_| Ok(()))
+    }
+
+    /// Prepares like `prepare`, running `record` in the transaction that records the
+    /// snapshot: one commit (and one sync) for both, and the caller's record exists
+    /// exactly when the snapshot's does. If the storage cannot be made afterwards, the
+    /// snapshot's record goes again and the caller's is the caller's to remove.
+    pub fn prepare_with(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        opts: &PrepareOpts,
+        record: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<Vec<Mount>> {
+        self.create(Kind::Active, key, parent, opts, record)
     }
 
     /// A new read-only snapshot on `parent`.
     pub fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
-        self.create(Kind::View, key, parent, &PrepareOpts::default())
+        self.create(Kind::View, key, parent, &PrepareOpts::default(), |_| Ok(()))
     }
 
     fn create(
@@ -126,6 +140,7 @@ impl Snapshotter {
         key: &str,
         parent: Option<&str>,
         opts: &PrepareOpts,
+        record: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<Vec<Mount>> {
         if key.is_empty() {
             return Err(SnapshotError::InvalidArgument(
@@ -155,7 +170,9 @@ impl Snapshotter {
                     Some(pr.id)
                 }
             };
-            Ok(metastore::insert(tx, key, kind, parent_id, &labels, &now())?)
+            let id = metastore::insert(tx, key, kind, parent_id, &labels, &now())?;
+            record(tx)?;
+            Ok(id)
         })?;
         let parents = metastore::ancestors(&self.db.conn(), id)?;
         let layout = Layout::new(id, parents, kind, &labels);
@@ -227,6 +244,16 @@ impl Snapshotter {
     }
 
     pub fn remove(&self, key: &str) -> Result<()> {
+        self.remove_with(key, |_| Ok(()))
+    }
+
+    /// Removes like `remove`, running `record` in the transaction that deletes the
+    /// snapshot's record: one commit (and one sync) for both.
+    pub fn remove_with(
+        &self,
+        key: &str,
+        record: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<()> {
         let r = self.row(key)?;
         {
             let mut conn = self.db.conn();
@@ -245,6 +272,7 @@ impl Snapshotter {
                 )));
             }
             tx.execute("DELETE FROM snapshots WHERE id = ?1", [r.id])?;
+            record(tx)?;
             Ok(())
         })
     }
