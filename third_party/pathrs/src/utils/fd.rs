@@ -288,11 +288,27 @@ impl<Fd: AsFd> FdExt for Fd {
     }
 
     fn as_unsafe_path_unchecked(&self) -> Result<PathBuf, Error> {
-        // "/proc/thread-self/fd/$n"
-        let fd_path = PathBuf::from("/proc").join(proc_threadself_subpath(
-            RawProcfsRoot::UnsafeGlobal,
-            &proc_subpath(self.as_fd())?,
-        ));
+        // strata: whether the host's /proc has "thread-self" is looked up once per
+        // process rather than per call (opening and checking /proc: five
+        // syscalls). This only names fds in error messages, and the lookups
+        // libcontainer makes build, then drop, such an error for every missing
+        // path component and every magic-link they meet.
+        static GLOBAL_THREAD_SELF: once_cell::sync::OnceCell<bool> =
+            once_cell::sync::OnceCell::new();
+        let subpath = proc_subpath(self.as_fd())?;
+        let fd_path = if *GLOBAL_THREAD_SELF.get_or_init(|| {
+            RawProcfsRoot::UnsafeGlobal
+                .exists_unchecked("thread-self")
+                .is_ok()
+        }) {
+            // "/proc/thread-self/fd/$n"
+            PathBuf::from("/proc/thread-self").join(subpath)
+        } else {
+            PathBuf::from("/proc").join(proc_threadself_subpath(
+                RawProcfsRoot::UnsafeGlobal,
+                &subpath,
+            ))
+        };
 
         // Because this code is used within syscalls, we can't even check the
         // filesystem type of /proc (unless we were to copy the logic here).
