@@ -1018,6 +1018,46 @@ all_tests!(
     native_on_devicemapper = "native" on "devicemapper"
 );
 
+/// `start` spawns the shim before it mounts the root and writes the bundle, and lets it
+/// go only then. A start refused in between leaves no shim process, mount or cgroup, and
+/// the container can start once what it needed is there.
+#[test]
+fn a_start_refused_before_the_shim_goes_leaves_nothing() {
+    let s = setup("native");
+    s.ok(&["create", "--name", "other", "busybox", "sleep", "1000"]);
+    s.ok(&[
+        "create",
+        "--name",
+        "joiner",
+        "--network",
+        "container:other",
+        "busybox",
+        "true",
+    ]);
+    let id = s.cid("joiner");
+    let e = s.fails(&["start", "joiner"]);
+    assert!(
+        e.contains("cannot join network of a non running container"),
+        "{e}"
+    );
+    assert_eq!(inspect(&s, "joiner", "{{.State.Status}}"), "created");
+    let shims: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&id))
+        .collect();
+    assert!(
+        shims.is_empty(),
+        "a process of the refused start remains: {shims:?}"
+    );
+    s.assert_gone(&id);
+    s.ok(&["start", "other"]);
+    assert_eq!(s.exit_code(&["start", "-a", "joiner"]), 0);
+    s.ok(&["rm", "-f", "joiner", "other"]);
+}
+
 #[test]
 fn info_lists_runtimes_and_added_ones_run() {
     let s = setup("native");

@@ -7,7 +7,7 @@ use crate::containers::Container;
 use crate::error::{EngineError, Result};
 use crate::Engine;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use strata_exec::runtime::{self, Runtime};
 use strata_exec::shim::STOPPED_MARK;
@@ -204,6 +204,53 @@ impl Engine {
         let lock = self.run_lock(&c.id)?;
         self.delete_leftover_runtime_state(&c);
         let io = |what: &str, e: std::io::Error| EngineError::io(what.to_string(), e);
+        // The shim starts first and waits for its config: its exec and start-up overlap
+        // the mount and the bundle below.
+        let arg_dir = dir.clone().into_os_string();
+        let spawn = SpawnOptions {
+            client,
+            detach: true,
+            exe: ShimExe::ViewOrDisk,
+            gated: true,
+            ..Default::default()
+        };
+        let mut shim = spawn_shim(&["start".as_ref(), arg_dir.as_os_str()], spawn)
+            .map_err(|e| io("starting the shim", e))?;
+        let started = match self.prepare_run(&c, &dir) {
+            Err(e) => {
+                // Its go pipe closes: the shim exits having done nothing.
+                shim.abandon();
+                Err(e)
+            }
+            Ok(generation) => match shim.go() {
+                Err(e) => {
+                    shim.abandon();
+                    Err(io("starting the shim", e))
+                }
+                Ok(()) => match shim.wait_ready() {
+                    Ok(_) => Ok(Started { shim, generation }),
+                    Err(msg) => {
+                        let _ = shim.child.wait();
+                        Err(EngineError::StartFailed {
+                            code: strata_exec::start_error_code(&msg),
+                            message: msg,
+                        })
+                    }
+                },
+            },
+        };
+        if started.is_err() {
+            let _ = self.release_run_mount(&c);
+        }
+        drop(lock);
+        started
+    }
+
+    /// What a run needs before its shim goes: the root mounted (unless it still is), the
+    /// bundle and the shim's config written. Returns the run's generation. The caller
+    /// releases the mount on an error.
+    fn prepare_run(&self, c: &Container, dir: &Path) -> Result<u64> {
+        let io = |what: &str, e: std::io::Error| EngineError::io(what.to_string(), e);
         let mark = dir.join(RUN_MOUNT_MARK);
         let rootfs = if mark.exists() {
             self.container_mount_point(&c.id)
@@ -217,82 +264,54 @@ impl Engine {
                     .map_err(|e| io("reading the mount table", e))?
                     .is_empty()
             {
-                if let Err(e) = self.mount_volumes(&c.id, &c.host.mount_points, &p, true) {
-                    let _ = self.release_run_mount(&c);
-                    return Err(e);
-                }
+                self.mount_volumes(&c.id, &c.host.mount_points, &p, true)?;
             }
             p
         };
-        let started = (|| {
-            let spec = self.run_spec(&c, &rootfs, &dir)?;
-            let bundle = dir.join(state::BUNDLE_DIR);
-            std::fs::create_dir_all(&bundle).map_err(|e| io("creating the bundle", e))?;
-            let json =
-                strata_exec::spec::build(&spec).map_err(|e| EngineError::Usage(e.to_string()))?;
-            std::fs::write(bundle.join("config.json"), json)
-                .map_err(|e| io("writing config.json", e))?;
-            let _ = std::fs::remove_file(dir.join(STOPPED_MARK));
-            let generation = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            let exe = std::env::current_exe().map_err(|e| io("finding the strata binary", e))?;
-            let cfg = ShimConfig {
-                id: c.id.clone(),
-                generation,
-                runtime: c.host.runtime.clone(),
-                runtime_path: c.host.runtime_path.clone(),
-                runtime_state: self.runtime_state_dir(),
-                tty: c.config.tty,
-                open_stdin: c.config.open_stdin,
-                stdin_once: c.config.stdin_once,
-                restart: self.restart_policy(&c.host).unwrap_or_default(),
-                loopback: spec.net == strata_exec::spec::NsMode::Private,
-                console_socket: self
-                    .root
-                    .join("run")
-                    .join(format!("{}.console", &c.id[..16])),
-                cgroups_path: spec.cgroups_path.clone(),
-                exit_command: vec![
-                    exe.display().to_string(),
-                    "--root".into(),
-                    self.root.display().to_string(),
-                    "container".into(),
-                    "cleanup".into(),
-                    c.id.clone(),
-                    generation.to_string(),
-                ],
-            };
-            std::fs::create_dir_all(self.root.join("run"))
-                .map_err(|e| io("creating the run directory", e))?;
-            state::write_json(&dir, state::SHIM_FILE, &cfg)
-                .map_err(|e| io("writing the shim config", e))?;
-            let arg_dir = dir.clone().into_os_string();
-            let spawn = SpawnOptions {
-                client,
-                detach: true,
-                exe: ShimExe::ViewOrDisk,
-                ..Default::default()
-            };
-            let mut shim = spawn_shim(&["start".as_ref(), arg_dir.as_os_str()], spawn)
-                .map_err(|e| io("starting the shim", e))?;
-            match shim.wait_ready() {
-                Ok(_) => Ok(Started { shim, generation }),
-                Err(msg) => {
-                    let _ = shim.child.wait();
-                    Err(EngineError::StartFailed {
-                        code: strata_exec::start_error_code(&msg),
-                        message: msg,
-                    })
-                }
-            }
-        })();
-        if started.is_err() {
-            let _ = self.release_run_mount(&c);
-        }
-        drop(lock);
-        started
+        let spec = self.run_spec(c, &rootfs, dir)?;
+        let bundle = dir.join(state::BUNDLE_DIR);
+        std::fs::create_dir_all(&bundle).map_err(|e| io("creating the bundle", e))?;
+        let json =
+            strata_exec::spec::build(&spec).map_err(|e| EngineError::Usage(e.to_string()))?;
+        std::fs::write(bundle.join("config.json"), json)
+            .map_err(|e| io("writing config.json", e))?;
+        let _ = std::fs::remove_file(dir.join(STOPPED_MARK));
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let exe = std::env::current_exe().map_err(|e| io("finding the strata binary", e))?;
+        let cfg = ShimConfig {
+            id: c.id.clone(),
+            generation,
+            runtime: c.host.runtime.clone(),
+            runtime_path: c.host.runtime_path.clone(),
+            runtime_state: self.runtime_state_dir(),
+            tty: c.config.tty,
+            open_stdin: c.config.open_stdin,
+            stdin_once: c.config.stdin_once,
+            restart: self.restart_policy(&c.host).unwrap_or_default(),
+            loopback: spec.net == strata_exec::spec::NsMode::Private,
+            console_socket: self
+                .root
+                .join("run")
+                .join(format!("{}.console", &c.id[..16])),
+            cgroups_path: spec.cgroups_path.clone(),
+            exit_command: vec![
+                exe.display().to_string(),
+                "--root".into(),
+                self.root.display().to_string(),
+                "container".into(),
+                "cleanup".into(),
+                c.id.clone(),
+                generation.to_string(),
+            ],
+        };
+        std::fs::create_dir_all(self.root.join("run"))
+            .map_err(|e| io("creating the run directory", e))?;
+        state::write_json(dir, state::SHIM_FILE, &cfg)
+            .map_err(|e| io("writing the shim config", e))?;
+        Ok(generation)
     }
 
     /// Run by a shim as its last act: releases what the run held and removes an

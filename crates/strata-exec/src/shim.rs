@@ -21,6 +21,9 @@ use std::time::Duration;
 
 pub const READY_FD: i32 = 3;
 pub const CLIENT_FD: i32 = 4;
+/// Open in a shim started ahead of its container's config (`SpawnOptions::gated`): one
+/// byte on it says go; its closing without one says the start was given up.
+pub const GO_FD: i32 = 5;
 /// Created by `stop`/`kill` before signalling: the exit was asked for, so no restart.
 pub const STOPPED_MARK: &str = "stopped";
 
@@ -741,6 +744,14 @@ pub fn start(dir: &Path) -> i32 {
         // SAFETY: both are owned by the objects above from now on.
         let b = unsafe { BorrowedFd::borrow_raw(fd) };
         let _ = rustix::io::fcntl_setfd(b, rustix::io::FdFlags::CLOEXEC);
+    }
+    if rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(GO_FD) }).is_ok() {
+        // SAFETY: fd 5, open, is the go pipe by contract with the starter; owned here.
+        let mut go = unsafe { File::from_raw_fd(GO_FD) };
+        let mut word = [0u8; 1];
+        if !matches!(go.read(&mut word), Ok(1)) {
+            return 0;
+        }
     }
     let cfg: ShimConfig = match state::read_json(&dir.join(state::SHIM_FILE)) {
         Ok(c) => c,

@@ -8,13 +8,13 @@
 //! from the view too when there is one, and then forks the native create step without an
 //! exec; otherwise it runs from the binary on disk and never enters a container.
 
-use crate::shim::{CLIENT_FD, READY_FD};
+use crate::shim::{CLIENT_FD, GO_FD, READY_FD};
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
 use rustix::mount::{MountAttrFlags, OpenTreeFlags};
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -145,6 +145,8 @@ pub struct Spawned {
     pub child: Child,
     /// Read to its end: "ok..." once the container runs, else the error.
     pub ready: File,
+    /// A gated shim's go pipe (see `SpawnOptions::gated`).
+    go: Option<File>,
 }
 
 /// How to start a shim process.
@@ -158,6 +160,10 @@ pub struct SpawnOptions {
     pub exe: ShimExe,
     /// Its fds 0-2 (otherwise the caller's, or /dev/null when detached).
     pub stdio: Option<[OwnedFd; 3]>,
+    /// Started before what it reads is written: it waits for `Spawned::go` (and exits,
+    /// having done nothing, if the `Spawned` is dropped first). Its exec and start-up then
+    /// overlap the caller's preparations.
+    pub gated: bool,
 }
 
 /// Starts `strata-shim ARGS...` with fd 3 the ready pipe (see `SpawnOptions` for the rest).
@@ -166,6 +172,12 @@ pub fn spawn_shim(args: &[&OsStr], opts: SpawnOptions) -> std::io::Result<Spawne
     let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let ready_w = above_moved_fds(ready_w)?;
     let client = opts.client.map(above_moved_fds).transpose()?;
+    let (go_r, go_w) = if opts.gated {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        (Some(above_moved_fds(r)?), Some(File::from(w)))
+    } else {
+        (None, None)
+    };
     cmd.args(args);
     if let Some([i, o, e]) = opts.stdio {
         cmd.stdin(Stdio::from(i))
@@ -179,6 +191,7 @@ pub fn spawn_shim(args: &[&OsStr], opts: SpawnOptions) -> std::io::Result<Spawne
     let detach = opts.detach;
     let ready_fd = ready_w.as_raw_fd();
     let client_fd = client.as_ref().map(|c| c.as_raw_fd());
+    let go_fd = go_r.as_ref().map(|g| g.as_raw_fd());
     // SAFETY: only async-signal-safe calls (setsid, dup2, close) run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -197,6 +210,15 @@ pub fn spawn_shim(args: &[&OsStr], opts: SpawnOptions) -> std::io::Result<Spawne
                     libc::close(CLIENT_FD);
                 }
             }
+            match go_fd {
+                Some(fd) if libc::dup2(fd, GO_FD) < 0 => {
+                    return Err(std::io::Error::last_os_error())
+                }
+                Some(_) => {}
+                None => {
+                    libc::close(GO_FD);
+                }
+            }
             Ok(())
         });
     }
@@ -204,13 +226,29 @@ pub fn spawn_shim(args: &[&OsStr], opts: SpawnOptions) -> std::io::Result<Spawne
     drop(exe);
     drop(ready_w);
     drop(client);
+    drop(go_r);
     Ok(Spawned {
         child,
         ready: File::from(ready_r),
+        go: go_w,
     })
 }
 
 impl Spawned {
+    /// Lets a gated shim go on (nothing for one that was not gated).
+    pub fn go(&mut self) -> std::io::Result<()> {
+        match self.go.take() {
+            Some(mut w) => w.write_all(b"g"),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives a gated shim up before `go`: it exits having done nothing, and is reaped.
+    pub fn abandon(mut self) {
+        drop(self.go.take());
+        let _ = self.child.wait();
+    }
+
     /// Waits for the shim's word: `Ok` with what followed "ok", or the error it gave.
     pub fn wait_ready(&mut self) -> Result<String, String> {
         read_ready(&mut self.ready)
