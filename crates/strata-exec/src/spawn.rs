@@ -166,6 +166,23 @@ pub struct SpawnOptions {
     pub gated: bool,
 }
 
+/// In a forked child before its exec: `fd` moved to number `to`, or `to` closed when there
+/// is none (no stray fd of the parent's sits at a number the shim reads). Only dup2 and
+/// close: async-signal-safe.
+fn place_fd(fd: Option<i32>, to: i32) -> std::io::Result<()> {
+    // SAFETY: plain fd syscalls on numbers; no Rust object owns `to` in the child.
+    unsafe {
+        match fd {
+            Some(fd) if libc::dup2(fd, to) < 0 => return Err(std::io::Error::last_os_error()),
+            Some(_) => {}
+            None => {
+                libc::close(to);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Starts `strata-shim ARGS...` with fd 3 the ready pipe (see `SpawnOptions` for the rest).
 pub fn spawn_shim(args: &[&OsStr], opts: SpawnOptions) -> std::io::Result<Spawned> {
     let (mut cmd, exe) = shim_command(opts.exe)?;
@@ -198,28 +215,9 @@ pub fn spawn_shim(args: &[&OsStr], opts: SpawnOptions) -> std::io::Result<Spawne
             if detach {
                 libc::setsid();
             }
-            if libc::dup2(ready_fd, READY_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            match client_fd {
-                Some(fd) if libc::dup2(fd, CLIENT_FD) < 0 => {
-                    return Err(std::io::Error::last_os_error())
-                }
-                Some(_) => {}
-                None => {
-                    libc::close(CLIENT_FD);
-                }
-            }
-            match go_fd {
-                Some(fd) if libc::dup2(fd, GO_FD) < 0 => {
-                    return Err(std::io::Error::last_os_error())
-                }
-                Some(_) => {}
-                None => {
-                    libc::close(GO_FD);
-                }
-            }
-            Ok(())
+            place_fd(Some(ready_fd), READY_FD)?;
+            place_fd(client_fd, CLIENT_FD)?;
+            place_fd(go_fd, GO_FD)
         });
     }
     let child = cmd.spawn()?;
