@@ -415,10 +415,7 @@ impl Engine {
                 Err(e) => {
                     // The records were committed when the storage failed after them: the
                     // snapshotter removed its own, the row goes too.
-                    let _ = self
-                        .db
-                        .conn()
-                        .execute("DELETE FROM containers WHERE id = ?1", [&id]);
+                    let _ = delete_row(&self.db.conn(), &id);
                     Err(e.into())
                 }
             }
@@ -502,18 +499,9 @@ impl Engine {
         let _ = std::fs::remove_file(dir.join("lock"));
         let _ = std::fs::remove_dir(dir);
         // The container's row goes with its writable layer's, in one transaction.
-        let delete_row = |tx: &rusqlite::Transaction<'_>| -> rusqlite::Result<()> {
-            tx.execute("DELETE FROM containers WHERE id = ?1", [id])?;
-            Ok(())
-        };
-        match self.snapshots.remove_with(id, delete_row) {
+        match self.snapshots.remove_with(id, |tx| delete_row(tx, id)) {
             Ok(()) => Ok(()),
-            Err(SnapshotError::NotFound(_)) => {
-                self.db
-                    .conn()
-                    .execute("DELETE FROM containers WHERE id = ?1", [id])?;
-                Ok(())
-            }
+            Err(SnapshotError::NotFound(_)) => Ok(delete_row(&self.db.conn(), id)?),
             Err(e) => Err(e.into()),
         }
     }
@@ -719,4 +707,10 @@ impl Engine {
         }
         Ok(v)
     }
+}
+
+/// Deletes container `id`'s row (in a transaction or on its own).
+fn delete_row(conn: &rusqlite::Connection, id: &str) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM containers WHERE id = ?1", [id])?;
+    Ok(())
 }

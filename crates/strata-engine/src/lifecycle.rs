@@ -203,7 +203,7 @@ impl Engine {
         let dir = self.run_dir(&c.id);
         let lock = self.run_lock(&c.id)?;
         self.delete_leftover_runtime_state(&c);
-        let io = |what: &str, e: std::io::Error| EngineError::io(what.to_string(), e);
+        let shim_error = |e| EngineError::io("starting the shim".to_string(), e);
         // The shim starts first and waits for its config: its exec and start-up overlap
         // the mount and the bundle below.
         let arg_dir = dir.clone().into_os_string();
@@ -214,8 +214,8 @@ impl Engine {
             gated: true,
             ..Default::default()
         };
-        let mut shim = spawn_shim(&["start".as_ref(), arg_dir.as_os_str()], spawn)
-            .map_err(|e| io("starting the shim", e))?;
+        let mut shim =
+            spawn_shim(&["start".as_ref(), arg_dir.as_os_str()], spawn).map_err(shim_error)?;
         let started = match self.prepare_run(&c, &dir) {
             Err(e) => {
                 // Its go pipe closes: the shim exits having done nothing.
@@ -225,7 +225,7 @@ impl Engine {
             Ok(generation) => match shim.go() {
                 Err(e) => {
                     shim.abandon();
-                    Err(io("starting the shim", e))
+                    Err(shim_error(e))
                 }
                 Ok(()) => match shim.wait_ready() {
                     Ok(_) => Ok(Started { shim, generation }),

@@ -51,7 +51,8 @@ pub fn list_subsystem_mount_points() -> Result<Vec<PathBuf>, V1MountPointError> 
 pub fn list_supported_mount_points() -> Result<HashMap<ControllerType, PathBuf>, V1MountPointError>
 {
     let mut mount_paths = HashMap::with_capacity(CONTROLLERS.len());
-    let mount_points = list_subsystem_mount_points()?;
+    // As when each lookup read mountinfo itself: an unreadable one means none found.
+    let mount_points = list_subsystem_mount_points().unwrap_or_default();
 
     for controller in CONTROLLERS {
         if let Ok(mount_point) = find_subsystem_mount_point(&mount_points, controller) {
