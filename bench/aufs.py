@@ -161,6 +161,21 @@ def first_write(m):
     return timed(w)
 
 
+def first_write_whole(m):
+    """The first write, then until the copy holds all the data: strata-aufs copies a large
+    file up lazily (the write returns at once and a thread fills the copy behind it, its
+    record in .wh..wh.lazy removed once the filled copy is synced)."""
+    records = f"{m.top}/upper/.wh..wh.lazy"
+    def w():
+        fd = os.open(f"{m.mnt}/big500m", os.O_WRONLY)
+        os.pwrite(fd, b"!", 4096 * 1000)
+        os.close(fd)
+        while os.path.isdir(records) and os.listdir(records):
+            time.sleep(0.001)
+    os.sync()
+    return timed(w)
+
+
 def readdir(m):
     return timed(lambda: os.listdir(f"{m.mnt}/shared"))
 
@@ -183,6 +198,7 @@ ROWS = [
     ("1 GiB sequential read, cold", seq_read_cold, bottom(1)),
     ("1 GiB sequential read, warm", seq_read_warm, bottom(1)),
     ("first write to a 500 MB lower file (copy-up)", first_write, bottom(1)),
+    ("first write to a 500 MB lower file, until the copy is whole", first_write_whole, bottom(1)),
     ("readdir of a directory in every layer, 1 layer", readdir, top(1)),
     ("readdir of a directory in every layer, 10 layers", readdir, top(10)),
     ("readdir of a directory in every layer, 100 layers", readdir, top(100)),

@@ -177,16 +177,26 @@ fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64, sync: bool) -> io::Result<
     Ok(())
 }
 
+/// What a regular file's copy gets of its data.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Data {
+    /// All of it, synced unless the mount is `volatile`.
+    Whole,
+    /// None (for a copy-up that truncates anyway).
+    Empty,
+    /// Only its size: a sparse file that a lazy copy fills (see [`crate::lazy`]).
+    Sparse,
+}
+
 /// Creates `dst_dir/tmp` as a copy of `src_dir/name`: a directory empty, a regular file
-/// with its data unless `with_data` is false (for a copy-up that truncates anyway), the
-/// data synced unless `volatile`.
+/// with as much of its data as `data` says.
 pub(crate) fn copy_object(
     src_dir: BorrowedFd<'_>,
     name: &OsStr,
     st: &Stat,
     dst_dir: BorrowedFd<'_>,
     tmp: &OsStr,
-    with_data: bool,
+    data: Data,
     volatile: bool,
 ) -> io::Result<()> {
     let kind = RFileType::from_raw_mode(st.st_mode);
@@ -198,7 +208,10 @@ pub(crate) fn copy_object(
                 OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
             )?;
-            if with_data {
+            if data == Data::Sparse {
+                rfs::ftruncate(&dst, st.st_size as u64)?;
+            }
+            if data == Data::Whole {
                 let src = rfs::openat(
                     src_dir,
                     name,

@@ -10,7 +10,8 @@
 //! links in a branch share one. All namespace state sits behind one lock; file data goes
 //! straight between the kernel and the branch file (passthrough) or through an fd.
 
-use crate::copyup::{self, fd_path, temp_name};
+use crate::copyup::{self, fd_path, temp_name, Data};
+use crate::lazy::{self, LazyCopy};
 use crate::view::{self, cookie, reserved, whiteout_name, DirView, Entry, Listing, OPAQUE};
 use crate::{BranchMode, MountConfig};
 use fuser::{
@@ -106,6 +107,8 @@ struct Handle {
     file: Arc<File>,
     /// Holds the kernel's passthrough registration while the file is open.
     _backing: Option<Arc<BackingId>>,
+    /// The lazy copy it was opened on while that was being filled.
+    lazy: Option<Arc<LazyCopy>>,
 }
 
 #[derive(Default)]
@@ -151,6 +154,10 @@ pub struct Union {
     state: Mutex<State>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
+    /// Lazy copies being filled, by the copy's inode number (see [`crate::lazy`]).
+    lazy: Arc<Mutex<HashMap<u64, Arc<LazyCopy>>>>,
+    /// Their fill threads: the server waits for them before it exits.
+    fillers: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 fn derive_ino(branch: u16, ino: u64) -> Option<u64> {
@@ -455,7 +462,11 @@ impl Union {
             )?;
             state.xino_log = Some(File::from(log));
         }
-        Ok(Union {
+        let recorded = match write {
+            Some(w) => lazy::recorded(branches[w as usize].fd.as_fd(), !config.volatile)?,
+            None => Vec::new(),
+        };
+        let union = Union {
             branches,
             write,
             passthrough: AtomicBool::new(config.passthrough),
@@ -467,7 +478,91 @@ impl Union {
             state: Mutex::new(state),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-        })
+            lazy: Arc::default(),
+            fillers: Mutex::default(),
+        };
+        // Copies a crash (or a killed server) left unfinished are read through and filled
+        // as if just made.
+        for copy in recorded {
+            union.start_fill(Arc::new(copy))?;
+        }
+        Ok(union)
+    }
+
+    /// Registers lazy copy `copy` and starts filling it.
+    fn start_fill(&self, copy: Arc<LazyCopy>) -> io::Result<()> {
+        let ino = copy.ino()?;
+        self.lazy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ino, copy.clone());
+        let registry = self.lazy.clone();
+        let t = std::thread::Builder::new()
+            .name("fill".into())
+            .spawn(move || {
+                if let Err(e) = copy.finish() {
+                    // Reads go on through the lower file; the record stays for the next
+                    // mount to finish.
+                    eprintln!("strata-aufs: filling a copy-up: {e}");
+                }
+                let mut r = registry.lock().unwrap_or_else(|p| p.into_inner());
+                if r.get(&ino).is_some_and(|c| Arc::ptr_eq(c, &copy)) {
+                    r.remove(&ino);
+                }
+            })?;
+        let mut fillers = self.fillers.lock().unwrap_or_else(|p| p.into_inner());
+        fillers.retain(|t| !t.is_finished());
+        fillers.push(t);
+        Ok(())
+    }
+
+    /// The lazy copy being filled that `f` (a file of the writable branch) is, if any.
+    fn lazy_copy(&self, f: impl AsFd) -> Option<Arc<LazyCopy>> {
+        let r = self.lazy.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_empty() {
+            return None;
+        }
+        let ino = rfs::fstat(f).ok()?.st_ino;
+        r.get(&ino).filter(|c| !c.is_done()).cloned()
+    }
+
+    /// `s` of a file in the writable branch as it stands between two fill steps: a step
+    /// moves the copy's modification time and then puts it back.
+    fn settled(&self, s: Stat) -> Stat {
+        if kind_of(s.st_mode) != FileType::RegularFile {
+            return s;
+        }
+        let copy = {
+            let r = self.lazy.lock().unwrap_or_else(|p| p.into_inner());
+            match r.get(&s.st_ino) {
+                Some(c) => c.clone(),
+                None => return s,
+            }
+        };
+        copy.stat()
+            .ok()
+            .filter(|c| c.st_dev == s.st_dev)
+            .unwrap_or(s)
+    }
+
+    /// The lazy copy being filled at `dir/name` in the writable branch, if any.
+    fn lazy_copy_at(&self, dir: &OwnedFd, name: &OsStr) -> Res<Option<Arc<LazyCopy>>> {
+        if self
+            .lazy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            return Ok(None);
+        }
+        let f = rfs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(rerr)?;
+        Ok(self.lazy_copy(&f))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -545,7 +640,9 @@ impl Union {
         let (parent, name) = split(path);
         if Some(b) == self.write {
             let dir = self.wdir(st, parent)?;
-            return rfs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr);
+            return rfs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                .map(|s| self.settled(s))
+                .map_err(rerr);
         }
         let dir = self.lookup_dir(b, parent).map_err(errno)?;
         rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)
@@ -932,27 +1029,89 @@ impl Union {
             None
         };
         let tmp = temp_name();
-        copyup::copy_object(
-            src_dir.as_fd(),
-            name,
-            &s,
-            dst_dir.as_fd(),
-            &tmp,
-            with_data,
-            self.volatile,
-        )
-        .map_err(errno)?;
+        let lazy = (with_data && !linked && self.lazy_candidate(&src_dir, name, &s))
+            .then(|| self.begin_lazy(w, &src_dir, name, &s, &dst_dir, &tmp))
+            .flatten();
+        if lazy.is_none() {
+            let data = if with_data { Data::Whole } else { Data::Empty };
+            copyup::copy_object(
+                src_dir.as_fd(),
+                name,
+                &s,
+                dst_dir.as_fd(),
+                &tmp,
+                data,
+                self.volatile,
+            )
+            .map_err(errno)?;
+        }
         if let Some(p) = &plnk {
             let _ = rfs::linkat(&dst_dir, &tmp, p, &plnk_name, AtFlags::empty());
         }
-        if let Err(e) = rfs::renameat(&dst_dir, &tmp, &dst_dir, name) {
+        let renamed = rfs::renameat(&dst_dir, &tmp, &dst_dir, name);
+        if renamed.is_err() {
             let _ = rfs::unlinkat(&dst_dir, &tmp, AtFlags::REMOVEDIR);
             let _ = rfs::unlinkat(&dst_dir, &tmp, AtFlags::empty());
-            return Err(rerr(e));
         }
+        if let Some(copy) = lazy {
+            // Even when the rename failed: the fill then finds the copy gone and drops its
+            // record.
+            self.start_fill(Arc::new(copy)).map_err(errno)?;
+        }
+        renamed.map_err(rerr)?;
         rfs::statat(&dst_dir, name, AtFlags::SYMLINK_NOFOLLOW)
             .map(|s| s.st_ino)
             .map_err(rerr)
+    }
+
+    /// Whether lower file `src_dir/name` (`s`) is copied up lazily: a large regular file
+    /// whose copy may be written to while it is filled. Not one with set-ID bits (its
+    /// writes are checked here) or file capabilities (the kernel drops
+    /// `security.capability` at every write into the copy, the fill's among them).
+    fn lazy_candidate(&self, src_dir: &OwnedFd, name: &OsStr, s: &Stat) -> bool {
+        kind_of(s.st_mode) == FileType::RegularFile
+            && s.st_size as u64 >= lazy::LAZY_MIN
+            && !set_id(s.st_mode)
+            && copyup::get_xattr(&fd_path(src_dir.as_fd(), name), b"security.capability").is_err()
+    }
+
+    /// Makes `dst_dir/tmp` a sparse copy of `src_dir/name` with its record written; `None`
+    /// (and no `tmp`) where the writable branch cannot hold one.
+    fn begin_lazy(
+        &self,
+        w: u16,
+        src_dir: &OwnedFd,
+        name: &OsStr,
+        s: &Stat,
+        dst_dir: &OwnedFd,
+        tmp: &OsStr,
+    ) -> Option<LazyCopy> {
+        let made = (|| -> io::Result<Option<LazyCopy>> {
+            let (src, dst) = (src_dir.as_fd(), dst_dir.as_fd());
+            copyup::copy_object(src, name, s, dst, tmp, Data::Sparse, self.volatile)?;
+            if !lazy::holes_reported(dst, tmp)? {
+                return Ok(None);
+            }
+            let open = |dir, name, flags| {
+                rfs::openat(
+                    dir,
+                    name,
+                    flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+            };
+            let upper = open(dst, tmp, OFlags::RDWR)?;
+            let lower = open(src, name, OFlags::RDONLY)?;
+            let root = self.branches[w as usize].fd.as_fd();
+            LazyCopy::begin(root, upper, lower, !self.volatile).map(Some)
+        })();
+        match made {
+            Ok(Some(copy)) => Some(copy),
+            _ => {
+                let _ = rfs::unlinkat(dst_dir, tmp, AtFlags::empty());
+                None
+            }
+        }
     }
 
     /// Whether the hard-link store holds a copy of lower file `s` found at `e`.
@@ -1311,13 +1470,18 @@ impl Union {
     }
 
     fn file(&self, fh: FileHandle) -> Res<Arc<File>> {
+        self.open_handle(fh).map(|(f, _)| f)
+    }
+
+    /// An open file, with the lazy copy it reads and writes through while that is filled.
+    fn open_handle(&self, fh: FileHandle) -> Res<(Arc<File>, Option<Arc<LazyCopy>>)> {
         match self
             .handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&fh.0)
         {
-            Some(h) => Ok(h.file.clone()),
+            Some(h) => Ok((h.file.clone(), h.lazy.clone())),
             None => Err(Errno::EBADF),
         }
     }
@@ -1374,6 +1538,17 @@ impl Union {
                 return (*branch == b).then_some(id);
             }
         }
+        // A handle through this server (a lazy copy's, say) may have the node's pages
+        // mapped, and the kernel refuses passthrough to a node with cached pages in use.
+        if self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|h| h.ino == ino && h._backing.is_none())
+        {
+            return None;
+        }
         let id = Arc::new(open(file.as_fd()).ok()?);
         st.backing.insert(ino, (b, Arc::downgrade(&id)));
         Some(id)
@@ -1428,6 +1603,17 @@ impl Union {
     }
 }
 
+impl Drop for Union {
+    /// Unmounted: the copies still being filled are finished before the server exits, so
+    /// that the writable branch is whole for whoever reads it next.
+    fn drop(&mut self) {
+        let fillers = std::mem::take(self.fillers.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for t in fillers {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Filesystem for Union {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config
@@ -1444,6 +1630,9 @@ impl Filesystem for Union {
         if self.uring {
             let _ = config.add_capabilities(InitFlags::FUSE_OVER_IO_URING);
         }
+        // Files read and written through this server while passthrough is on (a lazy
+        // copy being filled) are opened FOPEN_DIRECT_IO; this lets them be mapped shared.
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         if self.passthrough.load(Ordering::Relaxed) {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
@@ -1496,7 +1685,11 @@ impl Filesystem for Union {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let fstat = |f: Arc<File>| rfs::fstat(&*f).map(|s| attr(ino.0, &s)).map_err(rerr);
+        let fstat = |f: Arc<File>| {
+            rfs::fstat(&*f)
+                .map(|s| attr(ino.0, &self.settled(s)))
+                .map_err(rerr)
+        };
         let r = match fh.and_then(|fh| self.file(fh).ok()) {
             Some(f) => fstat(f),
             None => {
@@ -1573,6 +1766,18 @@ impl Filesystem for Union {
                 .map_err(rerr)?;
             }
             if let Some(size) = size {
+                // Holes past the new end would read as the lower file's bytes.
+                let copy = match self.lazy_copy_at(&dir, name)? {
+                    Some(c) => Some(c),
+                    None => open.as_ref().and_then(|f| self.lazy_copy(&**f)),
+                };
+                if let Some(copy) = copy {
+                    match size {
+                        0 => copy.discard(),
+                        _ => copy.finish(),
+                    }
+                    .map_err(errno)?;
+                }
                 match &open {
                     Some(f) => f.set_len(size).map_err(errno)?,
                     None => {
@@ -1613,7 +1818,9 @@ impl Filesystem for Union {
                 }
             }
             match &open {
-                Some(f) => rfs::fstat(&**f).map(|s| attr(ino.0, &s)).map_err(rerr),
+                Some(f) => rfs::fstat(&**f)
+                    .map(|s| attr(ino.0, &self.settled(s)))
+                    .map_err(rerr),
                 None => self.attr_of(&mut st, ino, &path),
             }
         })();
@@ -1775,19 +1982,35 @@ impl Filesystem for Union {
             if writes || truncates {
                 self.copy_up(&mut st, &path, !truncates)?;
             }
+            if truncates {
+                let (dir, name) = (self.wdir(&mut st, split(&path).0)?, split(&path).1);
+                if let Some(copy) = self.lazy_copy_at(&dir, name)? {
+                    copy.discard().map_err(errno)?;
+                }
+            }
             self.open_file(&mut st, &path, flags.0)
         })();
         let (file, b) = match r {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
-        let backing = self.backing(&mut st, ino.0, b, &file, |fd| reply.open_backing(fd));
+        let lazy = if Some(b) == self.write {
+            self.lazy_copy(&file)
+        } else {
+            None
+        };
+        let backing = match lazy {
+            // Holes read as the lower file's bytes: only this server knows that.
+            Some(_) => None,
+            None => self.backing(&mut st, ino.0, b, &file, |fd| reply.open_backing(fd)),
+        };
         drop(st);
         let open_flags = self.open_flags(b, backing.is_some());
         let fh = self.new_fh(Handle {
             ino: ino.0,
             file: Arc::new(file),
             _backing: backing.clone(),
+            lazy,
         });
         match backing {
             Some(id) => reply.opened_passthrough(FileHandle(fh), open_flags, &id),
@@ -1806,7 +2029,10 @@ impl Filesystem for Union {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let r = self.file(fh).and_then(|f| {
+        let r = self.open_handle(fh).and_then(|(f, lazy)| {
+            if let Some(copy) = lazy {
+                return copy.read(offset, size as usize).map_err(errno);
+            }
             let mut buf = vec![0u8; size as usize];
             let mut n = 0;
             while n < buf.len() {
@@ -1838,8 +2064,12 @@ impl Filesystem for Union {
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let r = self.file(fh).and_then(|f| {
-            f.write_all_at(data, offset).map_err(errno)?;
+        let r = self.open_handle(fh).and_then(|(f, lazy)| {
+            match lazy {
+                Some(copy) => copy.write(&f, data, offset),
+                None => f.write_all_at(data, offset),
+            }
+            .map_err(errno)?;
             if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
                 kill_suidgid(&*f)?;
             }
@@ -1995,6 +2225,13 @@ impl Filesystem for Union {
         let r = (|| {
             let path = self.path_of(&st, ino)?;
             self.copy_up(&mut st, &path, true)?;
+            if name == "security.capability" && !path.as_os_str().is_empty() {
+                // The fill's writes would drop it again.
+                let (dir, file) = (self.wdir(&mut st, split(&path).0)?, split(&path).1);
+                if let Some(copy) = self.lazy_copy_at(&dir, file)? {
+                    copy.finish().map_err(errno)?;
+                }
+            }
             let w = self.writable()?;
             let (_dir, p) = self.xattr_target(w, &path)?;
             rfs::lsetxattr(
@@ -2114,6 +2351,7 @@ impl Filesystem for Union {
             ino: a.ino.0,
             file: Arc::new(file),
             _backing: backing.clone(),
+            lazy: None,
         });
         match backing {
             Some(id) => {
@@ -2133,7 +2371,12 @@ impl Filesystem for Union {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let r = self.file(fh).and_then(|f| {
+        let r = self.open_handle(fh).and_then(|(f, lazy)| {
+            if let Some(copy) = lazy {
+                // What an allocated range reads as differs between filesystems (a hole to
+                // ext4's SEEK_DATA, data to tmpfs's): the copy is made whole first.
+                copy.finish().map_err(errno)?;
+            }
             rfs::fallocate(
                 &*f,
                 rfs::FallocateFlags::from_bits_retain(mode as u32),

@@ -16,9 +16,11 @@
 
 mod copyup;
 mod fs;
+mod lazy;
 mod view;
 
 pub use fs::Union;
+pub use lazy::finish_copy_ups;
 
 use std::io;
 use std::path::{Path, PathBuf};

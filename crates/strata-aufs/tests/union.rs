@@ -836,7 +836,8 @@ fn copied_up_data_is_synced_unless_volatile() {
     const DELALLOC: u32 = 0x4; // FIEMAP_EXTENT_DELALLOC: no block allocated yet
     for (opts, synced) in [(",allow_other", true), (",allow_other,volatile", false)] {
         let mut u = Union::new(&["rw", "ro"]);
-        let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        // Below the size copied up lazily (see `large_copy_ups_are_filled_behind_the_write`).
+        let data: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
         fs::write(u.branch(1).join("big"), &data).unwrap();
         // The lower file's own blocks are allocated and on disk.
         rustix::fs::sync();
@@ -1054,4 +1055,289 @@ fn xattr_list(p: &Path) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect()
+}
+
+/// A blkio cgroup (v1) that slows the reads of the processes put in it from the disk that
+/// holds `path`, removed on drop.
+struct ReadThrottle {
+    dir: PathBuf,
+}
+
+impl ReadThrottle {
+    fn new(pid: i32, path: &Path, bytes_per_sec: u64) -> ReadThrottle {
+        let root = Path::new("/sys/fs/cgroup/blkio");
+        assert!(
+            root.join("blkio.throttle.read_bps_device").exists(),
+            "this test slows a server's reads with the cgroup v1 blkio controller, \
+             which this machine does not mount at {}",
+            root.display()
+        );
+        // Throttling is set on the whole disk, not on a partition of it.
+        let dev = fs::metadata(path).unwrap().dev();
+        let mut sys = PathBuf::from(format!(
+            "/sys/dev/block/{}:{}",
+            libc::major(dev),
+            libc::minor(dev)
+        ));
+        if sys.join("partition").exists() {
+            sys = sys.join("..");
+        }
+        let disk = fs::read_to_string(sys.join("dev")).unwrap();
+        let dir = root.join(format!("strata-aufs-test-{pid}"));
+        fs::create_dir(&dir).unwrap();
+        let t = ReadThrottle { dir };
+        fs::write(
+            t.dir.join("blkio.throttle.read_bps_device"),
+            format!("{} {bytes_per_sec}", disk.trim()),
+        )
+        .unwrap();
+        fs::write(t.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        t
+    }
+
+    /// Lets every thread of process `pid` but the one named `name` (and those it starts) go
+    /// unthrottled again: cgroup v1 places threads one by one.
+    fn keep_only(&self, pid: i32, name: &str) {
+        let threads = || -> Vec<(String, String)> {
+            fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .flatten()
+                .map(|t| {
+                    let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                    (
+                        t.file_name().into_string().unwrap(),
+                        comm.trim().to_string(),
+                    )
+                })
+                .collect()
+        };
+        // A new thread takes its name once it runs.
+        let mut tries = 0;
+        while !threads().iter().any(|(_, comm)| comm == name) {
+            tries += 1;
+            assert!(tries < 500, "no thread named {name} in process {pid}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for (tid, comm) in threads() {
+            if comm != name {
+                fs::write("/sys/fs/cgroup/blkio/tasks", tid).unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for ReadThrottle {
+    fn drop(&mut self) {
+        if let Ok(pids) = fs::read_to_string(self.dir.join("cgroup.procs")) {
+            for pid in pids.lines() {
+                let _ = fs::write("/sys/fs/cgroup/blkio/cgroup.procs", pid);
+            }
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// Drops `path`'s pages from the page cache, so that reading it goes to the disk.
+fn uncache(path: &Path) {
+    let f = fs::File::open(path).unwrap();
+    f.sync_all().unwrap();
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+}
+
+fn kill_server(mnt: &Path) {
+    let pid = server_of(mnt);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn records(u: &Union) -> Vec<String> {
+    names(&u.branch(0).join(".wh..wh.lazy"))
+}
+
+/// Random reads, writes, appends and writes through a shared mapping of union file `path`
+/// at offsets from `from` on, checked against `model`.
+fn random_ops(path: &Path, model: &mut Vec<u8>, rng: &mut impl Rng, from: usize, steps: usize) {
+    for step in 0..steps {
+        match rng.gen_range(0..8) {
+            0..=2 => {
+                // Often unaligned: the edges of a write are filled from the lower file.
+                let off = rng.gen_range(from..model.len() + 10_000);
+                let data: Vec<u8> = (0..rng.gen_range(1..20_000)).map(|_| rng.gen()).collect();
+                let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+                f.write_all_at(&data, off as u64).unwrap();
+                if model.len() < off + data.len() {
+                    model.resize(off + data.len(), 0);
+                }
+                model[off..off + data.len()].copy_from_slice(&data);
+            }
+            3 => {
+                let f = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .unwrap();
+                let off = rng.gen_range(from..model.len());
+                let len = rng.gen_range(1..=(model.len() - off).min(20_000));
+                let v: u8 = rng.gen();
+                mmap_fill(&f, model.len(), off, len, v);
+                model[off..off + len].fill(v);
+            }
+            4 => {
+                let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+                let data: Vec<u8> = (0..rng.gen_range(1..5000)).map(|_| rng.gen()).collect();
+                f.write_all(&data).unwrap();
+                model.extend_from_slice(&data);
+            }
+            _ => {
+                let f = fs::File::open(path).unwrap();
+                let off = rng.gen_range(from..model.len());
+                let mut buf = vec![0u8; rng.gen_range(1..100_000)];
+                let n = f.read_at(&mut buf, off as u64).unwrap();
+                let end = (off + buf.len()).min(model.len());
+                assert!(
+                    buf[..n] == model[off..end],
+                    "step {step}: [{off}, {end}) differs"
+                );
+                assert_eq!(fs::metadata(path).unwrap().len(), model.len() as u64);
+            }
+        }
+    }
+}
+
+/// A large lower file's copy-up returns before its data is copied: the copy is a sparse
+/// file whose holes read as the lower file's bytes, filled behind the write. The server's
+/// reads are slowed (a blkio cgroup) so the filling is still going on while the file is
+/// read and written at random, and while the server is killed: what a crash leaves is a
+/// record, and the copy is finished by the next mount or by `finish_copy_ups`, the
+/// driver's way before it reads the branch as a diff.
+#[test]
+fn large_copy_ups_are_filled_behind_the_write() {
+    const SIZE: usize = 48 << 20;
+    for finish_by_mount in [true, false] {
+        let mut u = Union::new(&["rw", "ro"]);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x1a2e);
+        let lower: Vec<u8> = (0..SIZE).map(|_| rng.gen()).collect();
+        let lower_path = u.branch(1).join("big");
+        fs::write(&lower_path, &lower).unwrap();
+        uncache(&lower_path);
+        u.mount();
+        // The server's reads are slowed until the copy-up has started its fill thread,
+        // which keeps the slowness; the rest of the server reads at the disk's speed.
+        let server = server_of(&u.mnt());
+        let throttle = ReadThrottle::new(server, &lower_path, 256 << 10);
+        let mut model = lower;
+
+        // The first write: the copy exists, sparse, with a record.
+        let f = fs::OpenOptions::new().write(true).open(u.m("big")).unwrap();
+        throttle.keep_only(server, "fill");
+        f.write_all_at(b"first", 4096 * 1000 - 2).unwrap();
+        model[4096 * 1000 - 2..4096 * 1000 + 3].copy_from_slice(b"first");
+        drop(f);
+        let copy = fs::metadata(u.branch(0).join("big")).unwrap();
+        assert_eq!(copy.len(), SIZE as u64);
+        assert!(
+            copy.blocks() * 512 < SIZE as u64 / 2,
+            "the copy is sparse at first: {} bytes allocated",
+            copy.blocks() * 512
+        );
+        assert_eq!(records(&u).len(), 1, "one record of an unfinished copy");
+
+        // Away from where the slow fill is reading (a read of a page under its I/O would
+        // wait for it).
+        random_ops(&u.m("big"), &mut model, &mut rng, 16 << 20, 200);
+        // Filling is no modification: the time of the last write stays.
+        let written = fs::metadata(u.m("big")).unwrap().modified().unwrap();
+        let mid = fs::metadata(u.branch(0).join("big")).unwrap();
+        assert!(
+            mid.blocks() * 512 < SIZE as u64,
+            "still filling when the server is killed ({} bytes allocated)",
+            mid.blocks() * 512
+        );
+        kill_server(&u.mnt());
+        drop(throttle);
+        rustix::mount::unmount(u.mnt(), rustix::mount::UnmountFlags::DETACH).unwrap();
+        u.mounted = false;
+        assert_eq!(records(&u).len(), 1, "the crash leaves the record");
+
+        if finish_by_mount {
+            // The next mount reads through the lower file and fills the rest.
+            u.mount();
+            assert!(
+                fs::read(u.m("big")).unwrap() == model,
+                "after the crash, mounted"
+            );
+            u.unmount();
+        } else {
+            strata_aufs::finish_copy_ups(&u.branch(0)).unwrap();
+        }
+        // Unmounted (the server finishes what it fills before it exits) or finished: the
+        // branch holds the whole file and no record.
+        assert_eq!(records(&u), Vec::<String>::new());
+        assert!(
+            fs::read(u.branch(0).join("big")).unwrap() == model,
+            "the branch's copy"
+        );
+        let copy = fs::metadata(u.branch(0).join("big")).unwrap();
+        assert_eq!(copy.modified().unwrap(), written);
+        assert!(copy.blocks() * 512 >= SIZE as u64, "whole");
+        assert_eq!(
+            fs::read(u.branch(1).join("big")).unwrap().len(),
+            SIZE,
+            "lower untouched"
+        );
+        u.mount();
+        assert!(fs::read(u.m("big")).unwrap() == model, "remounted");
+        u.unmount();
+    }
+}
+
+/// Truncating a copy still being filled: to zero it needs no more filling; to another
+/// size it is made whole first, so that no hole past the new end reads as lower bytes.
+#[test]
+fn truncating_a_large_copy_up() {
+    const SIZE: usize = 16 << 20;
+    let mut u = Union::new(&["rw", "ro"]);
+    let lower: Vec<u8> = (0..SIZE).map(|i| (i % 253) as u8).collect();
+    for name in ["a", "b", "c"] {
+        fs::write(u.branch(1).join(name), &lower).unwrap();
+    }
+    u.mount();
+    // O_TRUNC: empty, then written past a hole.
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(u.m("a"))
+        .unwrap();
+    f.write_all_at(b"x", 8 << 20).unwrap();
+    drop(f);
+    let mut want = vec![0u8; (8 << 20) + 1];
+    want[8 << 20] = b'x';
+    assert!(fs::read(u.m("a")).unwrap() == want, "a: zeros, then x");
+    // Shrunk, then grown by a write past the end.
+    let f = fs::OpenOptions::new().write(true).open(u.m("b")).unwrap();
+    f.write_all_at(b"y", 10).unwrap();
+    f.set_len(1 << 20).unwrap();
+    f.write_all_at(b"z", 4 << 20).unwrap();
+    drop(f);
+    let mut want = lower[..1 << 20].to_vec();
+    want[10] = b'y';
+    want.resize(4 << 20, 0);
+    want.push(b'z');
+    assert!(fs::read(u.m("b")).unwrap() == want, "b: shrunk and grown");
+    // truncate(2) by path, as the kernel sends it without an open file.
+    fs::OpenOptions::new().write(true).open(u.m("c")).unwrap();
+    let c = std::ffi::CString::new(u.m("c").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::truncate(c.as_ptr(), 3) }, 0);
+    assert_eq!(fs::read(u.m("c")).unwrap(), &lower[..3]);
+    u.remount();
+    assert!(fs::read(u.m("a")).unwrap().len() == (8 << 20) + 1);
+    assert!(fs::read(u.m("b")).unwrap() == want, "b after a remount");
+    assert_eq!(records(&u), Vec::<String>::new());
 }

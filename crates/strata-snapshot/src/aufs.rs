@@ -5,7 +5,9 @@
 //! filesystem, only FUSE.
 //!
 //! Every mount is one server process, started by the mount manager; it outlives the CLI and
-//! ends when the mount is unmounted.
+//! ends when the mount is unmounted. A large file's copy-up is filled behind the write
+//! that made it (see `strata_aufs::finish_copy_ups`): a diff or commit finishes such copies
+//! before it reads the branch.
 //!
 //! A committed layer without whiteouts gets a [`NO_WHITEOUTS`] mark beside its branch and
 //! is mounted `ro` rather than `ro+wh`: as in aufs, the union then never looks for
@@ -145,6 +147,9 @@ impl Driver for Aufs {
     }
 
     fn commit(&self, s: &Layout) -> io::Result<()> {
+        // A committed branch is read as it is, never through the server that knows which
+        // of its files are still being filled.
+        strata_aufs::finish_copy_ups(&self.diff_dir(s.id))?;
         // The layer no longer changes: what it holds now it holds for good. Without the
         // mark (a crash before it lands, say) whiteouts are merely looked for.
         let diff = fs::File::open(self.diff_dir(s.id))?;
@@ -170,7 +175,12 @@ impl Driver for Aufs {
         if s.kind == Kind::View {
             return None;
         }
-        Some(strata_archive::write_tree(&self.diff_dir(s.id), w, WhiteoutFormat::Aufs).map(|_| ()))
+        let dir = self.diff_dir(s.id);
+        // The tar holds what the branch's files hold: large copy-ups must be whole first.
+        if let Err(e) = strata_aufs::finish_copy_ups(&dir) {
+            return Some(Err(e));
+        }
+        Some(strata_archive::write_tree(&dir, w, WhiteoutFormat::Aufs).map(|_| ()))
     }
 
     fn stored_ids(&self) -> io::Result<Vec<i64>> {

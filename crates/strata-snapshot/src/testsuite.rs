@@ -617,6 +617,8 @@ pub fn diff_reproduces_changes(sn: &Snapshotter, work: &Path) {
         write(p, "etc/gone", "bye");
         write(p, "lib/a/b", "deep");
         write(p, "opaque/old", "old");
+        // Large enough for aufs to copy it up lazily, filled behind the write.
+        fs::write(p.join("big"), vec![7u8; 8 << 20]).unwrap();
         std::os::unix::fs::symlink("conf", p.join("etc/link")).unwrap();
         fs::set_permissions(p.join("etc/conf"), fs::Permissions::from_mode(0o600)).unwrap();
     });
@@ -627,6 +629,9 @@ pub fn diff_reproduces_changes(sn: &Snapshotter, work: &Path) {
         let g = mount(work, &m);
         let p = g.path();
         write(p, "etc/conf", "two");
+        let big = fs::OpenOptions::new().write(true).open(p.join("big")).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&big, b"changed", (4 << 20) + 3).unwrap();
+        drop(big);
         fs::remove_file(p.join("etc/gone")).unwrap();
         fs::remove_dir_all(p.join("lib/a")).unwrap();
         fs::remove_dir_all(p.join("opaque")).unwrap();
