@@ -629,7 +629,10 @@ pub fn diff_reproduces_changes(sn: &Snapshotter, work: &Path) {
         let g = mount(work, &m);
         let p = g.path();
         write(p, "etc/conf", "two");
-        let big = fs::OpenOptions::new().write(true).open(p.join("big")).unwrap();
+        let big = fs::OpenOptions::new()
+            .write(true)
+            .open(p.join("big"))
+            .unwrap();
         std::os::unix::fs::FileExt::write_all_at(&big, b"changed", (4 << 20) + 3).unwrap();
         drop(big);
         fs::remove_file(p.join("etc/gone")).unwrap();
