@@ -111,10 +111,6 @@ impl Engine {
             r.leftovers
                 .push(format!("snapshot {s} belongs to no layer"));
         }
-        for id in self.half_removed_containers()? {
-            r.leftovers
-                .push(format!("container {id} was being removed"));
-        }
         for op in records::interrupted_operations(&self.db)? {
             r.leftovers.push(format!(
                 "operation {op} was interrupted and is not recovered yet"

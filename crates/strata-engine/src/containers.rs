@@ -463,33 +463,25 @@ impl Engine {
             self.stop_container(&c.id, Some(0))?;
         }
         self.remove_run_state(&c);
-        self.operation("rm", || {
-            self.db.conn().execute(
-                "UPDATE containers SET state = 'removing' WHERE id = ?1",
-                [&c.id],
-            )?;
-            let res = self.delete_container(&c.id);
-            match res {
-                Ok(()) => {
-                    if volumes {
-                        self.remove_anonymous_volumes(&c.host.mount_points)?;
-                    }
-                    Ok(c.clone())
-                }
-                Err(e) => {
-                    // A failed removal leaves the container as it was.
-                    self.db.conn().execute(
-                        "UPDATE containers SET state = 'created' WHERE id = ?1",
-                        [&c.id],
-                    )?;
-                    Err(e)
-                }
+        let op = records::begin_operation(&self.db, "rm")?;
+        let removed = self.delete_container(&c.id).and_then(|()| {
+            if volumes {
+                self.remove_anonymous_volumes(&c.host.mount_points)?;
             }
-        })
+            Ok(())
+        });
+        // A writable layer whose record went but whose storage did not stays announced:
+        // the next recovery removes it.
+        if removed.is_ok() || self.container(&c.id).is_ok() {
+            records::end_operation(&self.db, op)?;
+        }
+        removed.map(|()| c)
     }
 
-    /// Unmounts a container, removes its writable layer and mount point, and deletes its
-    /// row (with the layer's record, in one transaction).
+    /// Unmounts a container and removes its mount point, then deletes its row with its
+    /// writable layer's record in one (synced) transaction, then the layer's storage.
+    /// A crash after the transaction leaves only storage no record owns, which recovery
+    /// removes (`remove_orphans`): the container is gone either way.
     pub(crate) fn delete_container(&self, id: &str) -> Result<()> {
         let target = self.container_mount_point(id);
         self.unmount_tree(&target)?;
@@ -498,22 +490,14 @@ impl Engine {
         let _ = std::fs::remove_dir(&target);
         let _ = std::fs::remove_file(dir.join("lock"));
         let _ = std::fs::remove_dir(dir);
-        // The container's row goes with its writable layer's, in one transaction.
-        match self.snapshots.remove_with(id, |tx| delete_row(tx, id)) {
+        match self
+            .snapshots
+            .remove_record_first_with(id, |tx| delete_row(tx, id))
+        {
             Ok(()) => Ok(()),
             Err(SnapshotError::NotFound(_)) => Ok(delete_row(&self.db.conn(), id)?),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Containers whose removal was interrupted.
-    pub(crate) fn half_removed_containers(&self) -> Result<Vec<String>> {
-        let conn = self.db.conn();
-        let mut st = conn.prepare("SELECT id FROM containers WHERE state = 'removing'")?;
-        let ids = st
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
-        Ok(ids)
     }
 
     pub fn rename_container(&self, old: &str, new: &str) -> Result<()> {

@@ -52,10 +52,6 @@ impl Engine {
                 let _ = std::fs::remove_dir(e.path());
             }
         }
-        for id in self.half_removed_containers()? {
-            self.delete_container(&id)?;
-            done.push(format!("container {id}"));
-        }
         for s in self.stray_snapshots()? {
             self.snapshots.remove(&s)?;
             done.push(format!("snapshot {s}"));

@@ -277,6 +277,30 @@ impl Snapshotter {
         })
     }
 
+    /// Removes like `remove_with`, the record first: its transaction (with `record`) is the
+    /// one synced commit, and the storage goes after it. A crash in between, or a failed
+    /// removal of the storage (returned, the record already gone), leaves storage that no
+    /// record owns: [`Snapshotter::remove_orphans`] takes it, run by recovery while the
+    /// caller's intent-log entry is still there.
+    pub fn remove_record_first_with(
+        &self,
+        key: &str,
+        record: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<()> {
+        let r = self.row(key)?;
+        self.db.write(|tx| -> Result<()> {
+            if metastore::has_children(tx, r.id)? {
+                return Err(SnapshotError::FailedPrecondition(format!(
+                    "snapshot {key:?} has children: remove them first"
+                )));
+            }
+            tx.execute("DELETE FROM snapshots WHERE id = ?1", [r.id])?;
+            record(tx)?;
+            Ok(())
+        })?;
+        Ok(self.driver.remove(r.id)?)
+    }
+
     /// Replaces the labels (field paths empty or `labels`) or single labels (`labels.KEY`).
     pub fn update(&self, info: &Info, fieldpaths: &[&str]) -> Result<Info> {
         let r = self.row(&info.name)?;

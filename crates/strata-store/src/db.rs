@@ -15,6 +15,11 @@ pub struct Db {
 
 impl Db {
     pub fn open(path: &Path) -> rusqlite::Result<Db> {
+        // Built without SQLite's own directory syncs (`.cargo/config.toml`): the entries of
+        // a new database and WAL are synced here instead, once.
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let fresh = !Path::new(&wal).exists();
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(60))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -31,6 +36,17 @@ impl Db {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )?;
+        if fresh {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            std::fs::File::open(dir.unwrap_or(Path::new(".")))
+                .and_then(|d| d.sync_all())
+                .map_err(|e| {
+                    rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_DIR_FSYNC),
+                        Some(format!("syncing the directory of {}: {e}", path.display())),
+                    )
+                })?;
+        }
         Ok(Db {
             conn: Mutex::new(conn),
         })
