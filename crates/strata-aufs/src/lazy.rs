@@ -308,14 +308,14 @@ impl LazyCopy {
         let len = rfs::fstat(&self.upper)?.st_size as u64;
         let end = (off + size as u64).min(len);
         let mut buf = vec![0u8; end.saturating_sub(off) as usize];
+        if *held.done {
+            // Whole: any hole left is one the lower file has too, zeros either way.
+            read_full(&self.upper, &mut buf, off)?;
+            return Ok(buf);
+        }
         let mut pos = off;
         while pos < end {
-            let data = if *held.done {
-                Some(pos)
-            } else {
-                next_data(&self.upper, pos)?
-            };
-            let (from, stop) = match data {
+            let (from, stop) = match next_data(&self.upper, pos)? {
                 Some(d) if d <= pos => {
                     let hole = rfs::seek(&self.upper, SeekFrom::Hole(pos))?;
                     (&self.upper, hole.min(end))

@@ -1341,3 +1341,40 @@ fn truncating_a_large_copy_up() {
     assert!(fs::read(u.m("b")).unwrap() == want, "b after a remount");
     assert_eq!(records(&u), Vec::<String>::new());
 }
+
+/// A sparse lower file: its holes stay zeros in the copy, read through a handle opened
+/// while the copy was filled and kept open after.
+#[test]
+fn a_sparse_large_file_is_copied_up_lazily() {
+    const SIZE: u64 = 32 << 20;
+    let mut u = Union::new(&["rw", "ro"]);
+    let lower = fs::File::create(u.branch(1).join("sparse")).unwrap();
+    lower.set_len(SIZE).unwrap();
+    lower.write_all_at(b"head", 0).unwrap();
+    lower.write_all_at(b"tail", SIZE - 4).unwrap();
+    drop(lower);
+    u.mount();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(u.m("sparse"))
+        .unwrap();
+    f.write_all_at(b"middle", SIZE / 2 + 1).unwrap();
+    let mut want = vec![0u8; SIZE as usize];
+    want[..4].copy_from_slice(b"head");
+    want[SIZE as usize - 4..].copy_from_slice(b"tail");
+    want[SIZE as usize / 2 + 1..SIZE as usize / 2 + 7].copy_from_slice(b"middle");
+    while !records(&u).is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut got = vec![0u8; SIZE as usize];
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert!(got == want, "through the handle opened while filling");
+    drop(f);
+    assert!(fs::read(u.m("sparse")).unwrap() == want, "opened again");
+    u.unmount();
+    assert!(
+        fs::read(u.branch(0).join("sparse")).unwrap() == want,
+        "the branch's copy"
+    );
+}
