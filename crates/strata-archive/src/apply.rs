@@ -160,6 +160,11 @@ impl Applier<'_, '_> {
         let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
         self.stats.entries += 1;
         let name_bytes = name.as_bytes();
+        if self.opts.whiteouts != WhiteoutFormat::Literal && aufs_meta(&rel) {
+            // aufs's own records (`.wh..wh.plnk/`, `.wh..wh.lazy/`, ...) belong to the
+            // branch that made them: nothing from a tar becomes one, or goes under one.
+            return Ok(());
+        }
 
         if name_bytes.starts_with(whiteout::PREFIX.as_bytes())
             && !matches!(
@@ -405,9 +410,6 @@ impl Applier<'_, '_> {
             }
             return Ok(());
         }
-        if name_bytes.starts_with(whiteout::META_PREFIX.as_bytes()) {
-            return Ok(()); // aufs metadata (.wh..wh.plnk, .wh..wh.aufs): not part of the tree
-        }
         let target = &name_bytes[whiteout::PREFIX.len()..];
         if target.is_empty() {
             return Err(entry_err(
@@ -576,4 +578,20 @@ fn replace_non_dir(dfd: &OwnedFd, name: &OsStr) -> io::Result<()> {
         Err(Errno::ISDIR) => remove_entry(dfd, name),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether `rel` is or lies under an aufs metadata name (`.wh..wh.*`, the opaque marker
+/// itself excepted).
+fn aufs_meta(rel: &Path) -> bool {
+    let mut parts = rel.components().peekable();
+    while let Some(c) = parts.next() {
+        let b = c.as_os_str().as_bytes();
+        let last = parts.peek().is_none();
+        if b.starts_with(whiteout::META_PREFIX.as_bytes())
+            && !(last && b == whiteout::OPAQUE.as_bytes())
+        {
+            return true;
+        }
+    }
+    false
 }

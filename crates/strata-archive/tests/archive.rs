@@ -201,6 +201,22 @@ fn whiteouts_in_each_format() {
         raw(b, "keep/.wh..wh..opq", tar::EntryType::Regular, None, b"");
         raw(b, ".wh.gone", tar::EntryType::Regular, None, b"");
         raw(b, ".wh..wh.plnk", tar::EntryType::Directory, None, b"");
+        // The union's own records, which a layer must never plant in a branch.
+        raw(b, ".wh..wh.lazy/", tar::EntryType::Directory, None, b"");
+        raw(
+            b,
+            ".wh..wh.lazy/12",
+            tar::EntryType::Regular,
+            None,
+            b"forged",
+        );
+        raw(
+            b,
+            "keep/.wh..wh.plnk/1.2",
+            tar::EntryType::Regular,
+            None,
+            b"x",
+        );
     });
     let t = tempfile::tempdir().unwrap();
     // Apply (a full tree): deletions happen; an opaque dir keeps only this layer's files.
@@ -245,6 +261,12 @@ fn whiteouts_in_each_format() {
     apply(&layer, &branch, WhiteoutFormat::Aufs).unwrap();
     assert!(branch.join(".wh.gone").is_file());
     assert!(branch.join("keep/.wh..wh..opq").is_file());
+    for meta in [".wh..wh.plnk", ".wh..wh.lazy", "keep/.wh..wh.plnk"] {
+        assert!(
+            !branch.join(meta).exists(),
+            "{meta} is not taken from a tar"
+        );
+    }
 }
 
 fn entry_names(tar: &[u8]) -> Vec<String> {

@@ -86,6 +86,16 @@ fn ofd_lock(fd: BorrowedFd<'_>, kind: i16) -> io::Result<()> {
     }
 }
 
+/// The path `fd` was opened by, as the kernel has it now.
+fn fd_path(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    Ok(rfs::readlinkat(
+        rfs::CWD,
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        Vec::new(),
+    )?
+    .into_bytes())
+}
+
 /// A file handle (`name_to_handle_at`) of `fd`'s file: opens it again after a crash, from
 /// the branch, whatever it has been renamed to since.
 fn file_handle(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
@@ -198,12 +208,8 @@ impl LazyCopy {
         sync: bool,
     ) -> io::Result<LazyCopy> {
         let handle = file_handle(upper.as_fd())?;
-        let lower_path = rfs::readlinkat(
-            rfs::CWD,
-            format!("/proc/self/fd/{}", lower.as_raw_fd()),
-            Vec::new(),
-        )?;
-        let lower_path = lower_path.as_bytes();
+        let lower_path = fd_path(lower.as_fd())?;
+        let lower_path = lower_path.as_slice();
         if !lower_path.starts_with(b"/") || lower_path.ends_with(b" (deleted)") {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -537,6 +543,19 @@ pub(crate) fn recorded(root: BorrowedFd<'_>, sync: bool) -> io::Result<Vec<LazyC
             )
         };
         let upper = upper.map_err(|e| context(e, "copy of"))?;
+        // A file handle opens any file of the filesystem: the copy must be in this branch,
+        // and its lower file outside it, or the record is none of the union's.
+        let (root_path, upper_path) = (fd_path(root.as_fd())?, fd_path(upper.as_fd())?);
+        let inside = |p: &[u8]| {
+            p.strip_prefix(root_path.as_slice())
+                .is_some_and(|rest| rest.starts_with(b"/") || root_path == b"/")
+        };
+        if !inside(&upper_path) || inside(lower) {
+            return Err(context(
+                io::Error::new(io::ErrorKind::InvalidData, "not a copy in this branch"),
+                "copy of",
+            ));
+        }
         let lower = rfs::open(
             lower_path,
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -572,6 +591,24 @@ pub fn finish_copy_ups(branch: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_of_a_file_outside_the_branch_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let branch = t.path().join("branch");
+        std::fs::create_dir_all(branch.join(RECORDS)).unwrap();
+        // A sparse file beside the branch, and a "lower" file of bytes to fill it with.
+        let victim = t.path().join("victim");
+        File::create(&victim).unwrap().set_len(1 << 20).unwrap();
+        let src = t.path().join("src");
+        std::fs::write(&src, vec![b'!'; 1 << 20]).unwrap();
+        let handle = file_handle(File::open(&victim).unwrap().as_fd()).unwrap();
+        let record = encode(&handle, src.as_os_str().as_bytes());
+        std::fs::write(branch.join(RECORDS).join("1"), record).unwrap();
+        let e = finish_copy_ups(&branch).unwrap_err();
+        assert!(e.to_string().contains("not a copy in this branch"), "{e}");
+        assert!(std::fs::read(&victim).unwrap().iter().all(|b| *b == 0));
+    }
 
     #[test]
     fn records_round_trip_and_cut_ones_are_refused() {
