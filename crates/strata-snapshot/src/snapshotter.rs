@@ -265,13 +265,24 @@ impl Snapshotter {
             }
         }
         self.driver.remove(r.id)?;
+        self.delete_record(key, r.id, record)
+    }
+
+    /// Deletes snapshot `id`'s record (refused while it has children), running `record` in
+    /// the same transaction.
+    fn delete_record(
+        &self,
+        key: &str,
+        id: i64,
+        record: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<()> {
         self.db.write(|tx| -> Result<()> {
-            if metastore::has_children(tx, r.id)? {
+            if metastore::has_children(tx, id)? {
                 return Err(SnapshotError::FailedPrecondition(format!(
                     "snapshot {key:?} has children: remove them first"
                 )));
             }
-            tx.execute("DELETE FROM snapshots WHERE id = ?1", [r.id])?;
+            tx.execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
             record(tx)?;
             Ok(())
         })
@@ -288,16 +299,7 @@ impl Snapshotter {
         record: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<()> {
         let r = self.row(key)?;
-        self.db.write(|tx| -> Result<()> {
-            if metastore::has_children(tx, r.id)? {
-                return Err(SnapshotError::FailedPrecondition(format!(
-                    "snapshot {key:?} has children: remove them first"
-                )));
-            }
-            tx.execute("DELETE FROM snapshots WHERE id = ?1", [r.id])?;
-            record(tx)?;
-            Ok(())
-        })?;
+        self.delete_record(key, r.id, record)?;
         Ok(self.driver.remove(r.id)?)
     }
 
