@@ -2034,15 +2034,7 @@ impl Filesystem for Union {
                 return copy.read(offset, size as usize).map_err(errno);
             }
             let mut buf = vec![0u8; size as usize];
-            let mut n = 0;
-            while n < buf.len() {
-                match f.read_at(&mut buf[n..], offset + n as u64) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(errno(e)),
-                }
-            }
+            let n = lazy::read_full(&f, &mut buf, offset).map_err(errno)?;
             buf.truncate(n);
             Ok(buf)
         });

@@ -87,7 +87,7 @@ fn ofd_lock(fd: BorrowedFd<'_>, kind: i16) -> io::Result<()> {
 }
 
 /// The path `fd` was opened by, as the kernel has it now.
-fn fd_path(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+fn path_of_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     Ok(rfs::readlinkat(
         rfs::CWD,
         format!("/proc/self/fd/{}", fd.as_raw_fd()),
@@ -208,7 +208,7 @@ impl LazyCopy {
         sync: bool,
     ) -> io::Result<LazyCopy> {
         let handle = file_handle(upper.as_fd())?;
-        let lower_path = fd_path(lower.as_fd())?;
+        let lower_path = path_of_fd(lower.as_fd())?;
         let lower_path = lower_path.as_slice();
         if !lower_path.starts_with(b"/") || lower_path.ends_with(b" (deleted)") {
             return Err(io::Error::new(
@@ -468,17 +468,19 @@ impl LazyCopy {
     }
 }
 
-fn read_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
+/// Reads `buf` from `f` at `off`, short only at the file's end (what is past it stays as
+/// it was: zeros here); returns the bytes read.
+pub(crate) fn read_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read_at(&mut buf[n..], off + n as u64) {
-            Ok(0) => break, // past the lower file's end: zeros
+            Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(n)
 }
 
 /// The unfinished copies recorded in the writable branch whose root is `root`; records of
@@ -545,7 +547,7 @@ pub(crate) fn recorded(root: BorrowedFd<'_>, sync: bool) -> io::Result<Vec<LazyC
         let upper = upper.map_err(|e| context(e, "copy of"))?;
         // A file handle opens any file of the filesystem: the copy must be in this branch,
         // and its lower file outside it, or the record is none of the union's.
-        let (root_path, upper_path) = (fd_path(root.as_fd())?, fd_path(upper.as_fd())?);
+        let (root_path, upper_path) = (path_of_fd(root.as_fd())?, path_of_fd(upper.as_fd())?);
         let inside = |p: &[u8]| {
             p.strip_prefix(root_path.as_slice())
                 .is_some_and(|rest| rest.starts_with(b"/") || root_path == b"/")
