@@ -255,15 +255,7 @@ impl Snapshotter {
         record: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<()> {
         let r = self.row(key)?;
-        {
-            let mut conn = self.db.conn();
-            let tx = conn.transaction()?;
-            if metastore::has_children(&tx, r.id)? {
-                return Err(SnapshotError::FailedPrecondition(format!(
-                    "snapshot {key:?} has children: remove them first"
-                )));
-            }
-        }
+        refuse_parent(&self.db.conn().transaction()?, key, r.id)?;
         self.driver.remove(r.id)?;
         self.delete_record(key, r.id, record)
     }
@@ -277,11 +269,7 @@ impl Snapshotter {
         record: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<()> {
         self.db.write(|tx| -> Result<()> {
-            if metastore::has_children(tx, id)? {
-                return Err(SnapshotError::FailedPrecondition(format!(
-                    "snapshot {key:?} has children: remove them first"
-                )));
-            }
+            refuse_parent(tx, key, id)?;
             tx.execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
             record(tx)?;
             Ok(())
@@ -495,4 +483,14 @@ impl Snapshotter {
     pub fn close(&self) -> Result<()> {
         Ok(self.driver.close()?)
     }
+}
+
+/// Refuses removing snapshot `id` (`key`) while others are made on it.
+fn refuse_parent(tx: &rusqlite::Transaction<'_>, key: &str, id: i64) -> Result<()> {
+    if metastore::has_children(tx, id)? {
+        return Err(SnapshotError::FailedPrecondition(format!(
+            "snapshot {key:?} has children: remove them first"
+        )));
+    }
+    Ok(())
 }
