@@ -518,11 +518,17 @@ impl Union {
 
     /// The lazy copy being filled that `f` (a file of the writable branch) is, if any.
     fn lazy_copy(&self, f: impl AsFd) -> Option<Arc<LazyCopy>> {
+        self.lazy_copy_by(|| rfs::fstat(f).ok())
+    }
+
+    /// The lazy copy being filled whose status `stat` gives, if any: `stat` runs only while
+    /// some copy is being filled.
+    fn lazy_copy_by(&self, stat: impl FnOnce() -> Option<Stat>) -> Option<Arc<LazyCopy>> {
         let r = self.lazy.lock().unwrap_or_else(|p| p.into_inner());
         if r.is_empty() {
             return None;
         }
-        let ino = rfs::fstat(f).ok()?.st_ino;
+        let ino = stat()?.st_ino;
         r.get(&ino).filter(|c| !c.is_done()).cloned()
     }
 
@@ -545,24 +551,15 @@ impl Union {
             .unwrap_or(s)
     }
 
-    /// The lazy copy being filled at `dir/name` in the writable branch, if any.
-    fn lazy_copy_at(&self, dir: &OwnedFd, name: &OsStr) -> Res<Option<Arc<LazyCopy>>> {
-        if self
-            .lazy
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-        {
-            return Ok(None);
+    /// The lazy copy being filled at union path `path` (in the writable branch), if any.
+    fn lazy_copy_at(&self, st: &mut State, path: &Path) -> Option<Arc<LazyCopy>> {
+        if path.as_os_str().is_empty() {
+            return None;
         }
-        let f = rfs::openat(
-            dir,
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(rerr)?;
-        Ok(self.lazy_copy(&f))
+        self.lazy_copy_by(|| {
+            let dir = self.wdir(st, split(path).0).ok()?;
+            rfs::statat(&*dir, split(path).1, AtFlags::SYMLINK_NOFOLLOW).ok()
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -1767,10 +1764,9 @@ impl Filesystem for Union {
             }
             if let Some(size) = size {
                 // Holes past the new end would read as the lower file's bytes.
-                let copy = match self.lazy_copy_at(&dir, name)? {
-                    Some(c) => Some(c),
-                    None => open.as_ref().and_then(|f| self.lazy_copy(&**f)),
-                };
+                let copy = self
+                    .lazy_copy_at(&mut st, &path)
+                    .or_else(|| open.as_ref().and_then(|f| self.lazy_copy(&**f)));
                 if let Some(copy) = copy {
                     match size {
                         0 => copy.discard(),
@@ -1983,8 +1979,7 @@ impl Filesystem for Union {
                 self.copy_up(&mut st, &path, !truncates)?;
             }
             if truncates {
-                let (dir, name) = (self.wdir(&mut st, split(&path).0)?, split(&path).1);
-                if let Some(copy) = self.lazy_copy_at(&dir, name)? {
+                if let Some(copy) = self.lazy_copy_at(&mut st, &path) {
                     copy.discard().map_err(errno)?;
                 }
             }
@@ -2217,10 +2212,9 @@ impl Filesystem for Union {
         let r = (|| {
             let path = self.path_of(&st, ino)?;
             self.copy_up(&mut st, &path, true)?;
-            if name == "security.capability" && !path.as_os_str().is_empty() {
+            if name == "security.capability" {
                 // The fill's writes would drop it again.
-                let (dir, file) = (self.wdir(&mut st, split(&path).0)?, split(&path).1);
-                if let Some(copy) = self.lazy_copy_at(&dir, file)? {
+                if let Some(copy) = self.lazy_copy_at(&mut st, &path) {
                     copy.finish().map_err(errno)?;
                 }
             }
