@@ -47,6 +47,8 @@ const PLNK: &str = ".wh..wh.plnk";
 const XINO: &str = ".wh..wh.xino";
 /// Writable-branch directories kept open at most (see `State::wdirs`).
 const WDIRS: usize = 64;
+/// Directories of the other branches kept open at most (see `State::rdirs`).
+const RDIRS: usize = 256;
 /// Names probed in a directory before its view is built instead: a probe costs two
 /// lookups per branch, a merge about a dozen lookups' worth per branch.
 const PROBES: usize = 4;
@@ -90,6 +92,7 @@ struct Probed {
 enum LookupDir<'a> {
     Root(BorrowedFd<'a>),
     Opened(OwnedFd),
+    Kept(Arc<OwnedFd>),
 }
 
 impl AsFd for LookupDir<'_> {
@@ -97,6 +100,7 @@ impl AsFd for LookupDir<'_> {
         match self {
             LookupDir::Root(fd) => fd.as_fd(),
             LookupDir::Opened(fd) => fd.as_fd(),
+            LookupDir::Kept(fd) => fd.as_fd(),
         }
     }
 }
@@ -131,6 +135,13 @@ struct State {
     /// of times). Emptied whenever a directory there is renamed or removed, so a path never
     /// finds another directory than the one it names.
     wdirs: HashMap<PathBuf, Arc<OwnedFd>>,
+    /// Open (O_PATH) directories of the other branches, by branch, then path: a name is
+    /// looked up or a file opened there with one call, not after a walk from the branch
+    /// root (a container reads mostly from its image's layers). Nothing changes those
+    /// branches through the union, and changes made to them behind its back are not
+    /// looked for (aufs's default, `udba=none`), so an entry stays right until the map,
+    /// full, is emptied.
+    rdirs: Vec<HashMap<PathBuf, Arc<OwnedFd>>>,
 }
 
 pub struct Union {
@@ -587,17 +598,53 @@ impl Union {
     }
 
     /// Directory `rel` of branch `b` to look names up in (`*at` calls): the branch root's
-    /// own fd when `rel` is the root, else opened `O_PATH` by [`Self::dir_fd`].
-    fn lookup_dir(&self, b: u16, rel: &Path) -> io::Result<LookupDir<'_>> {
+    /// own fd when `rel` is the root, one kept in [`State::rdirs`] in a branch the union
+    /// does not write, else opened `O_PATH` by [`Self::dir_fd`].
+    fn lookup_dir(&self, st: &mut State, b: u16, rel: &Path) -> io::Result<LookupDir<'_>> {
         if rel.as_os_str().is_empty() {
             return Ok(LookupDir::Root(self.branches[b as usize].fd.as_fd()));
         }
-        Ok(LookupDir::Opened(self.dir_fd(b, rel, OFlags::PATH)?))
+        if Some(b) == self.write {
+            return Ok(LookupDir::Opened(self.dir_fd(b, rel, OFlags::PATH)?));
+        }
+        Ok(LookupDir::Kept(self.rdir(st, b, rel)?))
+    }
+
+    /// Directory `rel` (not the root) of branch `b`, which the union does not write, from
+    /// [`State::rdirs`] or opened there: from its parent's entry when that is kept (one
+    /// name to resolve), else from the branch root.
+    fn rdir(&self, st: &mut State, b: u16, rel: &Path) -> io::Result<Arc<OwnedFd>> {
+        let b = b as usize;
+        if let Some(fd) = st.rdirs.get(b).and_then(|m| m.get(rel)) {
+            return Ok(fd.clone());
+        }
+        let (parent, name) = split(rel);
+        let kept_parent = st.rdirs.get(b).and_then(|m| m.get(parent)).cloned();
+        let fd = Arc::new(match kept_parent {
+            Some(p) => rfs::openat2(
+                &*p,
+                name,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
+            )?,
+            None => self.dir_fd(b as u16, rel, OFlags::PATH)?,
+        });
+        // Bounded: each entry holds a file descriptor.
+        if st.rdirs.iter().map(HashMap::len).sum::<usize>() >= RDIRS {
+            st.rdirs.iter_mut().for_each(HashMap::clear);
+        }
+        if st.rdirs.len() <= b {
+            st.rdirs.resize_with(b + 1, HashMap::default);
+        }
+        st.rdirs[b].insert(rel.to_path_buf(), fd.clone());
+        Ok(fd)
     }
 
     /// Index in `open` of branch `b`'s copy of `rel`, opened there if it is not yet.
     fn lookup_dir_once<'s>(
         &'s self,
+        st: &mut State,
         open: &mut Vec<(u16, LookupDir<'s>)>,
         b: u16,
         rel: &Path,
@@ -605,7 +652,7 @@ impl Union {
         if let Some(i) = open.iter().position(|o| o.0 == b) {
             return Ok(i);
         }
-        open.push((b, self.lookup_dir(b, rel)?));
+        open.push((b, self.lookup_dir(st, b, rel)?));
         Ok(open.len() - 1)
     }
 
@@ -641,7 +688,7 @@ impl Union {
                 .map(|s| self.settled(s))
                 .map_err(rerr);
         }
-        let dir = self.lookup_dir(b, parent).map_err(errno)?;
+        let dir = self.lookup_dir(st, b, parent).map_err(errno)?;
         rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)
     }
 
@@ -759,7 +806,7 @@ impl Union {
                     dirs.push(b);
                     continue;
                 }
-                let marker = match self.lookup_dir_once(&mut open, b, dir) {
+                let marker = match self.lookup_dir_once(st, &mut open, b, dir) {
                     Ok(i) => rfs::statat(&open[i].1, OPAQUE, AtFlags::SYMLINK_NOFOLLOW),
                     Err(e) if absent(&e) => continue,
                     Err(e) => return Err(errno(e)),
@@ -774,11 +821,11 @@ impl Union {
             let names = HashMap::with_hasher(self.hasher.clone());
             st.probed.insert(dir.to_path_buf(), Probed { dirs, names });
         }
-        let p = st.probed.get_mut(dir).expect("probed");
+        let dirs = st.probed[dir].dirs.clone();
         let mut top = None;
         let wh = |b: u16| self.branches[b as usize].whiteouts;
-        let found = view::probe(&p.dirs, wh, name, |b, n| {
-            let i = self.lookup_dir_once(&mut open, b, dir)?;
+        let found = view::probe(&dirs, wh, name, |b, n| {
+            let i = self.lookup_dir_once(st, &mut open, b, dir)?;
             match rfs::statat(&open[i].1, n, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(s) => {
                     if top.is_none() && n == name {
@@ -791,7 +838,11 @@ impl Union {
             }
         })
         .map_err(errno)?;
-        p.names.insert(name.to_os_string(), found.clone());
+        st.probed
+            .get_mut(dir)
+            .expect("probed")
+            .names
+            .insert(name.to_os_string(), found.clone());
         Ok((found, top))
     }
 
@@ -1505,8 +1556,9 @@ impl Union {
             | libc::O_NOATIME;
         let flags =
             OFlags::from_bits_retain((flags & keep) as u32) | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let dir = self.parent_fd(e.branch, path).map_err(errno)?;
-        let fd = rfs::openat(&dir, split(path).1, flags, Mode::empty()).map_err(rerr)?;
+        let (parent, name) = split(path);
+        let dir = self.lookup_dir(st, e.branch, parent).map_err(errno)?;
+        let fd = rfs::openat(&dir, name, flags, Mode::empty()).map_err(rerr)?;
         Ok((File::from(fd), e.branch))
     }
 
@@ -1831,8 +1883,9 @@ impl Filesystem for Union {
         let r = (|| -> Res<Vec<u8>> {
             let path = self.path_of(&st, ino)?;
             let e = self.entry(&mut st, &path)?;
-            let dir = self.parent_fd(e.branch, &path).map_err(errno)?;
-            rfs::readlinkat(&dir, split(&path).1, Vec::new())
+            let (parent, name) = split(&path);
+            let dir = self.lookup_dir(&mut st, e.branch, parent).map_err(errno)?;
+            rfs::readlinkat(&dir, name, Vec::new())
                 .map(|t| t.into_bytes())
                 .map_err(rerr)
         })();

@@ -212,11 +212,6 @@ impl Mounted {
     }
 }
 
-/// Mounts the union on `mountpoint`. The mount exists when this returns; requests are
-/// served once [`Mounted::run`] is called.
-///
-/// Sets the process's umask to 0: the caller's umask comes with each request and is applied
-/// to the modes of new files, which the server's own must not mask again.
 /// Runs the CPU feature detection that the first request with a name would otherwise run
 /// (fuser finds the name's end with `memchr`, which picks its AVX2 or SSE2 code once per
 /// process): it executes `cpuid` about ten times, and in a VM each one traps to the
@@ -226,8 +221,34 @@ fn detect_cpu_features() {
     std::hint::black_box(std::arch::is_x86_feature_detected!("avx2"));
 }
 
+/// File table slots made at mount (see [`presize_fd_table`]).
+const FD_TABLE: u32 = 1024;
+
+/// Grows this process's file table to [`FD_TABLE`] slots (within its open-files limit)
+/// before the request threads start. The kernel grows a table that several threads share
+/// only after an RCU grace period, 15 ms here: a request that opened the 64th, 128th, ...
+/// file waited that long (kept branch directories, a container's open files).
+fn presize_fd_table() {
+    use rustix::fs::{Mode, OFlags};
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    // A file at slot FD_TABLE - 1 makes a table of exactly FD_TABLE slots.
+    let top = (FD_TABLE as u64 - 1).min(limit.saturating_sub(1)) as i32;
+    if let Ok(fd) = rustix::fs::open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty()) {
+        // Dropped at once: the table keeps its size.
+        let _ = rustix::io::fcntl_dupfd_cloexec(&fd, top);
+    }
+}
+
+/// Mounts the union on `mountpoint`. The mount exists when this returns; requests are
+/// served once [`Mounted::run`] is called.
+///
+/// Sets the process's umask to 0: the caller's umask comes with each request and is applied
+/// to the modes of new files, which the server's own must not mask again.
 pub fn mount(config: &MountConfig, mountpoint: &Path) -> io::Result<Mounted> {
     rustix::process::umask(rustix::fs::Mode::empty());
+    presize_fd_table();
     detect_cpu_features();
     let mut config = config.clone();
     config.uring = config.uring && uring_allowed();

@@ -1378,3 +1378,52 @@ fn a_sparse_large_file_is_copied_up_lazily() {
         "the branch's copy"
     );
 }
+
+/// Lower-branch directories are kept open for lookups and opens (a bounded set), and the
+/// server's file table is made at mount, so that no request waits for the kernel to grow
+/// a table its threads share. What is read stays right as the union changes around it.
+#[test]
+fn lower_directories_are_kept_open_within_bounds() {
+    let mut u = Union::new(&["rw", "ro"]);
+    for i in 0..300 {
+        write(u.branch(1).join(format!("t/d{i}/e/f")), &format!("{i}"));
+    }
+    write(u.branch(1).join("t/d0/e/g"), "lower g");
+    u.mount();
+    fs::metadata(u.mnt()).unwrap();
+    let pid = server_of(&u.mnt());
+    let status_field = |field: &str| -> usize {
+        let s = read(format!("/proc/{pid}/status"));
+        let line = s.lines().find(|l| l.starts_with(field)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let table = status_field("FDSize:");
+    assert!(table >= 1024, "the file table has {table} slots at mount");
+    for i in 0..300 {
+        assert_eq!(read(u.m(&format!("t/d{i}/e/f"))), format!("{i}"));
+    }
+    let open = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    assert!(
+        open < 400,
+        "the server holds {open} files after 600 directories"
+    );
+    assert_eq!(status_field("FDSize:"), table, "the table never grew");
+    // Under a directory made again over its lower copy, the lower names are gone.
+    fs::remove_file(u.m("t/d0/e/f")).unwrap();
+    fs::remove_file(u.m("t/d0/e/g")).unwrap();
+    fs::remove_dir(u.m("t/d0/e")).unwrap();
+    fs::create_dir(u.m("t/d0/e")).unwrap();
+    assert_eq!(errno(fs::metadata(u.m("t/d0/e/g"))), libc::ENOENT);
+    write(u.m("t/d0/e/g"), "upper g");
+    assert_eq!(read(u.m("t/d0/e/g")), "upper g");
+    // A renamed directory keeps its lower contents under its new name only.
+    fs::rename(u.m("t/d1"), u.m("t/moved")).unwrap();
+    assert_eq!(read(u.m("t/moved/e/f")), "1");
+    assert_eq!(errno(fs::metadata(u.m("t/d1/e/f"))), libc::ENOENT);
+    assert_eq!(read(u.m("t/d2/e/f")), "2");
+    u.remount();
+    assert_eq!(read(u.m("t/d0/e/g")), "upper g");
+    assert_eq!(errno(fs::metadata(u.m("t/d0/e/f"))), libc::ENOENT);
+    assert_eq!(read(u.m("t/moved/e/f")), "1");
+    assert_eq!(read(u.branch(1).join("t/d0/e/g")), "lower g");
+}
