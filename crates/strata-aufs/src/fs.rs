@@ -635,7 +635,8 @@ impl Union {
             st.rdirs.iter_mut().for_each(HashMap::clear);
         }
         if st.rdirs.len() <= b {
-            st.rdirs.resize_with(b + 1, HashMap::default);
+            st.rdirs
+                .resize_with(b + 1, || HashMap::with_hasher(self.hasher.clone()));
         }
         st.rdirs[b].insert(rel.to_path_buf(), fd.clone());
         Ok(fd)

@@ -221,18 +221,26 @@ fn detect_cpu_features() {
     std::hint::black_box(std::arch::is_x86_feature_detected!("avx2"));
 }
 
-/// File table slots made at mount (see [`presize_fd_table`]).
+/// File table slots made at mount (see [`make_room_for_files`]).
 const FD_TABLE: u32 = 1024;
 
-/// Grows this process's file table to [`FD_TABLE`] slots (within its open-files limit)
-/// before the request threads start. The kernel grows a table that several threads share
-/// only after an RCU grace period, 15 ms here: a request that opened the 64th, 128th, ...
-/// file waited that long (kept branch directories, a container's open files).
-fn presize_fd_table() {
+/// Raises this process's open-files limit to its hard limit (never above: that needs
+/// CAP_SYS_RESOURCE), as fuse-overlayfs does: the server holds a file for every file the
+/// union's users have open. Then grows its file table to [`FD_TABLE`] slots (within that
+/// limit) before the request threads start: the kernel grows a table that several threads
+/// share only after an RCU grace period, 15 ms here, which a request that opened the
+/// 64th, 128th, ... file waited for (kept branch directories, a container's open files).
+fn make_room_for_files() {
     use rustix::fs::{Mode, OFlags};
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX);
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut nofile = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(hard)) = (nofile.current, nofile.maximum) {
+        if current < hard {
+            nofile.current = Some(hard);
+            let _ = setrlimit(Resource::Nofile, nofile);
+        }
+    }
+    let limit = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
     // A file at slot FD_TABLE - 1 makes a table of exactly FD_TABLE slots.
     let top = (FD_TABLE as u64 - 1).min(limit.saturating_sub(1)) as i32;
     if let Ok(fd) = rustix::fs::open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty()) {
@@ -248,7 +256,7 @@ fn presize_fd_table() {
 /// to the modes of new files, which the server's own must not mask again.
 pub fn mount(config: &MountConfig, mountpoint: &Path) -> io::Result<Mounted> {
     rustix::process::umask(rustix::fs::Mode::empty());
-    presize_fd_table();
+    make_room_for_files();
     detect_cpu_features();
     let mut config = config.clone();
     config.uring = config.uring && uring_allowed();

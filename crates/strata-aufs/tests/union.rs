@@ -1380,18 +1380,51 @@ fn a_sparse_large_file_is_copied_up_lazily() {
 }
 
 /// Lower-branch directories are kept open for lookups and opens (a bounded set), and the
-/// server's file table is made at mount, so that no request waits for the kernel to grow
-/// a table its threads share. What is read stays right as the union changes around it.
+/// server takes its hard open-files limit and makes its file table at mount, so that no
+/// request waits for the kernel to grow a table its threads share. What is read stays
+/// right as the union changes around it.
 #[test]
 fn lower_directories_are_kept_open_within_bounds() {
+    use std::os::unix::process::CommandExt;
     let mut u = Union::new(&["rw", "ro"]);
     for i in 0..300 {
         write(u.branch(1).join(format!("t/d{i}/e/f")), &format!("{i}"));
     }
     write(u.branch(1).join("t/d0/e/g"), "lower g");
-    u.mount();
+    // Started with a soft limit below the hard one (lowering needs no privilege).
+    let mut helper = Command::new(HELPER);
+    helper
+        .arg("-o")
+        .arg(format!("br={}", u.spec))
+        .arg("none")
+        .arg(u.mnt());
+    // SAFETY: setrlimit is async-signal-safe; it only lowers this child's soft limit.
+    unsafe {
+        helper.pre_exec(|| {
+            let mut l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+            l.current = Some(256);
+            rustix::process::setrlimit(rustix::process::Resource::Nofile, l)?;
+            Ok(())
+        });
+    }
+    let o = helper.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    u.mounted = true;
     fs::metadata(u.mnt()).unwrap();
     let pid = server_of(&u.mnt());
+    let limits = read(format!("/proc/{pid}/limits"));
+    let files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect();
+    assert_eq!(
+        files[0], files[1],
+        "soft and hard open-files limits: {files:?}"
+    );
     let status_field = |field: &str| -> usize {
         let s = read(format!("/proc/{pid}/status"));
         let line = s.lines().find(|l| l.starts_with(field)).unwrap();
