@@ -171,6 +171,18 @@ pub struct Union {
     fillers: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
+/// Opens directory `rel` (not empty) below `dir`, never leaving `dir` nor following a
+/// link.
+fn dir_beneath(dir: impl AsFd, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+    Ok(rfs::openat2(
+        dir,
+        rel,
+        flags | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
+    )?)
+}
+
 fn derive_ino(branch: u16, ino: u64) -> Option<u64> {
     (ino < 1 << 48).then(|| ((branch as u64 + 1) << 48) | ino)
 }
@@ -584,17 +596,11 @@ impl Union {
     /// Opens directory `rel` of branch `b`, never leaving the branch nor following a link.
     fn dir_fd(&self, b: u16, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
         let root = &self.branches[b as usize].fd;
-        let flags = flags | OFlags::DIRECTORY | OFlags::CLOEXEC;
         if rel.as_os_str().is_empty() {
+            let flags = flags | OFlags::DIRECTORY | OFlags::CLOEXEC;
             return Ok(rfs::openat(root, ".", flags, Mode::empty())?);
         }
-        Ok(rfs::openat2(
-            root,
-            rel,
-            flags | OFlags::NOFOLLOW,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
-        )?)
+        dir_beneath(root, rel, flags)
     }
 
     /// Directory `rel` of branch `b` to look names up in (`*at` calls): the branch root's
@@ -621,13 +627,7 @@ impl Union {
         let (parent, name) = split(rel);
         let kept_parent = st.rdirs.get(b).and_then(|m| m.get(parent)).cloned();
         let fd = Arc::new(match kept_parent {
-            Some(p) => rfs::openat2(
-                &*p,
-                name,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
-            )?,
+            Some(p) => dir_beneath(&*p, Path::new(name), OFlags::PATH)?,
             None => self.dir_fd(b as u16, rel, OFlags::PATH)?,
         });
         // Bounded: each entry holds a file descriptor.
