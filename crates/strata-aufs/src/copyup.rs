@@ -252,6 +252,20 @@ pub(crate) fn copy_object(
     done
 }
 
+/// The names in directory `dir` (opened for reading), with their types; `.` and `..` left
+/// out.
+pub(crate) fn entries(dir: impl AsFd) -> io::Result<Vec<(OsString, RFileType)>> {
+    let mut out = Vec::new();
+    for e in rfs::Dir::read_from(dir)? {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push((OsStr::from_bytes(n).to_os_string(), e.file_type()));
+        }
+    }
+    Ok(out)
+}
+
 /// Removes everything inside directory `dir` of the writable branch (whiteouts, markers and
 /// metadata that keep a merged-empty directory from being removed).
 pub(crate) fn clear_dir(dir: &OwnedFd) -> io::Result<()> {
@@ -261,15 +275,7 @@ pub(crate) fn clear_dir(dir: &OwnedFd) -> io::Result<()> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let mut names = Vec::new();
-    for e in rfs::Dir::read_from(&fd)? {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push((OsStr::from_bytes(n).to_os_string(), e.file_type()));
-        }
-    }
-    for (n, kind) in names {
+    for (n, kind) in entries(&fd)? {
         if kind == RFileType::Directory {
             let sub = rfs::openat(
                 fd.as_fd(),

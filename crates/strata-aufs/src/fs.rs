@@ -579,9 +579,10 @@ impl Union {
         if path.as_os_str().is_empty() {
             return None;
         }
+        let (parent, name) = split(path);
         self.lazy_copy_by(|| {
-            let dir = self.wdir(st, split(path).0).ok()?;
-            rfs::statat(&*dir, split(path).1, AtFlags::SYMLINK_NOFOLLOW).ok()
+            let dir = self.wdir(st, parent).ok()?;
+            rfs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()
         })
     }
 

@@ -496,14 +496,7 @@ pub(crate) fn recorded(root: BorrowedFd<'_>, sync: bool) -> io::Result<Vec<LazyC
         Err(rustix::io::Errno::NOENT) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
-    let mut names = Vec::new();
-    for e in rfs::Dir::read_from(&records)? {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(OsStr::from_bytes(n).to_os_string());
-        }
-    }
+    let names = crate::copyup::entries(&records)?;
     // open_by_handle_at takes no O_PATH fd for the filesystem.
     let root = rfs::openat(
         root,
@@ -511,8 +504,9 @@ pub(crate) fn recorded(root: BorrowedFd<'_>, sync: bool) -> io::Result<Vec<LazyC
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
+    let root_path = path_of_fd(root.as_fd())?;
     let mut out = Vec::new();
-    for name in names {
+    for (name, _) in names {
         let mut raw = Vec::new();
         io::Read::read_to_end(
             &mut File::from(rfs::openat(
@@ -547,7 +541,7 @@ pub(crate) fn recorded(root: BorrowedFd<'_>, sync: bool) -> io::Result<Vec<LazyC
         let upper = upper.map_err(|e| context(e, "copy of"))?;
         // A file handle opens any file of the filesystem: the copy must be in this branch,
         // and its lower file outside it, or the record is none of the union's.
-        let (root_path, upper_path) = (path_of_fd(root.as_fd())?, path_of_fd(upper.as_fd())?);
+        let upper_path = path_of_fd(upper.as_fd())?;
         let inside = |p: &[u8]| {
             p.strip_prefix(root_path.as_slice())
                 .is_some_and(|rest| rest.starts_with(b"/") || root_path == b"/")
@@ -564,13 +558,13 @@ pub(crate) fn recorded(root: BorrowedFd<'_>, sync: bool) -> io::Result<Vec<LazyC
             Mode::empty(),
         )
         .map_err(|e| context(e.into(), "lower file"))?;
-        let records = rfs::openat(
-            &records,
-            ".",
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        out.push(LazyCopy::new(upper, lower, name, records, sync)?);
+        out.push(LazyCopy::new(
+            upper,
+            lower,
+            name,
+            records.try_clone()?,
+            sync,
+        )?);
     }
     Ok(out)
 }
