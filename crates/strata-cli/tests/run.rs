@@ -318,6 +318,12 @@ fn namespaces(s: Store) {
     ]);
     assert_eq!(o.lines().count(), 1, "{o}");
     assert!(o.contains(": lo:") && o.contains("UP"), "{o}");
+    // Not the host's namespace, nor one two containers share.
+    let netns = || s.out(&["run", "--rm", "busybox", "readlink", "/proc/self/ns/net"]);
+    let (a, b) = (netns(), netns());
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(a.trim(), host.to_str().unwrap());
+    assert_ne!(a, b);
     assert!(s
         .out(&[
             "run",
@@ -845,7 +851,7 @@ fn restart_policy(s: Store) {
         "busybox",
         "sh",
         "-c",
-        "echo run; exit 4",
+        "echo run $(readlink /proc/self/ns/net) $(ip -o link | grep -c 'lo.*UP'); exit 4",
     ]);
     assert_eq!(s.ok(&["wait", "r"]), "4\n");
     for _ in 0..300 {
@@ -864,7 +870,15 @@ fn restart_policy(s: Store) {
         ),
         "exited 2 4"
     );
-    assert_eq!(s.ok(&["logs", "r"]), "run\nrun\nrun\n");
+    // Each run gets a new network namespace (a freed one's number may come back later),
+    // with lo up.
+    let logs = s.ok(&["logs", "r"]);
+    let runs: Vec<Vec<&str>> = logs.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(runs.len(), 3, "{logs}");
+    for (i, f) in runs.iter().enumerate() {
+        assert!(f[0] == "run" && f[1].starts_with("net:[") && f[2] == "1", "{logs}");
+        assert!(i == 0 || runs[i - 1][1] != f[1], "{logs}");
+    }
     // --restart with --rm is refused, as docker.
     assert!(s
         .fails(&["run", "--rm", "--restart", "always", "busybox", "true"])

@@ -207,6 +207,12 @@ impl Engine {
         // The shim starts first and waits for its config: its exec and start-up overlap
         // the mount and the bundle below.
         let arg_dir = dir.clone().into_os_string();
+        let mut args = vec!["start".as_ref(), arg_dir.as_os_str()];
+        // A private network namespace is the shim's to make (see strata_exec::net).
+        let private_net = c.host.network_mode == "none";
+        if private_net {
+            args.push("--private-net".as_ref());
+        }
         let spawn = SpawnOptions {
             client,
             detach: true,
@@ -214,9 +220,9 @@ impl Engine {
             gated: true,
             ..Default::default()
         };
-        let mut shim =
-            spawn_shim(&["start".as_ref(), arg_dir.as_os_str()], spawn).map_err(shim_error)?;
-        let started = match self.prepare_run(&c, &dir) {
+        let mut shim = spawn_shim(&args, spawn).map_err(shim_error)?;
+        let netns = private_net.then(|| strata_exec::shim::netns_path(shim.child.id()));
+        let started = match self.prepare_run(&c, &dir, netns) {
             Err(e) => {
                 // Its go pipe closes: the shim exits having done nothing.
                 shim.abandon();
@@ -249,7 +255,7 @@ impl Engine {
     /// What a run needs before its shim goes: the root mounted (unless it still is), the
     /// bundle and the shim's config written. Returns the run's generation. The caller
     /// releases the mount on an error.
-    fn prepare_run(&self, c: &Container, dir: &Path) -> Result<u64> {
+    fn prepare_run(&self, c: &Container, dir: &Path, netns: Option<PathBuf>) -> Result<u64> {
         let io = |what: &str, e: std::io::Error| EngineError::io(what.to_string(), e);
         let mark = dir.join(RUN_MOUNT_MARK);
         let rootfs = if mark.exists() {
@@ -268,7 +274,7 @@ impl Engine {
             }
             p
         };
-        let spec = self.run_spec(c, &rootfs, dir)?;
+        let spec = self.run_spec(c, &rootfs, dir, netns)?;
         let bundle = dir.join(state::BUNDLE_DIR);
         std::fs::create_dir_all(&bundle).map_err(|e| io("creating the bundle", e))?;
         let json =
@@ -291,7 +297,6 @@ impl Engine {
             open_stdin: c.config.open_stdin,
             stdin_once: c.config.stdin_once,
             restart: self.restart_policy(&c.host).unwrap_or_default(),
-            loopback: spec.net == strata_exec::spec::NsMode::Private,
             console_socket: self
                 .root
                 .join("run")

@@ -258,7 +258,15 @@ impl Engine {
     }
 
     /// The spec the runtime gets for `c`, whose root filesystem is mounted at `rootfs`.
-    pub(crate) fn run_spec(&self, c: &Container, rootfs: &Path, dir: &Path) -> Result<RunSpec> {
+    /// The spec of a run of `c`; `netns` is the private network namespace its shim made
+    /// (`--network none`).
+    pub(crate) fn run_spec(
+        &self,
+        c: &Container,
+        rootfs: &Path,
+        dir: &Path,
+        netns: Option<PathBuf>,
+    ) -> Result<RunSpec> {
         let h = &c.host;
         let mut process = self.process_spec(c, rootfs)?;
         let init = if h.init {
@@ -322,7 +330,10 @@ impl Engine {
                 }
                 NsMode::Join(PathBuf::from(format!("/proc/{}/ns/net", st.pid)))
             }
-            None => ns(&h.network_mode),
+            None => match netns {
+                Some(path) => NsMode::Join(path),
+                None => ns(&h.network_mode),
+            },
         };
         Ok(RunSpec {
             process,

@@ -23,6 +23,9 @@ const MAGIC: &[u8; 8] = b"STBPF01\n";
 const HEADER: usize = MAGIC.len() + 4 + 32;
 const INSN: usize = std::mem::size_of::<libc::sock_filter>();
 
+/// libseccomp's `SCMP_FLTATR_CTL_OPTIMIZE` level for a binary tree (libseccomp 2.5+).
+const BINARY_TREE: u32 = 2;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
     #[error("compiling the seccomp profile: {0}")]
@@ -75,6 +78,12 @@ impl Filter {
         };
         let default = action(profile.default_action(), profile.default_errno_ret());
         let mut ctx = ScmpFilterContext::new(default).map_err(|e| err("the default action", e))?;
+        // A binary tree by syscall number instead of a chain of comparisons: the kernel
+        // emulates the program for every syscall number of every architecture when it
+        // loads it (to cache which calls are always allowed), and over docker's profile's
+        // chain that took 0.9 ms of each container's start.
+        ctx.set_ctl_optimize(BINARY_TREE)
+            .map_err(|e| err("choosing the binary tree layout", e))?;
         for arch in profile.architectures().iter().flatten() {
             let name = serde_json::to_value(arch).expect("an arch serializes");
             let name = name.as_str().unwrap_or_default();
@@ -132,7 +141,7 @@ impl Filter {
         if let Ok(v) = ScmpVersion::current() {
             key.update(format!("libseccomp {}.{}.{}", v.major, v.minor, v.micro));
         }
-        key.update(format!("{:?}", ScmpArch::native()));
+        key.update(format!("{:?} optimize {BINARY_TREE}", ScmpArch::native()));
         let name = format!("{}.bpf", hex::encode(key.finalize()));
         if let Ok(filter) = Filter::read(&dir.join(&name)) {
             return Ok(Some(filter));

@@ -1,19 +1,25 @@
 //! The one piece of networking before bridge networks exist: a private network namespace
-//! gets its loopback interface up, as docker's `--network none` has it.
+//! with its loopback interface up, as docker's `--network none` has it.
+//!
+//! The shim makes that namespace itself, before its container's config is even written,
+//! and the spec joins it by path: creating a network namespace is the costliest step of a
+//! container's start (about 0.75 ms here, in the kernel's per-namespace setup), and made
+//! this way it runs while the CLI still mounts the root and writes the bundle.
 
-use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType, UnshareFlags};
 use std::fs::File;
-use std::os::fd::AsFd;
 
-/// Brings `lo` up in the network namespace of process `pid`, then returns to ours. The
-/// shim is single-threaded, so switching its namespace affects nothing else.
-pub fn loopback_up(pid: i32) -> std::io::Result<()> {
-    let ours = File::open("/proc/self/ns/net")?;
-    let theirs = File::open(format!("/proc/{pid}/ns/net"))?;
-    move_into_link_name_space(theirs.as_fd(), Some(LinkNameSpaceType::Network))?;
-    let res = set_up("lo");
+/// A new network namespace with `lo` up; this process stays in its own. The caller must
+/// be single-threaded: the switch is per thread, and back again before returning.
+pub fn private_namespace() -> std::io::Result<OwnedFd> {
+    let ours = File::open("/proc/thread-self/ns/net")?;
+    // SAFETY: only the network namespace is unshared (no fd table is split), and the
+    // thread moves back into `ours` below.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNET) }?;
+    let made = set_up("lo").and_then(|()| File::open("/proc/thread-self/ns/net"));
     move_into_link_name_space(ours.as_fd(), Some(LinkNameSpaceType::Network))?;
-    res
+    Ok(made?.into())
 }
 
 /// SIOCGIFFLAGS/SIOCSIFFLAGS on an AF_INET socket: rustix has no interface-flag calls.

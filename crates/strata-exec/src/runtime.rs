@@ -107,19 +107,12 @@ impl Native {
         })
     }
 
-    /// `create`, then `before_start` with the init's pid, then `start`, in this process
-    /// (the shim's creator); on an error the container is deleted again.
-    pub fn create_and_start(
-        &self,
-        id: &str,
-        bundle: &Path,
-        io: ProcessIo,
-        before_start: impl FnOnce(i32) -> Result<()>,
-    ) -> Result<i32> {
+    /// `create`, then `start`, in this process (the shim's creator); on an error the
+    /// container is deleted again.
+    pub fn create_and_start(&self, id: &str, bundle: &Path, io: ProcessIo) -> Result<i32> {
         // The container just built is started as it is, without loading its state again.
         let mut c = self.build(id, bundle, io)?;
         let started = init_pid(&c).and_then(|pid| {
-            before_start(pid)?;
             c.start().map_err(|e| lc_err("starting", e))?;
             Ok(pid)
         });

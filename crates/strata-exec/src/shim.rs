@@ -17,13 +17,17 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const READY_FD: i32 = 3;
 pub const CLIENT_FD: i32 = 4;
 /// Open in a shim started ahead of its container's config (`SpawnOptions::gated`): one
 /// byte on it says go; its closing without one says the start was given up.
 pub const GO_FD: i32 = 5;
+/// Where the shim holds its container's private network namespace (`start --private-net`):
+/// the spec joins it as `netns_path`. Each run of the container gets a new one; the last
+/// goes with the shim.
+pub const NETNS_FD: i32 = 6;
 /// Created by `stop`/`kill` before signalling: the exit was asked for, so no restart.
 pub const STOPPED_MARK: &str = "stopped";
 
@@ -156,7 +160,7 @@ pub(crate) fn receive_console(listener: &UnixListener) -> Result<OwnedFd, String
     Err("the runtime sent no terminal".into())
 }
 
-/// Starts one run of the container: stdio, create, loopback, start. Returns the init pid.
+/// Starts one run of the container: stdio, create, start. Returns the init pid.
 fn launch(
     cfg: &ShimConfig,
     rt: &dyn Runtime,
@@ -237,7 +241,6 @@ fn launch(
             let _ = std::fs::remove_file(&cfg.console_socket);
         }
         if !running {
-            before_start(cfg, pid).map_err(|e| e.0)?;
             rt.start(&cfg.id).map_err(|e| e.0)?;
         }
         Ok(())
@@ -342,12 +345,30 @@ fn create_forked(dir: &Path, stdio: [OwnedFd; 3]) -> Result<String, String> {
     res
 }
 
-/// What happens between creating a container and starting its process.
-fn before_start(cfg: &ShimConfig, pid: i32) -> runtime::Result<()> {
-    if cfg.loopback {
-        crate::net::loopback_up(pid)
-            .map_err(|e| runtime::RuntimeError(format!("bringing up lo in the container: {e}")))?;
+/// The network namespace path a container of shim `shim_pid` joins (see `NETNS_FD`).
+pub fn netns_path(shim_pid: u32) -> PathBuf {
+    PathBuf::from(format!("/proc/{shim_pid}/fd/{NETNS_FD}"))
+}
+
+/// Puts a new private network namespace (`lo` up) at `NETNS_FD`, in place of the previous
+/// run's. Nothing else of the shim's is ever there: the starter passes nothing above
+/// `GO_FD`, the first one is made before the shim opens anything, and the fd stays
+/// taken for the shim's life.
+fn make_private_net() -> Result<(), String> {
+    let ns = crate::net::private_namespace()
+        .map_err(|e| format!("creating the container's network namespace: {e}"))?;
+    if ns.as_raw_fd() != NETNS_FD {
+        // SAFETY: dup3 onto the number this process reserves for the namespace.
+        if unsafe { libc::dup3(ns.as_raw_fd(), NETNS_FD, libc::O_CLOEXEC) } < 0 {
+            return Err(format!(
+                "holding the container's network namespace: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        return Ok(());
     }
+    // Already at its number: kept open for the shim's life.
+    let _ = std::os::fd::IntoRawFd::into_raw_fd(ns);
     Ok(())
 }
 
@@ -400,7 +421,7 @@ pub fn create(dir: &Path) -> i32 {
     };
     let rt = runtime::Native::new(&cfg.runtime_state);
     let bundle = dir.join(state::BUNDLE_DIR);
-    match rt.create_and_start(&cfg.id, &bundle, io, |pid| before_start(&cfg, pid)) {
+    match rt.create_and_start(&cfg.id, &bundle, io) {
         Ok(pid) => {
             tell(&mut ready, &format!("ok {pid}"));
             0
@@ -411,6 +432,9 @@ pub fn create(dir: &Path) -> i32 {
         }
     }
 }
+
+/// How long a container runs before its shim lets go of its start-up code's pages.
+const RELEASE_STARTUP_CODE_AFTER: Duration = Duration::from_millis(200);
 
 /// Drops this process's page table entries for read-only file mappings (machine code and
 /// constants of the shim and its libraries) once the container runs: setup touched
@@ -620,6 +644,8 @@ impl Shim {
         let mut code = None;
         let mut out_open = true;
         let mut err_open = io.as_ref().is_some_and(|io| io.stderr.is_some());
+        // Not at once: a short-lived container's exit would wait for the smaps read.
+        let mut release_at = Some(std::time::Instant::now() + RELEASE_STARTUP_CODE_AFTER);
         loop {
             self.clients.retain(|c| !c.gone);
             if code.is_none() {
@@ -665,15 +691,21 @@ impl Shim {
             }
             // Once the init is gone, output still buffered in the pipes is drained, but
             // a process that kept them open (a host-pid container's orphan) is not waited on.
-            let timeout = if code.is_some() {
-                Some(&rustix::time::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 200_000_000,
-                })
-            } else {
-                None
-            };
-            match poll(&mut fds, timeout) {
+            let release_in = release_at.map(|t| t.saturating_duration_since(Instant::now()));
+            if release_in == Some(Duration::ZERO) {
+                release_startup_code();
+                release_at = None;
+            }
+            let timeout = match (code, release_in) {
+                (Some(_), _) => Some(Duration::from_millis(200)),
+                (None, Some(d)) if !d.is_zero() => Some(d),
+                _ => None,
+            }
+            .map(|d| rustix::time::Timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as i64,
+            });
+            match poll(&mut fds, timeout.as_ref()) {
                 Ok(0) if code.is_some() => break,
                 Ok(_) => {}
                 Err(_) => continue,
@@ -734,8 +766,9 @@ pub(crate) fn tell(ready: &mut Option<File>, msg: &str) {
     }
 }
 
-/// `strata-shim start DIR`: runs the container described by DIR/shim.json.
-pub fn start(dir: &Path) -> i32 {
+/// `strata-shim start DIR`: runs the container described by DIR/shim.json, in a private
+/// network namespace made by the shim when `private_net` (`--private-net`).
+pub fn start(dir: &Path, private_net: bool) -> i32 {
     // SAFETY: fd 3 is the ready pipe by contract with the starter; fd 4 is optional.
     let mut ready = Some(unsafe { File::from_raw_fd(READY_FD) });
     let first = (rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(CLIENT_FD) }).is_ok())
@@ -745,6 +778,8 @@ pub fn start(dir: &Path) -> i32 {
         let b = unsafe { BorrowedFd::borrow_raw(fd) };
         let _ = rustix::io::fcntl_setfd(b, rustix::io::FdFlags::CLOEXEC);
     }
+    // Made while the starter still writes the config (see `net`).
+    let mut first_net = private_net.then(make_private_net);
     if rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(GO_FD) }).is_ok() {
         // SAFETY: fd 5, open, is the go pipe by contract with the starter; owned here.
         let mut go = unsafe { File::from_raw_fd(GO_FD) };
@@ -822,7 +857,13 @@ pub fn start(dir: &Path) -> i32 {
     let mut restarts = 0u32;
     loop {
         let log = shim.log.try_clone().expect("log fd");
-        let pid = match launch(&shim.cfg, shim.rt.as_ref(), dir, &mut io, &log) {
+        let net = match first_net.take() {
+            Some(made) => made,
+            None if private_net => make_private_net(),
+            None => Ok(()),
+        };
+        let launched = net.and_then(|()| launch(&shim.cfg, shim.rt.as_ref(), dir, &mut io, &log));
+        let pid = match launched {
             Ok(pid) => pid,
             Err(e) => {
                 // A container that never ran stays "created", as docker shows it.
@@ -849,7 +890,6 @@ pub fn start(dir: &Path) -> i32 {
         shim.state.error.clear();
         shim.save();
         tell(&mut ready, "ok");
-        release_startup_code();
         let code = shim.serve(pid, &mut io);
         shim.state.oom_killed = crate::cgroup::Cgroup::new(&shim.cfg.cgroups_path).oom_killed();
         io = None;

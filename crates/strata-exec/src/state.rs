@@ -166,8 +166,6 @@ pub struct ShimConfig {
     /// `--attach`-style: close the container's stdin when the first attached client's ends.
     pub stdin_once: bool,
     pub restart: RestartPolicy,
-    /// Bring `lo` up in a private network namespace.
-    pub loopback: bool,
     /// Where the container's console socket lives (kept short: unix socket paths are
     /// limited to 107 bytes).
     pub console_socket: PathBuf,

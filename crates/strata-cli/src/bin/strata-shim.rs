@@ -1,4 +1,5 @@
-//! The shim binary: `strata-shim start DIR` runs and monitors a container (`create DIR` is
+//! The shim binary: `strata-shim start DIR [--private-net]` runs and monitors a container
+//! (in a network namespace of its making with `--private-net`; `create DIR` is
 //! its native create step), `strata-shim exec FILE` one more process in it. Started by
 //! strata only; what enters a container runs from a read-only view of this binary (see
 //! `spawn`).
@@ -10,13 +11,15 @@ fn main() {
     let _ = rustix::thread::set_name(c"strata-shim");
     strata_exec::shim::close_inherited_fds();
     let args: Vec<String> = std::env::args().collect();
-    let code = match (args.get(1).map(String::as_str), args.get(2)) {
-        (Some("start"), Some(dir)) => strata_exec::shim::start(Path::new(dir)),
-        (Some("create"), Some(dir)) => strata_exec::shim::create(Path::new(dir)),
-        (Some("exec"), Some(file)) => strata_exec::exec::exec(Path::new(file)),
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let code = match args[1..] {
+        ["start", dir] => strata_exec::shim::start(Path::new(dir), false),
+        ["start", dir, "--private-net"] => strata_exec::shim::start(Path::new(dir), true),
+        ["create", dir] => strata_exec::shim::create(Path::new(dir)),
+        ["exec", file] => strata_exec::exec::exec(Path::new(file)),
         _ => {
             eprintln!(
-                "strata-shim is started by strata: strata-shim start DIR | create DIR | exec FILE"
+                "strata-shim is started by strata: strata-shim start DIR [--private-net] | create DIR | exec FILE"
             );
             2
         }
