@@ -56,6 +56,9 @@ pss_of() { # median PSS (KiB: shared pages divided among their users) of process
         start=$(date +%s%N)
         for i in $(seq 100); do $cmd run -d --network none bb:1 sleep 3600 >/dev/null; done
         end=$(date +%s%N)
+        # Settle before reading memory: strata's shims drop their start-up pages once their
+        # container has run for 200 ms.
+        sleep 1
         running=$($cmd ps -q | wc -l)
         echo "  $name: start x100 $(( (end - start) / 1000000 )) ms, running $running," \
             "per-container process ($proc) median RSS $(rss_of "$proc") KiB, PSS $(pss_of "$proc") KiB"

@@ -876,7 +876,10 @@ fn restart_policy(s: Store) {
     let runs: Vec<Vec<&str>> = logs.lines().map(|l| l.split(' ').collect()).collect();
     assert_eq!(runs.len(), 3, "{logs}");
     for (i, f) in runs.iter().enumerate() {
-        assert!(f[0] == "run" && f[1].starts_with("net:[") && f[2] == "1", "{logs}");
+        assert!(
+            f[0] == "run" && f[1].starts_with("net:[") && f[2] == "1",
+            "{logs}"
+        );
         assert!(i == 0 || runs[i - 1][1] != f[1], "{logs}");
     }
     // --restart with --rm is refused, as docker.
