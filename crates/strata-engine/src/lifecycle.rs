@@ -277,10 +277,20 @@ impl Engine {
         let spec = self.run_spec(c, &rootfs, dir, netns)?;
         let bundle = dir.join(state::BUNDLE_DIR);
         std::fs::create_dir_all(&bundle).map_err(|e| io("creating the bundle", e))?;
-        let json =
-            strata_exec::spec::build(&spec).map_err(|e| EngineError::Usage(e.to_string()))?;
-        std::fs::write(bundle.join("config.json"), json)
-            .map_err(|e| io("writing config.json", e))?;
+        let typed =
+            strata_exec::spec::generate(&spec).map_err(|e| EngineError::Usage(e.to_string()))?;
+        if c.host.runtime_path.is_none() {
+            runtime::Native::new(&self.runtime_state_dir())
+                .write_bundle(&bundle, typed)
+                .map_err(|e| EngineError::StartFailed {
+                    code: 125,
+                    message: e.0,
+                })?;
+        } else {
+            let json = serde_json::to_vec(&typed).expect("a spec serialises");
+            std::fs::write(bundle.join("config.json"), json)
+                .map_err(|e| io("writing config.json", e))?;
+        }
         let _ = std::fs::remove_file(dir.join(STOPPED_MARK));
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -420,6 +420,11 @@ fn default_mounts(s: &RunSpec) -> Vec<Value> {
 
 /// Builds the runtime spec (config.json) for a container.
 pub fn build(s: &RunSpec) -> Result<Vec<u8>, SpecError> {
+    Ok(serde_json::to_vec(&generate(s)?).expect("spec serialises"))
+}
+
+/// The runtime spec for a container, checked against the spec's types.
+pub fn generate(s: &RunSpec) -> Result<oci_spec::runtime::Spec, SpecError> {
     let mut namespaces: Vec<Value> = [
         ("pid", &s.pid),
         ("network", &s.net),
@@ -464,9 +469,8 @@ pub fn build(s: &RunSpec) -> Result<Vec<u8>, SpecError> {
         spec["hostname"] = json!(s.hostname);
     }
     // Parsing checks the document against the spec's types before a runtime sees it.
-    let typed: oci_spec::runtime::Spec = serde_json::from_value(spec)
-        .map_err(|e| SpecError::Invalid(format!("generated runtime spec is invalid: {e}")))?;
-    Ok(serde_json::to_vec(&typed).expect("spec serialises"))
+    serde_json::from_value(spec)
+        .map_err(|e| SpecError::Invalid(format!("generated runtime spec is invalid: {e}")))
 }
 
 /// `--privileged`: every device node of the host's /dev (not its subdirectories), as docker.
