@@ -102,20 +102,31 @@ pub fn run(engine: &Engine, a: RunArgs) -> CmdResult {
     let auto_remove = a.create.auto_remove();
     let mut opts = a.create.options()?;
     opts.stdin_once = interactive && !a.detach;
-    let c = engine.create_container(&opts).map_err(engine_error)?;
-    if a.detach {
-        match engine.start_container(&c.id, None) {
-            Ok(_) => {
-                println!("{}", c.id);
-                return Ok(());
-            }
-            Err(e) => return Err(start_failed(engine, &c.id, auto_remove, e)),
+    // The shim starts first: its exec and start-up overlap the container's creation.
+    let (client, theirs) = if a.detach {
+        (None, None)
+    } else {
+        let (sock, theirs) = prepared_client(interactive, tty)?;
+        (Some(sock), Some(theirs))
+    };
+    let shim = engine
+        .spawn_shim(theirs, &opts.host.network_mode)
+        .map_err(engine_error)?;
+    let c = match engine.create_container(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            shim.abandon();
+            return Err(engine_error(e));
         }
-    }
-    let (mut sock, theirs) = prepared_client(interactive, tty)?;
-    let mut started = match engine.start_container(&c.id, Some(theirs)) {
+    };
+    let started = engine.start_container_with(&c.id, shim);
+    let mut started = match started {
         Ok(s) => s,
         Err(e) => return Err(start_failed(engine, &c.id, auto_remove, e)),
+    };
+    let Some(mut sock) = client else {
+        println!("{}", c.id);
+        return Ok(());
     };
     exit_with(attached_until_exit(
         engine,

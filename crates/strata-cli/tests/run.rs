@@ -1035,6 +1035,22 @@ all_tests!(
     native_on_devicemapper = "native" on "devicemapper"
 );
 
+/// The command lines of the processes started for store `s` (they inherit its
+/// `STRATA_ROOT`).
+fn processes_of(s: &Store) -> Vec<String> {
+    let mark = format!("STRATA_ROOT={}", s.root().display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            std::fs::read(p.path().join("environ"))
+                .is_ok_and(|e| e.split(|b| *b == 0).any(|v| v == mark.as_bytes()))
+        })
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .collect()
+}
+
 /// `start` spawns the shim before it mounts the root and writes the bundle, and lets it
 /// go only then. A start refused in between leaves no shim process, mount or cgroup, and
 /// the container can start once what it needed is there.
@@ -1058,19 +1074,28 @@ fn a_start_refused_before_the_shim_goes_leaves_nothing() {
         "{e}"
     );
     assert_eq!(inspect(&s, "joiner", "{{.State.Status}}"), "created");
-    let shims: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&id))
-        .collect();
+    let left = processes_of(&s);
     assert!(
-        shims.is_empty(),
-        "a process of the refused start remains: {shims:?}"
+        left.is_empty(),
+        "a process of the refused start remains: {left:?}"
     );
     s.assert_gone(&id);
+    // `run` starts its shim before it creates the container: one whose create fails
+    // leaves no process either.
+    let e = s.fails(&["run", "--rm", "no-such-image:1", "true"]);
+    assert!(e.contains("No such image"), "{e}");
+    let left = processes_of(&s);
+    assert!(
+        left.is_empty(),
+        "a process of the failed run remains: {left:?}"
+    );
     s.ok(&["start", "other"]);
+    // What the checks above look for: a running container's shim is found so.
+    let shims = processes_of(&s);
+    assert!(
+        shims.iter().any(|c| c.starts_with("strata-shim start")),
+        "{shims:?}"
+    );
     assert_eq!(s.exit_code(&["start", "-a", "joiner"]), 0);
     s.ok(&["rm", "-f", "joiner", "other"]);
 }

@@ -32,7 +32,7 @@ pub use error::{EngineError, Result};
 pub use exec::{ExecHandle, ExecOptions};
 pub use images::{HistoryRow, ImageDetails, ImageSummary, RemoveReport};
 pub use import::ImportOptions;
-pub use lifecycle::{parse_signal, Started};
+pub use lifecycle::{parse_signal, PendingShim, Started};
 pub use load::LoadReport;
 pub use system::{ContainerUsage, DiskUsage, ImageUsage, SystemInfo, VolumeUsage};
 pub use volumes::{

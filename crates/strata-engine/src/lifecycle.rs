@@ -22,6 +22,18 @@ const RUN_MOUNT_MARK: &str = "rootfs-mounted";
 const SHIM_EXIT_WAIT: Duration = Duration::from_secs(10);
 
 /// A started container's shim, for a caller that stays attached.
+/// A shim started ahead of its container (`Engine::spawn_shim`).
+pub struct PendingShim {
+    spawned: Spawned,
+}
+
+impl PendingShim {
+    /// Lets it go unused: it exits having done nothing, and is reaped.
+    pub fn abandon(self) {
+        self.spawned.abandon();
+    }
+}
+
 pub struct Started {
     pub shim: Spawned,
     /// Identifies this start to `cleanup_container`.
@@ -192,27 +204,22 @@ impl Engine {
     /// connection handed to the shim before the process starts (so no output is lost).
     pub fn start_container(&self, name_or_id: &str, client: Option<OwnedFd>) -> Result<Started> {
         let c = self.container(name_or_id)?;
-        let st = self.run_state(&c)?;
-        if st.active() {
-            return Err(EngineError::Conflict(format!(
-                "container {} is already running",
-                c.name
-            )));
-        }
-        st.wait_for_shim(SHIM_EXIT_WAIT);
-        let dir = self.run_dir(&c.id);
-        let lock = self.run_lock(&c.id)?;
-        self.delete_leftover_runtime_state(&c);
-        let shim_error = |e| EngineError::io("starting the shim".to_string(), e);
-        // The shim starts first and waits for its config: its exec and start-up overlap
-        // the mount and the bundle below.
-        let arg_dir = dir.clone().into_os_string();
-        let mut args = vec!["start".as_ref(), arg_dir.as_os_str()];
+        let shim = self.spawn_shim(client, &c.host.network_mode)?;
+        self.start_container_with(&c.id, shim)
+    }
+
+    /// Starts a shim for a container to be named later (`start_container_with`): it
+    /// execs, starts up and, for the `network_mode` given (as `create` takes it), makes
+    /// the container's network namespace while the caller creates the container and
+    /// mounts its root. `client` is an attach connection handed to it.
+    pub fn spawn_shim(&self, client: Option<OwnedFd>, network_mode: &str) -> Result<PendingShim> {
         // A private network namespace is the shim's to make (see strata_exec::net).
-        let private_net = c.host.network_mode == "none";
+        let private_net = matches!(network_mode, "" | "none");
+        let mut args = vec!["start"];
         if private_net {
-            args.push("--private-net".as_ref());
+            args.push("--private-net");
         }
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
         let spawn = SpawnOptions {
             client,
             detach: true,
@@ -220,23 +227,59 @@ impl Engine {
             gated: true,
             ..Default::default()
         };
-        let mut shim = spawn_shim(&args, spawn).map_err(shim_error)?;
-        let netns = private_net.then(|| strata_exec::shim::netns_path(shim.child.id()));
+        let spawned = spawn_shim(&args, spawn)
+            .map_err(|e| EngineError::io("starting the shim".to_string(), e))?;
+        Ok(PendingShim { spawned })
+    }
+
+    /// `start` with a shim from `spawn_shim`; it is given up (and exits having done
+    /// nothing) if the container cannot start.
+    pub fn start_container_with(&self, name_or_id: &str, shim: PendingShim) -> Result<Started> {
+        let checked = (|| {
+            let c = self.container(name_or_id)?;
+            let st = self.run_state(&c)?;
+            if st.active() {
+                return Err(EngineError::Conflict(format!(
+                    "container {} is already running",
+                    c.name
+                )));
+            }
+            st.wait_for_shim(SHIM_EXIT_WAIT);
+            let lock = self.run_lock(&c.id)?;
+            Ok((c, lock))
+        })();
+        let (c, lock) = match checked {
+            Ok(x) => x,
+            Err(e) => {
+                shim.abandon();
+                return Err(e);
+            }
+        };
+        let dir = self.run_dir(&c.id);
+        self.delete_leftover_runtime_state(&c);
+        let shim_error = |e| EngineError::io("starting the shim".to_string(), e);
+        let mut spawned = shim.spawned;
+        // shim.json says for sure; the shim's early namespace was a guess (`spawn_shim`).
+        let netns = (c.host.network_mode == "none")
+            .then(|| strata_exec::shim::netns_path(spawned.child.id()));
         let started = match self.prepare_run(&c, &dir, netns) {
             Err(e) => {
                 // Its go pipe closes: the shim exits having done nothing.
-                shim.abandon();
+                spawned.abandon();
                 Err(e)
             }
-            Ok(generation) => match shim.go() {
+            Ok(generation) => match spawned.go(&strata_exec::shim::go_message(&dir)) {
                 Err(e) => {
-                    shim.abandon();
+                    spawned.abandon();
                     Err(shim_error(e))
                 }
-                Ok(()) => match shim.wait_ready() {
-                    Ok(_) => Ok(Started { shim, generation }),
+                Ok(()) => match spawned.wait_ready() {
+                    Ok(_) => Ok(Started {
+                        shim: spawned,
+                        generation,
+                    }),
                     Err(msg) => {
-                        let _ = shim.child.wait();
+                        let _ = spawned.child.wait();
                         Err(EngineError::StartFailed {
                             code: strata_exec::start_error_code(&msg),
                             message: msg,
@@ -256,6 +299,7 @@ impl Engine {
     /// bundle and the shim's config written. Returns the run's generation. The caller
     /// releases the mount on an error.
     fn prepare_run(&self, c: &Container, dir: &Path, netns: Option<PathBuf>) -> Result<u64> {
+        let netns_given = netns.is_some();
         let io = |what: &str, e: std::io::Error| EngineError::io(what.to_string(), e);
         let mark = dir.join(RUN_MOUNT_MARK);
         let rootfs = if mark.exists() {
@@ -307,6 +351,7 @@ impl Engine {
             open_stdin: c.config.open_stdin,
             stdin_once: c.config.stdin_once,
             restart: self.restart_policy(&c.host).unwrap_or_default(),
+            private_net: netns_given,
             console_socket: self
                 .root
                 .join("run")

@@ -684,7 +684,11 @@ mod tests {
         let back = lent_in(&spec_with(Some(&text))).unwrap();
         assert_eq!(lent_text(&back), text);
         assert!(lent_in(&spec_with(None)).unwrap().is_empty());
-        for bad in ["CAP_SYS_ADMIN", "CAP_NOPE=bounding", "CAP_SYS_ADMIN=inheritable"] {
+        for bad in [
+            "CAP_SYS_ADMIN",
+            "CAP_NOPE=bounding",
+            "CAP_SYS_ADMIN=inheritable",
+        ] {
             assert!(lent_in(&spec_with(Some(bad))).is_err(), "{bad}");
         }
     }

@@ -350,26 +350,37 @@ pub fn netns_path(shim_pid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{shim_pid}/fd/{NETNS_FD}"))
 }
 
-/// Puts a new private network namespace (`lo` up) at `NETNS_FD`, in place of the previous
-/// run's. Nothing else of the shim's is ever there: the starter passes nothing above
-/// `GO_FD`, the first one is made before the shim opens anything, and the fd stays
-/// taken for the shim's life.
-fn make_private_net() -> Result<(), String> {
+/// Puts a new private network namespace (`lo` up) at `NETNS_FD`, in place of the one
+/// `held` there (the previous run's). Nothing else of the shim's is ever at that number:
+/// the starter passes nothing above `GO_FD`, the first one is made before the shim opens
+/// anything, and the number stays taken while one is held.
+fn make_private_net(held: &mut Option<OwnedFd>) -> Result<(), String> {
     let ns = crate::net::private_namespace()
         .map_err(|e| format!("creating the container's network namespace: {e}"))?;
-    if ns.as_raw_fd() != NETNS_FD {
-        // SAFETY: dup3 onto the number this process reserves for the namespace.
-        if unsafe { libc::dup3(ns.as_raw_fd(), NETNS_FD, libc::O_CLOEXEC) } < 0 {
-            return Err(format!(
-                "holding the container's network namespace: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+    if ns.as_raw_fd() == NETNS_FD {
+        *held = Some(ns);
         return Ok(());
     }
-    // Already at its number: kept open for the shim's life.
-    let _ = std::os::fd::IntoRawFd::into_raw_fd(ns);
+    // SAFETY: dup3 onto the number this process reserves for the namespace; it closes the
+    // one held there, whose owner is then forgotten rather than dropped.
+    if unsafe { libc::dup3(ns.as_raw_fd(), NETNS_FD, libc::O_CLOEXEC) } < 0 {
+        return Err(format!(
+            "holding the container's network namespace: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if let Some(old) = held.take() {
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(old);
+    }
+    // SAFETY: NETNS_FD was just made a copy of `ns`, owned by nothing else.
+    *held = Some(unsafe { OwnedFd::from_raw_fd(NETNS_FD) });
     Ok(())
+}
+
+/// The go pipe's message (see `SpawnOptions::gated`): the directory of the container to
+/// run, which the starter may choose after starting the shim.
+pub fn go_message(dir: &Path) -> Vec<u8> {
+    std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()).to_vec()
 }
 
 /// Rust's runtime ignores SIGPIPE, and an ignored signal stays ignored across exec: a
@@ -766,9 +777,10 @@ pub(crate) fn tell(ready: &mut Option<File>, msg: &str) {
     }
 }
 
-/// `strata-shim start DIR`: runs the container described by DIR/shim.json, in a private
-/// network namespace made by the shim when `private_net` (`--private-net`).
-pub fn start(dir: &Path, private_net: bool) -> i32 {
+/// `strata-shim start`: runs the container whose directory (holding shim.json) the go
+/// pipe names. `private_net` (`--private-net`): make a private network namespace before
+/// the go, as the container will most likely want one (shim.json says for sure).
+pub fn start(private_net: bool) -> i32 {
     // SAFETY: fd 3 is the ready pipe by contract with the starter; fd 4 is optional.
     let mut ready = Some(unsafe { File::from_raw_fd(READY_FD) });
     let first = (rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(CLIENT_FD) }).is_ok())
@@ -778,16 +790,24 @@ pub fn start(dir: &Path, private_net: bool) -> i32 {
         let b = unsafe { BorrowedFd::borrow_raw(fd) };
         let _ = rustix::io::fcntl_setfd(b, rustix::io::FdFlags::CLOEXEC);
     }
-    // Made while the starter still writes the config (see `net`).
-    let mut first_net = private_net.then(make_private_net);
-    if rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(GO_FD) }).is_ok() {
-        // SAFETY: fd 5, open, is the go pipe by contract with the starter; owned here.
-        let mut go = unsafe { File::from_raw_fd(GO_FD) };
-        let mut word = [0u8; 1];
-        if !matches!(go.read(&mut word), Ok(1)) {
-            return 0;
-        }
+    // Made while the starter still creates the container (see `net`).
+    let mut netns = None;
+    let mut first_net = private_net.then(|| make_private_net(&mut netns));
+    if rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(GO_FD) }).is_err() {
+        tell(&mut ready, "strata-shim start needs its go pipe (fd 5)");
+        return 2;
     }
+    // SAFETY: fd 5, open, is the go pipe by contract with the starter; owned here.
+    let mut go = unsafe { File::from_raw_fd(GO_FD) };
+    let mut named = Vec::new();
+    if go.read_to_end(&mut named).is_err() || named.is_empty() {
+        // Given up before the go: nothing to do.
+        return 0;
+    }
+    drop(go);
+    let dir =
+        PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(named));
+    let dir = dir.as_path();
     let cfg: ShimConfig = match state::read_json(&dir.join(state::SHIM_FILE)) {
         Ok(c) => c,
         Err(e) => {
@@ -857,10 +877,13 @@ pub fn start(dir: &Path, private_net: bool) -> i32 {
     let mut restarts = 0u32;
     loop {
         let log = shim.log.try_clone().expect("log fd");
-        let net = match first_net.take() {
-            Some(made) => made,
-            None if private_net => make_private_net(),
-            None => Ok(()),
+        let net = match (shim.cfg.private_net, first_net.take()) {
+            (true, Some(made)) => made,
+            (true, None) => make_private_net(&mut netns),
+            (false, _) => {
+                netns = None;
+                Ok(())
+            }
         };
         let launched = net.and_then(|()| launch(&shim.cfg, shim.rt.as_ref(), dir, &mut io, &log));
         let pid = match launched {

@@ -160,9 +160,9 @@ pub struct SpawnOptions {
     pub exe: ShimExe,
     /// Its fds 0-2 (otherwise the caller's, or /dev/null when detached).
     pub stdio: Option<[OwnedFd; 3]>,
-    /// Started before what it reads is written: it waits for `Spawned::go` (and exits,
-    /// having done nothing, if the `Spawned` is dropped first). Its exec and start-up then
-    /// overlap the caller's preparations.
+    /// Started before what it reads is written: it waits for `Spawned::go`'s message
+    /// (and exits, having done nothing, if the `Spawned` is dropped first). Its exec and
+    /// start-up then overlap the caller's preparations.
     pub gated: bool,
 }
 
@@ -233,10 +233,10 @@ pub fn spawn_shim(args: &[&OsStr], opts: SpawnOptions) -> std::io::Result<Spawne
 }
 
 impl Spawned {
-    /// Lets a gated shim go on (nothing for one that was not gated).
-    pub fn go(&mut self) -> std::io::Result<()> {
+    /// Lets a gated shim go on with `message` (nothing for one that was not gated).
+    pub fn go(&mut self, message: &[u8]) -> std::io::Result<()> {
         match self.go.take() {
-            Some(mut w) => w.write_all(b"g"),
+            Some(mut w) => w.write_all(message),
             None => Ok(()),
         }
     }

@@ -166,6 +166,10 @@ pub struct ShimConfig {
     /// `--attach`-style: close the container's stdin when the first attached client's ends.
     pub stdin_once: bool,
     pub restart: RestartPolicy,
+    /// Run it in a private network namespace the shim makes (`lo` up); the spec joins it
+    /// at `shim::netns_path`.
+    #[serde(default)]
+    pub private_net: bool,
     /// Where the container's console socket lives (kept short: unix socket paths are
     /// limited to 107 bytes).
     pub console_socket: PathBuf,

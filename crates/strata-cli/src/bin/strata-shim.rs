@@ -1,5 +1,5 @@
-//! The shim binary: `strata-shim start DIR [--private-net]` runs and monitors a container
-//! (in a network namespace of its making with `--private-net`; `create DIR` is
+//! The shim binary: `strata-shim start [--private-net]` runs and monitors the container
+//! its go pipe names (making its network namespace early with `--private-net`; `create DIR` is
 //! its native create step), `strata-shim exec FILE` one more process in it. Started by
 //! strata only; what enters a container runs from a read-only view of this binary (see
 //! `spawn`).
@@ -13,13 +13,13 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let code = match args[1..] {
-        ["start", dir] => strata_exec::shim::start(Path::new(dir), false),
-        ["start", dir, "--private-net"] => strata_exec::shim::start(Path::new(dir), true),
+        ["start"] => strata_exec::shim::start(false),
+        ["start", "--private-net"] => strata_exec::shim::start(true),
         ["create", dir] => strata_exec::shim::create(Path::new(dir)),
         ["exec", file] => strata_exec::exec::exec(Path::new(file)),
         _ => {
             eprintln!(
-                "strata-shim is started by strata: strata-shim start DIR [--private-net] | create DIR | exec FILE"
+                "strata-shim is started by strata: strata-shim start [--private-net] | create DIR | exec FILE"
             );
             2
         }
