@@ -21,7 +21,6 @@ const RUN_MOUNT_MARK: &str = "rootfs-mounted";
 /// state (milliseconds, normally).
 const SHIM_EXIT_WAIT: Duration = Duration::from_secs(10);
 
-/// A started container's shim, for a caller that stays attached.
 /// A shim started ahead of its container (`Engine::spawn_shim`).
 pub struct PendingShim {
     spawned: Spawned,
@@ -34,6 +33,7 @@ impl PendingShim {
     }
 }
 
+/// A started container's shim, for a caller that stays attached.
 pub struct Started {
     pub shim: Spawned,
     /// Identifies this start to `cleanup_container`.

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 pub const READY_FD: i32 = 3;
 pub const CLIENT_FD: i32 = 4;
-/// Open in a shim started ahead of its container's config (`SpawnOptions::gated`): one
-/// byte on it says go; its closing without one says the start was given up.
+/// Open in a shim started ahead of its container's config (`SpawnOptions::gated`): the
+/// container's directory on it (`go_message`) says go; its closing first says the start
+/// was given up.
 pub const GO_FD: i32 = 5;
 /// Where the shim holds its container's private network namespace (`start --private-net`):
 /// the spec joins it as `netns_path`. Each run of the container gets a new one; the last
@@ -378,9 +379,31 @@ fn make_private_net(held: &mut Option<OwnedFd>) -> Result<(), String> {
 }
 
 /// The go pipe's message (see `SpawnOptions::gated`): the directory of the container to
-/// run, which the starter may choose after starting the shim.
+/// run, which the starter may choose after starting the shim, ended by a NUL (a path has
+/// none), so the shim need not wait for every copy of the pipe's end to close.
 pub fn go_message(dir: &Path) -> Vec<u8> {
-    std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()).to_vec()
+    let mut m = std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()).to_vec();
+    m.push(0);
+    m
+}
+
+/// Reads a `go_message` from `go`: the directory, or None when the pipe closed first.
+fn read_go_message(go: &mut File) -> Option<PathBuf> {
+    let mut named = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match go.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => named.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+        if let Some(end) = named.iter().position(|b| *b == 0) {
+            named.truncate(end);
+            let dir = <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(named);
+            return Some(PathBuf::from(dir));
+        }
+    }
 }
 
 /// Rust's runtime ignores SIGPIPE, and an ignored signal stays ignored across exec: a
@@ -799,14 +822,11 @@ pub fn start(private_net: bool) -> i32 {
     }
     // SAFETY: fd 5, open, is the go pipe by contract with the starter; owned here.
     let mut go = unsafe { File::from_raw_fd(GO_FD) };
-    let mut named = Vec::new();
-    if go.read_to_end(&mut named).is_err() || named.is_empty() {
+    let Some(dir) = read_go_message(&mut go) else {
         // Given up before the go: nothing to do.
         return 0;
-    }
+    };
     drop(go);
-    let dir =
-        PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(named));
     let dir = dir.as_path();
     let cfg: ShimConfig = match state::read_json(&dir.join(state::SHIM_FILE)) {
         Ok(c) => c,
