@@ -628,7 +628,7 @@ fn a_volume_plugin_serves_a_volume() {
             let _ = std::fs::remove_file(&self.1);
         }
     }
-    let _plugin = Plugin(
+    let mut plugin = Plugin(
         std::process::Command::new("python3")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -641,11 +641,17 @@ fn a_volume_plugin_serves_a_volume() {
             .unwrap(),
         socket.clone(),
     );
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
+    // Until the plugin listens: a loaded machine took over 5 s to start python in CI.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !socket.exists() {
+        if let Some(status) = plugin.0.try_wait().unwrap() {
+            panic!("the test plugin exited before it listened: {status}");
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the test plugin did not listen within a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     s.ok(&[
         "volume",
