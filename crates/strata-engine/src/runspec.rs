@@ -257,9 +257,8 @@ impl Engine {
         })
     }
 
-    /// The spec the runtime gets for `c`, whose root filesystem is mounted at `rootfs`.
-    /// The spec of a run of `c`; `netns` is the private network namespace its shim made
-    /// (`--network none`).
+    /// The spec the runtime gets for `c`, whose root filesystem is mounted at `rootfs`;
+    /// `netns` is the private network namespace its shim made (`--network none`).
     pub(crate) fn run_spec(
         &self,
         c: &Container,
