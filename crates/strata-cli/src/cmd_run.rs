@@ -119,8 +119,7 @@ pub fn run(engine: &Engine, a: RunArgs) -> CmdResult {
             return Err(engine_error(e));
         }
     };
-    let started = engine.start_container_with(&c.id, shim);
-    let mut started = match started {
+    let mut started = match engine.start_container_with(&c.id, shim) {
         Ok(s) => s,
         Err(e) => return Err(start_failed(engine, &c.id, auto_remove, e)),
     };

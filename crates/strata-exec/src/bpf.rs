@@ -15,7 +15,7 @@ use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::io::{Read, Seek};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The file format: this magic, the `seccomp(2)` flags (u32, little endian), the
 /// SHA-256 of the program, then the program (8-byte instructions, native byte order).
@@ -136,6 +136,36 @@ impl Filter {
     /// The compiled form of `profile` from the cache in `dir`, compiling and storing it
     /// when it is not there (or does not verify).
     pub fn cached(dir: &Path, profile: &LinuxSeccomp) -> Result<Option<Filter>> {
+        Ok(Self::cache_entry(dir, profile)?.map(|(filter, _)| filter))
+    }
+
+    /// Puts `profile`'s compiled form from the cache in `dir` at `to_dir/name` as a hard
+    /// link to the cache entry (entries are only ever replaced whole, by rename), so no
+    /// copy is written; a copy only where a link cannot be made. False: the profile is
+    /// one only libcontainer can load (see `compile`).
+    pub fn place_cached(
+        dir: &Path,
+        profile: &LinuxSeccomp,
+        to_dir: &Path,
+        name: &str,
+    ) -> Result<bool> {
+        let Some((filter, entry)) = Self::cache_entry(dir, profile)? else {
+            return Ok(false);
+        };
+        let tmp = to_dir.join(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let linked = std::fs::hard_link(&entry, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, to_dir.join(name)));
+        if linked.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            filter.write(to_dir, name)?;
+        }
+        Ok(true)
+    }
+
+    /// The verified cache entry for `profile` and its path, compiled and stored first when
+    /// it is not there (or does not verify); None for a profile `compile` leaves alone.
+    fn cache_entry(dir: &Path, profile: &LinuxSeccomp) -> Result<Option<(Filter, PathBuf)>> {
         let mut key = Sha256::new();
         key.update(serde_json::to_vec(profile).expect("a profile serializes"));
         if let Ok(v) = ScmpVersion::current() {
@@ -143,8 +173,9 @@ impl Filter {
         }
         key.update(format!("{:?} optimize {BINARY_TREE}", ScmpArch::native()));
         let name = format!("{}.bpf", hex::encode(key.finalize()));
-        if let Ok(filter) = Filter::read(&dir.join(&name)) {
-            return Ok(Some(filter));
+        let entry = dir.join(&name);
+        if let Ok(filter) = Filter::read(&entry) {
+            return Ok(Some((filter, entry)));
         }
         let Some(filter) = Filter::compile(profile)? else {
             return Ok(None);
@@ -152,7 +183,7 @@ impl Filter {
         std::fs::create_dir_all(dir)
             .map_err(|e| FilterError::Io(format!("creating {}", dir.display()), e))?;
         filter.write(dir, &name)?;
-        Ok(Some(filter))
+        Ok(Some((filter, entry)))
     }
 
     /// Writes the filter to `dir/name` atomically (`state::replace`). Readers verify the

@@ -250,39 +250,34 @@ impl Native {
             .linux_mut()
             .as_mut()
             .and_then(|l| l.seccomp_mut().take());
-        match profile {
-            None => {
-                let _ = std::fs::remove_file(&compiled);
+        let placed = match &profile {
+            Some(p) => Filter::place_cached(&self.filter_cache(), p, bundle, FILTER_FILE)
+                .map_err(|e| RuntimeError(e.to_string()))?,
+            None => false,
+        };
+        if !placed {
+            let _ = std::fs::remove_file(&compiled);
+        }
+        if let Some(profile) = profile.filter(|_| !placed) {
+            // Left with libcontainer, in the operand order it reads.
+            let mut v = serde_json::to_value(&profile).expect("a profile serialises");
+            bpf::swap_masked_eq_for_libcontainer(&mut v);
+            let swapped = serde_json::from_value(v)
+                .map_err(|e| RuntimeError(format!("reading the seccomp profile: {e}")))?;
+            if let Some(linux) = spec.linux_mut().as_mut() {
+                linux.set_seccomp(Some(swapped));
             }
-            Some(profile) => match self.compiled_or_profile(profile)? {
-                Seccomp::Compiled(filter) => {
-                    filter
-                        .write(bundle, FILTER_FILE)
-                        .map_err(|e| RuntimeError(e.to_string()))?;
-                    if let Some(process) = spec.process_mut().as_mut() {
-                        let mut p = serde_json::to_value(&*process).expect("a process serialises");
-                        let lent = lend(&mut p);
-                        if !lent.is_empty() {
-                            *process = serde_json::from_value(p)
-                                .map_err(|e| RuntimeError(format!("lending capabilities: {e}")))?;
-                            spec.annotations_mut()
-                                .get_or_insert_with(Default::default)
-                                .insert(LENT_ANNOTATION.to_string(), lent_text(&lent));
-                        }
-                    }
-                }
-                Seccomp::Profile(profile) => {
-                    let _ = std::fs::remove_file(&compiled);
-                    let mut v = serde_json::to_value(&profile).expect("a profile serialises");
-                    bpf::swap_masked_eq_for_libcontainer(&mut v);
-                    let swapped = serde_json::from_value(v)
-                        .map_err(|e| RuntimeError(format!("reading the seccomp profile: {e}")))?;
-                    if let Some(linux) = spec.linux_mut().as_mut() {
-                        linux.set_seccomp(Some(swapped));
-                    }
-                }
-                Seccomp::None => {}
-            },
+        }
+        if let Some(process) = spec.process_mut().as_mut().filter(|_| placed) {
+            let mut p = serde_json::to_value(&*process).expect("a process serialises");
+            let lent = lend(&mut p);
+            if !lent.is_empty() {
+                *process = serde_json::from_value(p)
+                    .map_err(|e| RuntimeError(format!("lending capabilities: {e}")))?;
+                spec.annotations_mut()
+                    .get_or_insert_with(Default::default)
+                    .insert(LENT_ANNOTATION.to_string(), lent_text(&lent));
+            }
         }
         let config = bundle.join("config.json");
         std::fs::write(
@@ -309,10 +304,16 @@ impl Native {
         })
     }
 
+    /// Where compiled filters are cached, by their profile's digest.
+    fn filter_cache(&self) -> PathBuf {
+        self.root.join("seccomp")
+    }
+
     fn compiled_or_profile(&self, profile: oci_spec::runtime::LinuxSeccomp) -> Result<Seccomp> {
-        let cache = self.root.join("seccomp");
         Ok(
-            match Filter::cached(&cache, &profile).map_err(|e| RuntimeError(e.to_string()))? {
+            match Filter::cached(&self.filter_cache(), &profile)
+                .map_err(|e| RuntimeError(e.to_string()))?
+            {
                 Some(filter) => Seccomp::Compiled(filter),
                 None => Seccomp::Profile(profile),
             },

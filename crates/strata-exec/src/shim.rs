@@ -679,7 +679,7 @@ impl Shim {
         let mut out_open = true;
         let mut err_open = io.as_ref().is_some_and(|io| io.stderr.is_some());
         // Not at once: a short-lived container's exit would wait for the smaps read.
-        let mut release_at = Some(std::time::Instant::now() + RELEASE_STARTUP_CODE_AFTER);
+        let mut release_at = Some(Instant::now() + RELEASE_STARTUP_CODE_AFTER);
         loop {
             self.clients.retain(|c| !c.gone);
             if code.is_none() {
