@@ -96,34 +96,60 @@ pub struct RunArgs {
     create: crate::cmd_containers::CreateArgs,
 }
 
-pub fn run(engine: &Engine, a: RunArgs) -> CmdResult {
+/// What `run` does before the store is open: its flags checked, and its shim started, so
+/// that the shim's exec and start-up overlap the opening too.
+pub struct RunStart {
+    opts: strata_engine::CreateOptions,
+    interactive: bool,
+    tty: bool,
+    auto_remove: bool,
+    client: Option<UnixStream>,
+    shim: strata_engine::PendingShim,
+}
+
+impl RunStart {
+    /// Gives the shim up (it exits having done nothing): the store could not be opened.
+    pub fn abandon(self) {
+        self.shim.abandon();
+    }
+}
+
+pub fn prepare(a: &RunArgs) -> Result<RunStart, Failure> {
     let interactive = a.create.interactive();
     let tty = a.create.tty();
     let auto_remove = a.create.auto_remove();
     let mut opts = a.create.options()?;
     opts.stdin_once = interactive && !a.detach;
-    // The shim starts first: its exec and start-up overlap the container's creation.
     let (client, theirs) = if a.detach {
         (None, None)
     } else {
         let (sock, theirs) = prepared_client(interactive, tty)?;
         (Some(sock), Some(theirs))
     };
-    let shim = engine
-        .spawn_shim(theirs, &opts.host.network_mode)
-        .map_err(engine_error)?;
-    let c = match engine.create_container(&opts) {
+    let shim = Engine::spawn_shim(theirs, &opts.host.network_mode).map_err(engine_error)?;
+    Ok(RunStart {
+        opts,
+        interactive,
+        tty,
+        auto_remove,
+        client,
+        shim,
+    })
+}
+
+pub fn run(engine: &Engine, s: RunStart) -> CmdResult {
+    let c = match engine.create_container(&s.opts) {
         Ok(c) => c,
         Err(e) => {
-            shim.abandon();
+            s.shim.abandon();
             return Err(engine_error(e));
         }
     };
-    let mut started = match engine.start_container_with(&c.id, shim) {
+    let mut started = match engine.start_container_with(&c.id, s.shim) {
         Ok(s) => s,
-        Err(e) => return Err(start_failed(engine, &c.id, auto_remove, e)),
+        Err(e) => return Err(start_failed(engine, &c.id, s.auto_remove, e)),
     };
-    let Some(mut sock) = client else {
+    let Some(mut sock) = s.client else {
         println!("{}", c.id);
         return Ok(());
     };
@@ -132,8 +158,8 @@ pub fn run(engine: &Engine, a: RunArgs) -> CmdResult {
         &c.id,
         &mut started,
         &mut sock,
-        interactive,
-        tty,
+        s.interactive,
+        s.tty,
     )?)
 }
 

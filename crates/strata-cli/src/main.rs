@@ -449,7 +449,23 @@ fn run(cli: Cli) -> CmdResult {
             strata_engine::VERSION, std::env::consts::ARCH, strata_engine::VERSION, strata_engine::FORMAT_VERSION);
         return Ok(());
     }
-    let engine = open(&cli)?;
+    // `run` starts its shim before the store opens (`cmd_run::prepare`).
+    let mut run_start = match &cli.command {
+        Command::Verb(v) | Command::Container(ContainerCommand::Verb(v)) => match &**v {
+            ContainerVerb::Run(a) => Some(cmd_run::prepare(a)?),
+            _ => None,
+        },
+        _ => None,
+    };
+    let engine = match open(&cli) {
+        Ok(e) => e,
+        Err(f) => {
+            if let Some(s) = run_start {
+                s.abandon();
+            }
+            return Err(f);
+        }
+    };
     match cli.command {
         Command::Import(a) | Command::Image(ImageCommand::Import(a)) => {
             cmd_images::import(&engine, a)
@@ -464,7 +480,7 @@ fn run(cli: Cli) -> CmdResult {
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => cmd_images::rmi(&engine, a),
         Command::Inspect(a) => cmd_images::inspect(&engine, a),
         Command::Verb(v) | Command::Container(ContainerCommand::Verb(v)) => {
-            container_verb(&engine, *v)
+            container_verb(&engine, *v, run_start.take())
         }
         Command::Container(ContainerCommand::Cleanup(a)) => cmd_run::cleanup(&engine, a),
         Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => {
@@ -494,9 +510,11 @@ fn run(cli: Cli) -> CmdResult {
     }
 }
 
-fn container_verb(engine: &Engine, v: ContainerVerb) -> CmdResult {
+fn container_verb(engine: &Engine, v: ContainerVerb, run: Option<cmd_run::RunStart>) -> CmdResult {
     match v {
-        ContainerVerb::Run(a) => cmd_run::run(engine, a),
+        ContainerVerb::Run(_) => {
+            cmd_run::run(engine, run.expect("prepared before the store opened"))
+        }
         ContainerVerb::Exec(a) => cmd_run::exec(engine, a),
         ContainerVerb::Create(a) => cmd_containers::create(engine, a),
         ContainerVerb::Start(a) => cmd_run::start(engine, a),

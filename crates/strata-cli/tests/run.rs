@@ -5,6 +5,7 @@ mod common;
 
 use common::Store;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -1098,6 +1099,68 @@ fn a_start_refused_before_the_shim_goes_leaves_nothing() {
     );
     assert_eq!(s.exit_code(&["start", "-a", "joiner"]), 0);
     s.ok(&["rm", "-f", "joiner", "other"]);
+}
+
+/// `run` does not wait for its shim's exec: a shim binary that cannot be executed is
+/// reported from what the forked child says, with docker's engine-error code, and
+/// nothing of the run remains.
+#[test]
+fn a_shim_that_cannot_be_executed_is_reported() {
+    let s = setup("native");
+    let not_a_program = s.file("not-a-program", b"#!/no/such/interpreter\n");
+    let out = s
+        .cmd(&["run", "--rm", "busybox", "true"])
+        .env("STRATA_SHIM", &not_a_program)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("could not execute the strata-shim binary"),
+        "{err}"
+    );
+    assert!(s.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    let left = processes_of(&s);
+    assert!(left.is_empty(), "a process of the run remains: {left:?}");
+    s.check_clean();
+}
+
+/// The CPUs a process may run on (`Cpus_allowed_list` in its /proc status).
+fn cpus_allowed(status: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_else(|| panic!("no Cpus_allowed_list in {status:?}"))
+        .trim()
+        .to_string()
+}
+
+/// `run` moves its shim to another CPU than its own while both work (see
+/// `strata_exec::spawn::CpuPlacement`); the shim gives its starter's set back before the
+/// container is made, so the container runs where `run` may, as under docker.
+#[test]
+fn a_container_runs_on_the_cpus_its_run_may_use() {
+    let s = setup("native");
+    let ours = cpus_allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let status = ["run", "--rm", "busybox", "cat", "/proc/self/status"];
+    assert_eq!(cpus_allowed(&s.ok(&status)), ours);
+    // Started on CPU 0 only, it runs on CPU 0 only.
+    let mut on_0 = s.cmd(&status);
+    // SAFETY: sched_setaffinity on a local set, in the child before its exec.
+    unsafe {
+        on_0.pre_exec(|| {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = on_0.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(cpus_allowed(&String::from_utf8_lossy(&out.stdout)), "0");
+    s.check_clean();
 }
 
 #[test]

@@ -204,15 +204,16 @@ impl Engine {
     /// connection handed to the shim before the process starts (so no output is lost).
     pub fn start_container(&self, name_or_id: &str, client: Option<OwnedFd>) -> Result<Started> {
         let c = self.container(name_or_id)?;
-        let shim = self.spawn_shim(client, &c.host.network_mode)?;
+        let shim = Self::spawn_shim(client, &c.host.network_mode)?;
         self.start_container_with(&c.id, shim)
     }
 
     /// Starts a shim for a container to be named later (`start_container_with`): it
     /// execs, starts up and, for the `network_mode` given (as `create` takes it), makes
     /// the container's network namespace while the caller creates the container and
-    /// mounts its root. `client` is an attach connection handed to it.
-    pub fn spawn_shim(&self, client: Option<OwnedFd>, network_mode: &str) -> Result<PendingShim> {
+    /// mounts its root. `client` is an attach connection handed to it. Needs no store:
+    /// `run` starts it before opening one.
+    pub fn spawn_shim(client: Option<OwnedFd>, network_mode: &str) -> Result<PendingShim> {
         // A private network namespace is the shim's to make (see strata_exec::net).
         let private_net = matches!(network_mode, "" | "none");
         let mut args = vec!["start"];
@@ -270,8 +271,15 @@ impl Engine {
             }
             Ok(generation) => match spawned.go(&strata_exec::shim::go_message(&dir)) {
                 Err(e) => {
+                    // Gone before its go: what it said (it could not execute) tells why.
+                    let said = spawned.wait_ready().err();
                     spawned.abandon();
-                    Err(shim_error(e))
+                    Err(match said {
+                        Some(message) if !message.is_empty() => {
+                            EngineError::StartFailed { code: 125, message }
+                        }
+                        _ => shim_error(e),
+                    })
                 }
                 Ok(()) => match spawned.wait_ready() {
                     Ok(_) => Ok(Started {
@@ -319,20 +327,20 @@ impl Engine {
             p
         };
         let spec = self.run_spec(c, &rootfs, dir, netns)?;
-        let bundle = dir.join(state::BUNDLE_DIR);
-        std::fs::create_dir_all(&bundle).map_err(|e| io("creating the bundle", e))?;
+        // The run directory is the bundle: a directory of its own would be one more to
+        // make and remove on every run.
         let typed =
             strata_exec::spec::generate(&spec).map_err(|e| EngineError::Usage(e.to_string()))?;
         if c.host.runtime_path.is_none() {
             runtime::Native::new(&self.runtime_state_dir())
-                .write_bundle(&bundle, typed)
+                .write_bundle(dir, typed)
                 .map_err(|e| EngineError::StartFailed {
                     code: 125,
                     message: e.0,
                 })?;
         } else {
             let json = serde_json::to_vec(&typed).expect("a spec serialises");
-            std::fs::write(bundle.join("config.json"), json)
+            std::fs::write(dir.join("config.json"), json)
                 .map_err(|e| io("writing config.json", e))?;
         }
         let _ = std::fs::remove_file(dir.join(STOPPED_MARK));

@@ -169,7 +169,6 @@ fn launch(
     io: &mut Option<Io>,
     log: &File,
 ) -> Result<i32, String> {
-    let bundle = dir.join(state::BUNDLE_DIR);
     let (proc_io, mine) = if cfg.tty {
         let _ = std::fs::remove_file(&cfg.console_socket);
         let listener = UnixListener::bind(&cfg.console_socket)
@@ -228,10 +227,7 @@ fn launch(
     let (pid, running) = if cfg.runtime_path.is_none() {
         (create_sealed(dir, proc_io)?, true)
     } else {
-        (
-            rt.create(&cfg.id, &bundle, proc_io).map_err(|e| e.0)?,
-            false,
-        )
+        (rt.create(&cfg.id, dir, proc_io).map_err(|e| e.0)?, false)
     };
     let started = (|| -> Result<(), String> {
         if let Some(listener) = &mine {
@@ -454,8 +450,7 @@ pub fn create(dir: &Path) -> i32 {
         }
     };
     let rt = runtime::Native::new(&cfg.runtime_state);
-    let bundle = dir.join(state::BUNDLE_DIR);
-    match rt.create_and_start(&cfg.id, &bundle, io) {
+    match rt.create_and_start(&cfg.id, dir, io) {
         Ok(pid) => {
             tell(&mut ready, &format!("ok {pid}"));
             0
@@ -827,6 +822,7 @@ pub fn start(private_net: bool) -> i32 {
         return 0;
     };
     drop(go);
+    crate::spawn::restore_cpus();
     let dir = dir.as_path();
     let cfg: ShimConfig = match state::read_json(&dir.join(state::SHIM_FILE)) {
         Ok(c) => c,

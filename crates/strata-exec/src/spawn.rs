@@ -12,12 +12,14 @@ use crate::shim::{CLIENT_FD, GO_FD, READY_FD};
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
 use rustix::mount::{MountAttrFlags, OpenTreeFlags};
+use std::ffi::CString;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
+use std::io::Read;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::ExitStatus;
 
 /// The shim binary: `STRATA_SHIM`, or `strata-shim` next to the running executable.
 pub fn shim_binary() -> PathBuf {
@@ -106,34 +108,6 @@ pub enum ShimExe {
     ViewOrDisk,
 }
 
-/// A command running the shim binary as `exe` says (keep the returned fd open until the
-/// child is spawned).
-pub fn shim_command(exe: ShimExe) -> std::io::Result<(Command, Option<OwnedFd>)> {
-    let binary = shim_binary();
-    // Kernels before 5.12 (no mount_setattr), or no right to clone mounts.
-    let unsupported =
-        |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM));
-    let fd = match exe {
-        ShimExe::Disk => None,
-        ShimExe::Sealed => Some(match read_only_view(&binary) {
-            Ok(fd) => fd,
-            Err(e) if unsupported(&e) => sealed_copy(&binary)?,
-            Err(e) => return Err(e),
-        }),
-        ShimExe::ViewOrDisk => match read_only_view(&binary) {
-            Ok(fd) => Some(fd),
-            Err(e) if unsupported(&e) => None,
-            Err(e) => return Err(e),
-        },
-    };
-    let mut c = match &fd {
-        Some(fd) => Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd())),
-        None => Command::new(binary),
-    };
-    c.arg0("strata-shim");
-    Ok((c, fd))
-}
-
 /// Whether this process's binary cannot be written through /proc/self/exe: it sits on a
 /// read-only mount (the view, or a read-only filesystem).
 pub fn running_read_only() -> bool {
@@ -142,11 +116,11 @@ pub fn running_read_only() -> bool {
 }
 
 pub struct Spawned {
-    pub child: Child,
+    pub child: ShimChild,
     /// Read to its end: "ok..." once the container runs, else the error.
     pub ready: File,
-    /// A gated shim's go pipe (see `SpawnOptions::gated`).
-    go: Option<File>,
+    /// A gated shim's go socket (see `SpawnOptions::gated`).
+    go: Option<std::os::unix::net::UnixStream>,
 }
 
 /// How to start a shim process.
@@ -166,67 +140,284 @@ pub struct SpawnOptions {
     pub gated: bool,
 }
 
+/// The program a shim process executes (as `exe` says), with the fd that keeps a view or
+/// copy alive until the exec.
+fn shim_program(exe: ShimExe) -> std::io::Result<(CString, Option<OwnedFd>)> {
+    let binary = shim_binary();
+    // Kernels before 5.12 (no mount_setattr), or no right to clone mounts.
+    let unsupported =
+        |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM));
+    let fd = match exe {
+        ShimExe::Disk => None,
+        ShimExe::Sealed => Some(match read_only_view(&binary) {
+            Ok(fd) => fd,
+            Err(e) if unsupported(&e) => sealed_copy(&binary)?,
+            Err(e) => return Err(e),
+        }),
+        ShimExe::ViewOrDisk => match read_only_view(&binary) {
+            Ok(fd) => Some(fd),
+            Err(e) if unsupported(&e) => None,
+            Err(e) => return Err(e),
+        },
+    };
+    let path = match &fd {
+        Some(fd) => format!("/proc/self/fd/{}", fd.as_raw_fd()).into_bytes(),
+        None => binary.into_os_string().into_vec(),
+    };
+    let path = CString::new(path).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the shim path has a NUL")
+    })?;
+    Ok((path, fd))
+}
+
 /// In a forked child before its exec: `fd` moved to number `to`, or `to` closed when there
 /// is none (no stray fd of the parent's sits at a number the shim reads). Only dup2 and
 /// close: async-signal-safe.
-fn place_fd(fd: Option<i32>, to: i32) -> std::io::Result<()> {
+fn place_fd(fd: Option<i32>, to: i32) -> bool {
     // SAFETY: plain fd syscalls on numbers; no Rust object owns `to` in the child.
     unsafe {
         match fd {
-            Some(fd) if libc::dup2(fd, to) < 0 => return Err(std::io::Error::last_os_error()),
-            Some(_) => {}
+            Some(fd) => libc::dup2(fd, to) == to,
             None => {
                 libc::close(to);
+                true
             }
         }
     }
-    Ok(())
 }
 
+/// A shim process `spawn_shim` started (its parent reaps it).
+pub struct ShimChild {
+    pid: rustix::process::Pid,
+    status: Option<ExitStatus>,
+}
+
+impl ShimChild {
+    pub fn id(&self) -> u32 {
+        self.pid.as_raw_nonzero().get() as u32
+    }
+
+    /// Waits for the shim to exit (once; later calls give the same status).
+    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        if let Some(s) = self.status {
+            return Ok(s);
+        }
+        loop {
+            match rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty()) {
+                Ok(Some((_, st))) => {
+                    let s = ExitStatus::from_raw(st.as_raw());
+                    self.status = Some(s);
+                    return Ok(s);
+                }
+                Ok(None) => continue,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Where a gated shim's parent lets it run: the CPUs it may use itself (restored by the shim
+/// once it has its go, `restore_cpus`).
+const SHIM_CPUS_ENV: &str = "STRATA_SHIM_CPUS";
+
+/// The caller's CPUs, for starting a gated shim on another one than the caller's. Some
+/// schedulers (this machine's VM packs its vCPUs) keep a forked child on its parent's CPU
+/// while another idles; the caller goes on working after the fork, and the shim's exec and
+/// start-up would wait behind it (1.3 ms here) instead of running beside it.
+struct CpuPlacement {
+    allowed: libc::cpu_set_t,
+    current: usize,
+}
+
+impl CpuPlacement {
+    fn now() -> Option<CpuPlacement> {
+        // SAFETY: plain syscalls filling a local cpu_set_t.
+        unsafe {
+            let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) != 0
+            {
+                return None;
+            }
+            let current = usize::try_from(libc::sched_getcpu()).ok()?;
+            Some(CpuPlacement { allowed, current })
+        }
+    }
+
+    fn cpus(&self) -> impl Iterator<Item = usize> + '_ {
+        // SAFETY: CPU_ISSET reads the set.
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &self.allowed) })
+    }
+
+    fn allowed_list(&self) -> String {
+        self.cpus()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Pins `pid` to the next allowed CPU after the current one (nothing with one CPU).
+    fn move_elsewhere(&self, pid: i32) {
+        let other = self
+            .cpus()
+            .find(|&c| c > self.current)
+            .or_else(|| self.cpus().find(|&c| c != self.current));
+        if let Some(c) = other {
+            // SAFETY: plain syscall on a local set.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(c, &mut set);
+                libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            }
+        }
+    }
+}
+
+/// In a gated shim that has its go: the CPUs its starter may use again (see
+/// `CpuPlacement`); its parent moved it before sending the go. What it starts inherits them.
+pub fn restore_cpus() {
+    let Some(list) = std::env::var_os(SHIM_CPUS_ENV) else {
+        return;
+    };
+    // SAFETY: plain syscall on a local set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let mut any = false;
+        for c in list
+            .to_string_lossy()
+            .split(',')
+            .filter_map(|c| c.parse::<usize>().ok())
+        {
+            if c < libc::CPU_SETSIZE as usize {
+                libc::CPU_SET(c, &mut set);
+                any = true;
+            }
+        }
+        if any {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+}
+
+/// What the child writes on its ready pipe when it cannot execute the shim.
+const EXEC_FAILED: &[u8] = b"could not execute the strata-shim binary\n";
+
 /// Starts `strata-shim ARGS...` with fd 3 the ready pipe (see `SpawnOptions` for the rest).
+/// The caller goes on as soon as the child is forked, without waiting for its exec (as
+/// `std::process::Command` does): the exec, about half a millisecond, overlaps the
+/// caller's next steps. A shim that cannot be executed says so on the ready pipe.
 pub fn spawn_shim(args: &[&OsStr], opts: SpawnOptions) -> std::io::Result<Spawned> {
-    let (mut cmd, exe) = shim_command(opts.exe)?;
+    let (program, exe) = shim_program(opts.exe)?;
+    // Everything the child uses is made before the fork: between fork and exec it only
+    // makes async-signal-safe calls on these.
+    let cstr = |a: &OsStr| {
+        CString::new(a.as_bytes()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a shim argument has a NUL",
+            )
+        })
+    };
+    let mut argv_owned = vec![CString::from(c"strata-shim")];
+    for a in args {
+        argv_owned.push(cstr(a)?);
+    }
+    let mut argv: Vec<*const libc::c_char> = argv_owned.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let cpus = if opts.gated {
+        CpuPlacement::now()
+    } else {
+        None
+    };
+    let mut env_owned = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if k != SHIM_CPUS_ENV {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            env_owned.push(cstr(OsStr::from_bytes(&kv))?);
+        }
+    }
+    if let Some(c) = &cpus {
+        env_owned.push(cstr(OsStr::new(&format!(
+            "{SHIM_CPUS_ENV}={}",
+            c.allowed_list()
+        )))?);
+    }
+    let mut envp: Vec<*const libc::c_char> = env_owned.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
     let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let ready_w = above_moved_fds(ready_w)?;
     let client = opts.client.map(above_moved_fds).transpose()?;
+    // A socket, not a pipe: writing to a shim that died must fail, not raise SIGPIPE.
     let (go_r, go_w) = if opts.gated {
-        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        (Some(above_moved_fds(r)?), Some(File::from(w)))
+        let (r, w) = std::os::unix::net::UnixStream::pair()?;
+        (Some(above_moved_fds(r)?), Some(w))
     } else {
         (None, None)
     };
-    cmd.args(args);
-    if let Some([i, o, e]) = opts.stdio {
-        cmd.stdin(Stdio::from(i))
-            .stdout(Stdio::from(o))
-            .stderr(Stdio::from(e));
-    } else if opts.detach {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+    let stdio = match opts.stdio {
+        Some(fds) => Some(fds.map(above_moved_fds)),
+        None if opts.detach => {
+            let null = |w: bool| {
+                let f = if w { OFlags::WRONLY } else { OFlags::RDONLY };
+                rustix::fs::open("/dev/null", f | OFlags::CLOEXEC, Mode::empty())
+                    .and_then(above_moved_fds)
+            };
+            Some([null(false), null(true), null(true)])
+        }
+        None => None,
+    };
+    let stdio = match stdio {
+        Some([i, o, e]) => Some([i?, o?, e?]),
+        None => None,
+    };
+    let raw = |f: &Option<OwnedFd>| f.as_ref().map(|f| f.as_raw_fd());
+    let stdio_fds = stdio.as_ref().map(|s| s.each_ref().map(|f| f.as_raw_fd()));
+    let (ready_fd, client_fd, go_fd) = (ready_w.as_raw_fd(), raw(&client), raw(&go_r));
+    // SAFETY: the child makes only async-signal-safe calls (setsid, sigprocmask, signal,
+    // dup2, close, execve, write, _exit) on data prepared above, then leaves by exec or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    let detach = opts.detach;
-    let ready_fd = ready_w.as_raw_fd();
-    let client_fd = client.as_ref().map(|c| c.as_raw_fd());
-    let go_fd = go_r.as_ref().map(|g| g.as_raw_fd());
-    // SAFETY: only async-signal-safe calls (setsid, dup2, close) run between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if detach {
+    if pid == 0 {
+        // SAFETY: see above; in the child only.
+        unsafe {
+            if opts.detach {
                 libc::setsid();
             }
-            place_fd(Some(ready_fd), READY_FD)?;
-            place_fd(client_fd, CLIENT_FD)?;
-            place_fd(go_fd, GO_FD)
-        });
+            // As a fresh process: no blocked signals, SIGPIPE at its default.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            let mut placed = match stdio_fds {
+                Some([i, o, e]) => {
+                    place_fd(Some(i), 0) && place_fd(Some(o), 1) && place_fd(Some(e), 2)
+                }
+                None => true,
+            };
+            placed = placed
+                && place_fd(Some(ready_fd), READY_FD)
+                && place_fd(client_fd, CLIENT_FD)
+                && place_fd(go_fd, GO_FD);
+            if placed {
+                libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            }
+            libc::write(READY_FD, EXEC_FAILED.as_ptr().cast(), EXEC_FAILED.len());
+            libc::_exit(127);
+        }
     }
-    let child = cmd.spawn()?;
-    drop(exe);
-    drop(ready_w);
-    drop(client);
-    drop(go_r);
+    if let Some(c) = &cpus {
+        c.move_elsewhere(pid);
+    }
+    drop((exe, ready_w, client, go_r, stdio));
     Ok(Spawned {
-        child,
+        child: ShimChild {
+            pid: rustix::process::Pid::from_raw(pid).expect("a forked child's pid"),
+            status: None,
+        },
         ready: File::from(ready_r),
         go: go_w,
     })
@@ -236,7 +427,15 @@ impl Spawned {
     /// Lets a gated shim go on with `message` (nothing for one that was not gated).
     pub fn go(&mut self, message: &[u8]) -> std::io::Result<()> {
         match self.go.take() {
-            Some(mut w) => w.write_all(message),
+            Some(w) => {
+                // MSG_NOSIGNAL: a shim that died gives EPIPE here, not SIGPIPE.
+                let mut sent = 0;
+                while sent < message.len() {
+                    sent +=
+                        rustix::net::send(&w, &message[sent..], rustix::net::SendFlags::NOSIGNAL)?;
+                }
+                Ok(())
+            }
             None => Ok(()),
         }
     }

@@ -1,5 +1,6 @@
 //! A container's run state as its shim records it (`state.json` in the container's run
-//! directory), and the shim's instructions (`shim.json`), written before it starts.
+//! directory), and the shim's instructions (`shim.json`), written before it starts. The run
+//! directory is also the OCI bundle (`config.json`).
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -9,7 +10,6 @@ pub const STATE_FILE: &str = "state.json";
 pub const SHIM_FILE: &str = "shim.json";
 pub const LOG_FILE: &str = "container.log";
 pub const ATTACH_SOCKET: &str = "attach.sock";
-pub const BUNDLE_DIR: &str = "bundle";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
