@@ -484,10 +484,14 @@ impl Engine {
     /// removes (`remove_orphans`): the container is gone either way.
     pub(crate) fn delete_container(&self, id: &str) -> Result<()> {
         let target = self.container_mount_point(id);
-        self.unmount_tree(&target)?;
+        // An empty directory that is no mount point has nothing mounted in or below it:
+        // removed first, it spares the unmount's work when the run's end unmounted it.
+        if std::fs::remove_dir(&target).is_err() {
+            self.unmount_tree(&target)?;
+            let _ = std::fs::remove_dir(&target);
+        }
         // Only known, empty entries: never a recursive delete next to a mount point.
         let dir = target.parent().expect("mount point has a parent");
-        let _ = std::fs::remove_dir(&target);
         let _ = std::fs::remove_file(dir.join("lock"));
         let _ = std::fs::remove_dir(dir);
         match self
