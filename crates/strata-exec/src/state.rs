@@ -2,6 +2,7 @@
 //! directory), and the shim's instructions (`shim.json`), written before it starts. The run
 //! directory is also the OCI bundle (`config.json`).
 
+use rustix::fs::RenameFlags;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -188,11 +189,28 @@ pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::R
 
 /// Replaces `dir/name` with `bytes` by temp file and rename: readers see the old content
 /// or the new, never half a file; a failed write leaves no temp file behind.
+///
+/// An existing file is exchanged with the temp file (`RENAME_EXCHANGE`), and the old one
+/// is then unlinked, rather than renamed over: ext4 (`auto_da_alloc`) allocates the blocks
+/// of a file renamed over another at once, and freeing them later costs a discard where
+/// the filesystem discards synchronously. Exchanged, a short-lived state file usually never
+/// gets blocks at all.
 pub fn replace(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let target = dir.join(name);
     let res = std::fs::File::create(&tmp)
         .and_then(|mut f| f.write_all(bytes))
-        .and_then(|_| std::fs::rename(&tmp, dir.join(name)));
+        .and_then(|_| {
+            let cwd = rustix::fs::CWD;
+            match rustix::fs::renameat_with(cwd, &tmp, cwd, &target, RenameFlags::EXCHANGE) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Ok(())
+                }
+                // No file to exchange with yet, or a filesystem without exchange.
+                Err(_) => std::fs::rename(&tmp, &target),
+            }
+        });
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
