@@ -167,6 +167,18 @@ fn output_and_pid1(s: Store) {
         "id -u; id -g; id -G; echo $GREETING; pwd",
     ]);
     assert_eq!(o, "1000\n1000\n1000 2000\nhi\n/work\n");
+    // HOME as docker (runc) sets it: the user's home in the image's passwd, `/` for a
+    // user it lacks, and what the environment says when it says it.
+    let home = |args: &[&str]| {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["busybox", "sh", "-c", "echo $HOME"]);
+        s.out(&a)
+    };
+    assert_eq!(home(&[]), "/root\n");
+    assert_eq!(home(&["-u", "app"]), "/home/app\n");
+    assert_eq!(home(&["-u", "4321"]), "/\n");
+    assert_eq!(home(&["-u", "4321", "-e", "HOME=/x"]), "/x\n");
 }
 
 fn default_signal_dispositions(s: Store) {

@@ -238,6 +238,9 @@ impl Engine {
         if c.config.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
             env.push("TERM=xterm".into());
         }
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={}", home_of(&root, user.uid)));
+        }
         let caps = spec::capabilities(h.privileged, &h.cap_add, &h.cap_drop)
             .map_err(|e| EngineError::Usage(e.to_string()))?;
         let no_new_privileges = h.security_opt.iter().any(|o| {
@@ -411,6 +414,21 @@ fn read_in_root(root: &Root, rel: &str) -> Option<String> {
         .read_to_string(&mut s)
         .ok()?;
     Some(s)
+}
+
+/// The home directory `uid` has in the image's /etc/passwd, else `/`: what runc gives a
+/// process whose environment names none (docker shows `HOME=/` for a user passwd lacks).
+fn home_of(root: &Root, uid: u32) -> String {
+    read_in_root(root, "etc/passwd")
+        .and_then(|passwd| {
+            passwd
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 6 && f[2].parse::<u32>() == Ok(uid))
+                .map(|f| f[5].to_string())
+        })
+        .filter(|home| !home.is_empty())
+        .unwrap_or_else(|| "/".to_string())
 }
 
 /// Resolves `user[:group]` (names or numbers) against the image's /etc/passwd and
