@@ -21,6 +21,12 @@ const RUN_MOUNT_MARK: &str = "rootfs-mounted";
 /// state (milliseconds, normally).
 const SHIM_EXIT_WAIT: Duration = Duration::from_secs(10);
 
+/// Whether a container of `network_mode` (as `create` takes it, or completed) runs in a
+/// private network namespace, which its shim makes (see strata_exec::net).
+fn private_network(network_mode: &str) -> bool {
+    matches!(network_mode, "" | "none")
+}
+
 /// A shim started ahead of its container (`Engine::spawn_shim`).
 pub struct PendingShim {
     spawned: Spawned,
@@ -214,13 +220,10 @@ impl Engine {
     /// mounts its root. `client` is an attach connection handed to it. Needs no store:
     /// `run` starts it before opening one.
     pub fn spawn_shim(client: Option<OwnedFd>, network_mode: &str) -> Result<PendingShim> {
-        // A private network namespace is the shim's to make (see strata_exec::net).
-        let private_net = matches!(network_mode, "" | "none");
-        let mut args = vec!["start"];
-        if private_net {
-            args.push("--private-net");
+        let mut args: Vec<&std::ffi::OsStr> = vec!["start".as_ref()];
+        if private_network(network_mode) {
+            args.push("--private-net".as_ref());
         }
-        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
         let spawn = SpawnOptions {
             client,
             detach: true,
@@ -261,11 +264,11 @@ impl Engine {
         let shim_error = |e| EngineError::io("starting the shim".to_string(), e);
         let mut spawned = shim.spawned;
         // shim.json says for sure; the shim's early namespace was a guess (`spawn_shim`).
-        let netns = (c.host.network_mode == "none")
+        let netns = private_network(&c.host.network_mode)
             .then(|| strata_exec::shim::netns_path(spawned.child.id()));
         let started = match self.prepare_run(&c, &dir, netns) {
             Err(e) => {
-                // Its go pipe closes: the shim exits having done nothing.
+                // Its go socket closes: the shim exits having done nothing.
                 spawned.abandon();
                 Err(e)
             }

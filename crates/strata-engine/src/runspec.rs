@@ -214,7 +214,9 @@ impl Engine {
         let h = &c.host;
         let root = Root::open(rootfs)
             .map_err(|e| EngineError::io("opening the container's root filesystem", e))?;
-        let (user, additional_gids) = resolve_user(&root, &c.config.user)?;
+        // Read once for the user and for HOME.
+        let passwd = read_in_root(&root, "etc/passwd").unwrap_or_default();
+        let (user, additional_gids) = resolve_user(&root, &passwd, &c.config.user)?;
         let cwd = if c.config.working_dir.is_empty() {
             "/".to_string()
         } else {
@@ -239,7 +241,7 @@ impl Engine {
             env.push("TERM=xterm".into());
         }
         if !env.iter().any(|e| e.starts_with("HOME=")) {
-            env.push(format!("HOME={}", home_of(&root, user.uid)));
+            env.push(format!("HOME={}", home_of(&passwd, user.uid)));
         }
         let caps = spec::capabilities(h.privileged, &h.cap_add, &h.cap_drop)
             .map_err(|e| EngineError::Usage(e.to_string()))?;
@@ -416,24 +418,25 @@ fn read_in_root(root: &Root, rel: &str) -> Option<String> {
     Some(s)
 }
 
-/// The home directory `uid` has in the image's /etc/passwd, else `/`: what runc gives a
-/// process whose environment names none (docker shows `HOME=/` for a user passwd lacks).
-fn home_of(root: &Root, uid: u32) -> String {
-    read_in_root(root, "etc/passwd")
-        .and_then(|passwd| {
-            passwd
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() >= 6 && f[2].parse::<u32>() == Ok(uid))
-                .map(|f| f[5].to_string())
-        })
+/// The entries of an /etc/passwd or /etc/group text, split into their fields.
+fn entries(text: &str) -> impl Iterator<Item = Vec<&str>> {
+    text.lines().map(|l| l.split(':').collect())
+}
+
+/// The home directory `uid` has in the image's /etc/passwd (`passwd`), else `/`: what runc
+/// gives a process whose environment names none (docker shows `HOME=/` for a user passwd
+/// lacks).
+fn home_of(passwd: &str, uid: u32) -> String {
+    entries(passwd)
+        .find(|f| f.len() >= 6 && f[2].parse::<u32>() == Ok(uid))
+        .map(|f| f[5].to_string())
         .filter(|home| !home.is_empty())
         .unwrap_or_else(|| "/".to_string())
 }
 
-/// Resolves `user[:group]` (names or numbers) against the image's /etc/passwd and
-/// /etc/group, read inside the container root; returns the user and its extra groups.
-fn resolve_user(root: &Root, spec: &str) -> Result<(User, Vec<u32>)> {
+/// Resolves `user[:group]` (names or numbers) against the image's /etc/passwd (`passwd`)
+/// and /etc/group, read inside the container root; returns the user and its extra groups.
+fn resolve_user(root: &Root, passwd: &str, spec: &str) -> Result<(User, Vec<u32>)> {
     if spec.is_empty() {
         return Ok((User::default(), Vec::new()));
     }
@@ -441,10 +444,7 @@ fn resolve_user(root: &Root, spec: &str) -> Result<(User, Vec<u32>)> {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let passwd = read_in_root(root, "etc/passwd").unwrap_or_default();
-    let entry = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
+    let entry = entries(passwd)
         .find(|f| f.len() >= 4 && (f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u)));
     let (uid, name, mut gid) = match (&entry, u.parse::<u32>()) {
         (Some(f), _) => (
@@ -460,11 +460,7 @@ fn resolve_user(root: &Root, spec: &str) -> Result<(User, Vec<u32>)> {
         }
     };
     let group = read_in_root(root, "etc/group").unwrap_or_default();
-    let groups: Vec<Vec<&str>> = group
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() >= 4)
-        .collect();
+    let groups: Vec<Vec<&str>> = entries(&group).filter(|f| f.len() >= 4).collect();
     if let Some(g) = g {
         gid = match (groups.iter().find(|f| f[0] == g), g.parse::<u32>()) {
             (_, Ok(n)) => n,

@@ -140,9 +140,9 @@ impl Filter {
     }
 
     /// Puts `profile`'s compiled form from the cache in `dir` at `to_dir/name` as a hard
-    /// link to the cache entry (entries are only ever replaced whole, by rename), so no
-    /// copy is written; a copy only where a link cannot be made. False: the profile is
-    /// one only libcontainer can load (see `compile`).
+    /// link to the cache entry (entries are only ever replaced whole, by
+    /// `state::replace`), so no copy is written; a copy only where a link cannot be made.
+    /// False: the profile is one only libcontainer can load (see `compile`).
     pub fn place_cached(
         dir: &Path,
         profile: &LinuxSeccomp,

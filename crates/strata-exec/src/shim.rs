@@ -374,16 +374,16 @@ fn make_private_net(held: &mut Option<OwnedFd>) -> Result<(), String> {
     Ok(())
 }
 
-/// The go pipe's message (see `SpawnOptions::gated`): the directory of the container to
+/// The go socket's message (see `SpawnOptions::gated`): the directory of the container to
 /// run, which the starter may choose after starting the shim, ended by a NUL (a path has
-/// none), so the shim need not wait for every copy of the pipe's end to close.
+/// none), so the shim need not wait for every copy of the starter's end to close.
 pub fn go_message(dir: &Path) -> Vec<u8> {
     let mut m = std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()).to_vec();
     m.push(0);
     m
 }
 
-/// Reads a `go_message` from `go`: the directory, or None when the pipe closed first.
+/// Reads a `go_message` from `go`: the directory, or None when it closed first.
 fn read_go_message(go: &mut File) -> Option<PathBuf> {
     let mut named = Vec::new();
     let mut buf = [0u8; 512];
@@ -796,7 +796,7 @@ pub(crate) fn tell(ready: &mut Option<File>, msg: &str) {
 }
 
 /// `strata-shim start`: runs the container whose directory (holding shim.json) the go
-/// pipe names. `private_net` (`--private-net`): make a private network namespace before
+/// socket names. `private_net` (`--private-net`): make a private network namespace before
 /// the go, as the container will most likely want one (shim.json says for sure).
 pub fn start(private_net: bool) -> i32 {
     // SAFETY: fd 3 is the ready pipe by contract with the starter; fd 4 is optional.
@@ -812,10 +812,10 @@ pub fn start(private_net: bool) -> i32 {
     let mut netns = None;
     let mut first_net = private_net.then(|| make_private_net(&mut netns));
     if rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(GO_FD) }).is_err() {
-        tell(&mut ready, "strata-shim start needs its go pipe (fd 5)");
+        tell(&mut ready, "strata-shim start needs its go socket (fd 5)");
         return 2;
     }
-    // SAFETY: fd 5, open, is the go pipe by contract with the starter; owned here.
+    // SAFETY: fd 5, open, is the go socket by contract with the starter; owned here.
     let mut go = unsafe { File::from_raw_fd(GO_FD) };
     let Some(dir) = read_go_message(&mut go) else {
         // Given up before the go: nothing to do.

@@ -367,11 +367,9 @@ pub fn spawn_shim(args: &[&OsStr], opts: SpawnOptions) -> std::io::Result<Spawne
             Some([null(false), null(true), null(true)])
         }
         None => None,
-    };
-    let stdio = match stdio {
-        Some([i, o, e]) => Some([i?, o?, e?]),
-        None => None,
-    };
+    }
+    .map(|[i, o, e]| rustix::io::Result::Ok([i?, o?, e?]))
+    .transpose()?;
     let raw = |f: &Option<OwnedFd>| f.as_ref().map(|f| f.as_raw_fd());
     let stdio_fds = stdio.as_ref().map(|s| s.each_ref().map(|f| f.as_raw_fd()));
     let (ready_fd, client_fd, go_fd) = (ready_w.as_raw_fd(), raw(&client), raw(&go_r));
