@@ -299,6 +299,25 @@ fn pids_limit(s: Store) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(out.starts_with("10\n"), "{out}");
     assert!(err.contains("fork"), "the fork loop was not stopped: {err}");
+    // The container cannot raise its own limit: its cgroup files are read-only to it.
+    let raise = "f=/sys/fs/cgroup/pids/pids.max; [ -e $f ] || f=/sys/fs/cgroup/pids.max; \
+                 echo 1000 > $f; cat $f";
+    let o = s.docker(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "10",
+        "busybox",
+        "sh",
+        "-c",
+        raise,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "10\n");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn read_only_and_tmpfs(s: Store) {
@@ -497,6 +516,20 @@ fn hardening(s: Store) {
         "grep Seccomp: /proc/self/status; mount -t tmpfs t /tmp && echo mounted",
     ]);
     assert_eq!(o, "Seccomp:\t0\nmounted\n");
+    // Privileged, its cgroups are writable, as docker's.
+    let o = s.out(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--pids-limit",
+        "10",
+        "busybox",
+        "sh",
+        "-c",
+        "f=/sys/fs/cgroup/pids/pids.max; [ -e $f ] || f=/sys/fs/cgroup/pids.max; \
+         echo 20 > $f && cat $f",
+    ]);
+    assert_eq!(o, "20\n");
     let o = s.out(&[
         "run",
         "--rm",

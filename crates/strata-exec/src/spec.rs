@@ -401,6 +401,8 @@ fn block_device_numbers(path: &str) -> Result<(u32, u32), SpecError> {
 }
 
 fn default_mounts(s: &RunSpec) -> Vec<Value> {
+    // Read-only unless privileged, as docker's: a container that could write its own
+    // cgroups' files could raise its own limits.
     let sys_opts = if s.privileged {
         json!(["nosuid", "noexec", "nodev"])
     } else {
@@ -412,7 +414,7 @@ fn default_mounts(s: &RunSpec) -> Vec<Value> {
         json!({ "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] }),
         json!({ "destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] }),
         json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_opts }),
-        json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid", "noexec", "nodev"] }),
+        json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": sys_opts }),
         json!({ "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"] }),
         json!({ "destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm}")] }),
     ]
