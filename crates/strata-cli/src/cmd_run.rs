@@ -61,19 +61,24 @@ fn terminal_size() -> Option<(u16, u16)> {
 /// size) are already queued in it.
 fn prepared_client(stdin: bool, tty: bool) -> io::Result<(UnixStream, OwnedFd)> {
     let (mut mine, theirs) = UnixStream::pair()?;
-    attach::hello_with(
-        &mut mine,
-        stdin,
-        true,
-        true,
-        strata_exec::stream::WANT_CLEANUP,
-    )?;
+    let mut want = strata_exec::stream::WANT_CLEANUP;
+    if hands_over(stdin, tty) {
+        want |= strata_exec::stream::WANT_SWEEP;
+    }
+    attach::hello_with(&mut mine, stdin, true, true, want)?;
     if tty {
         if let Some((r, c)) = terminal_size() {
             attach::resize(&mut mine, r, c)?;
         }
     }
     Ok((mine, theirs.into()))
+}
+
+/// Whether a foreground run leaves deleting its removed container's files to the shim
+/// (strata-engine's `trash`): only with no stdin or terminal to forward, when nothing but
+/// the cleanup writes to the shim after the exit.
+fn hands_over(stdin: bool, tty: bool) -> bool {
+    !stdin && !tty
 }
 
 /// Streams the container's output (and our stdin with `stdin`) until it exits; its code.
@@ -178,10 +183,26 @@ fn attached_until_exit(
         proxy_signals(engine.run_dir(id));
     }
     let code = engine.idle(|| stay_attached(sock, stdin, tty))??;
+    // Whether the shim said it is done with the container (it then only deletes files).
+    let mut shim_done = false;
     if code.is_some() {
-        engine.cleanup_container(id, started.generation)?;
+        let hand_over = hands_over(stdin, tty);
+        if hand_over {
+            engine.defer_deletions();
+        }
+        let cleaned = engine.cleanup_container(id, started.generation);
+        let retired = engine.take_retired();
+        if hand_over {
+            shim_done = engine.idle(|| attach::hand_over(sock, &retired))?.is_ok();
+            if !shim_done {
+                strata_exec::trash::sweep(&engine.trash_dir(), &retired);
+            }
+        }
+        cleaned?;
     }
-    engine.idle(|| started.shim.child.wait())??;
+    if !shim_done {
+        engine.idle(|| started.shim.child.wait())??;
+    }
     Ok(match code {
         Some(code) => code,
         // The shim died: reading the state finishes for it.

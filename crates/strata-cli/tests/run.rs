@@ -96,6 +96,49 @@ fn inspect(s: &Store, name: &str, fmt: &str) -> String {
     s.ok(&["inspect", "--format", fmt, name]).trim().to_string()
 }
 
+/// `run --rm` returns once the container is gone (record, name, mounts); its shim
+/// deletes the files right after. What a shim killed first leaves in the store's trash
+/// goes with the next command that has the store to itself.
+fn run_rm_leaves_no_files(s: Store) {
+    s.out(&[
+        "run",
+        "--rm",
+        "--name",
+        "gone",
+        "busybox",
+        "sh",
+        "-c",
+        "echo data > /f; mkdir -p /a/b",
+    ]);
+    // The name is free at once.
+    s.out(&["run", "--rm", "--name", "gone", "busybox", "true"]);
+    let trash = s.root().join("trash");
+    let entries = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !entries(&trash).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(entries(&trash), Vec::<String>::new(), "left in the trash");
+    assert_eq!(entries(&s.root().join("containers")), Vec::<String>::new());
+    assert_eq!(
+        entries(&s.root().join("mounts").join("containers")),
+        Vec::<String>::new()
+    );
+    let left = trash.join("0123456789abcdef");
+    std::fs::create_dir_all(left.join("diff/etc")).unwrap();
+    std::fs::write(left.join("diff/etc/hosts"), b"x").unwrap();
+    s.ok(&["ps", "-a"]);
+    assert!(!left.exists(), "the trash left by a killed shim stayed");
+}
+
 fn exit_codes(s: Store) {
     assert_eq!(s.exit_code(&["run", "--rm", "busybox", "true"]), 0);
     assert_eq!(
@@ -1060,7 +1103,7 @@ macro_rules! runtime_tests {
 macro_rules! all_tests {
     ($($module:ident = $runtime:literal on $driver:literal),*) => {
         $(runtime_tests!($module, $runtime, $driver:
-            exit_codes, output_and_pid1, stdin_with_i, tty_through_a_pty, memory_limit_oom,
+            run_rm_leaves_no_files, exit_codes, output_and_pid1, stdin_with_i, tty_through_a_pty, memory_limit_oom,
             pids_limit, read_only_and_tmpfs, namespaces, hardening, exec_into_running,
             stop_escalates_and_restart_keeps_layer, logs_follow_and_detach,
             shim_killed_is_noticed, shim_killed_after_reporting_the_exit, pause_and_stats,

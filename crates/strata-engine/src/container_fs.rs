@@ -347,9 +347,22 @@ impl Engine {
     }
 }
 
-/// `path` is the root of a mount.
+/// Whether something is mounted at `path`. The kernel says so (statx's mount-root
+/// attribute), which also catches a bind mount from the same filesystem; kernels without
+/// it are asked by device and inode against the parent.
 pub(crate) fn is_mount_point(path: &std::path::Path) -> bool {
+    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, CWD};
     use std::os::unix::fs::MetadataExt;
+    if let Ok(st) = rustix::fs::statx(
+        CWD,
+        path,
+        AtFlags::NO_AUTOMOUNT | AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::empty(),
+    ) {
+        if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
+            return st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
+        }
+    }
     match (
         std::fs::metadata(path),
         path.parent().map(std::fs::metadata),

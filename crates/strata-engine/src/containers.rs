@@ -2,6 +2,7 @@
 //! container ID on the image's top layer), with a record of its config. Running processes
 //! in them is the exec driver's job; everything here works on stopped containers.
 
+use crate::container_fs::is_mount_point;
 use crate::error::{EngineError, Result};
 use crate::records::{self, now};
 use crate::{names, Engine};
@@ -484,21 +485,43 @@ impl Engine {
     /// removes (`remove_orphans`): the container is gone either way.
     pub(crate) fn delete_container(&self, id: &str) -> Result<()> {
         let target = self.container_mount_point(id);
-        // An empty directory that is no mount point has nothing mounted in or below it:
-        // removed first, it spares the unmount's work when the run's end unmounted it.
-        if std::fs::remove_dir(&target).is_err() {
-            self.unmount_tree(&target)?;
-            let _ = std::fs::remove_dir(&target);
-        }
-        // Only known, empty entries: never a recursive delete next to a mount point.
         let dir = target.parent().expect("mount point has a parent");
-        let _ = std::fs::remove_file(dir.join("lock"));
-        let _ = std::fs::remove_dir(dir);
+        // The mount point is only ever written through a mount: unmounted, it is an empty
+        // directory with nothing mounted below it, and its directory can be set aside
+        // whole. Otherwise (or when not deferring) only known, empty entries go: never a
+        // recursive delete next to a mount point.
+        let set_aside = !is_mount_point(&target)
+            && self
+                .trash_slot()
+                .is_some_and(|slot| match std::fs::rename(dir, &slot) {
+                    Ok(()) => {
+                        self.retired(slot);
+                        true
+                    }
+                    Err(_) => false,
+                });
+        if !set_aside {
+            // An empty directory that is no mount point has nothing mounted in or below
+            // it: removed first, it spares the unmount's work when the run's end
+            // unmounted it.
+            if std::fs::remove_dir(&target).is_err() {
+                self.unmount_tree(&target)?;
+                let _ = std::fs::remove_dir(&target);
+            }
+            let _ = std::fs::remove_file(dir.join("lock"));
+            let _ = std::fs::remove_dir(dir);
+        }
+        let slot = self.trash_slot();
         match self
             .snapshots
-            .remove_record_first_with(id, |tx| delete_row(tx, id))
+            .remove_record_first_with(id, slot.as_deref(), |tx| delete_row(tx, id))
         {
-            Ok(()) => Ok(()),
+            Ok(retired) => {
+                if let (true, Some(slot)) = (retired, slot) {
+                    self.retired(slot);
+                }
+                Ok(())
+            }
             Err(SnapshotError::NotFound(_)) => Ok(delete_row(&self.db.conn(), id)?),
             Err(e) => Err(e.into()),
         }

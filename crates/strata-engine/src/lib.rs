@@ -19,6 +19,7 @@ mod recovery;
 mod runspec;
 mod save;
 mod system;
+mod trash;
 mod volume_plugin;
 mod volumes;
 
@@ -40,7 +41,7 @@ pub use volumes::{
 };
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use strata_snapshot::Snapshotter;
 use strata_store::{ContentStore, Db, ExclusiveGuard, LockMode, StoreLock};
 
@@ -60,6 +61,8 @@ pub struct Engine {
     lock: StoreLock,
     runtimes: Vec<(String, PathBuf)>,
     default_runtime: String,
+    /// Trees set aside for later deletion, while deferring (see `trash`).
+    retired: Mutex<Option<Vec<PathBuf>>>,
 }
 
 /// How to open a store.
@@ -116,6 +119,7 @@ impl Engine {
                 .default_runtime
                 .clone()
                 .unwrap_or_else(|| strata_exec::runtime::NATIVE.to_string()),
+            retired: Mutex::new(None),
         };
         if alone {
             // Best effort: what cannot be finished now stays in the intent log, is tried

@@ -377,6 +377,7 @@ impl Engine {
                 c.id.clone(),
                 generation.to_string(),
             ],
+            trash: self.trash_dir(),
         };
         std::fs::create_dir_all(self.root.join("run"))
             .map_err(|e| io("creating the run directory", e))?;
@@ -543,7 +544,7 @@ impl Engine {
         if !self.read_state(&c.id).shim_alive() {
             let _ = self.runtime_for(c).delete(&c.id);
         }
-        let _ = std::fs::remove_dir_all(self.run_dir(&c.id));
+        let _ = self.delete_tree(&self.run_dir(&c.id));
     }
 
     /// Runs `f` without holding the store lock: long waits (a foreground container, `wait`,

@@ -13,6 +13,8 @@ use strata_snapshot::Kind;
 
 impl Engine {
     pub(crate) fn recover(&self) -> Result<()> {
+        // Trees set aside for deletion that nobody deleted: their shim was killed first.
+        self.empty_trash();
         if records::interrupted_operations(&self.db)?.is_empty() {
             return Ok(());
         }

@@ -104,7 +104,21 @@ impl Engine {
             }
             let p = e.path();
             let removed = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                std::fs::remove_dir_all(&p)
+                // A shim may be deleting trash in there at the same time: what it took
+                // first is gone between listing and removing, which is no failure.
+                let mut removed = std::fs::remove_dir_all(&p);
+                for _ in 0..3 {
+                    match &removed {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            removed = match p.exists() {
+                                true => std::fs::remove_dir_all(&p),
+                                false => Ok(()),
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                removed
             } else {
                 std::fs::remove_file(&p)
             };

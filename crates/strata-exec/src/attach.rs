@@ -2,8 +2,9 @@
 
 use crate::stream;
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A socket path as short as it can be made: through `/proc/self/fd/N` of an open parent
 /// directory when the full path would not fit in a `sockaddr_un` (107 bytes).
@@ -91,6 +92,35 @@ pub fn resize(sock: &mut UnixStream, rows: u16, cols: u16) -> std::io::Result<()
 
 /// Copies output frames to `out`/`err` until the shim reports the exit (its code) or the
 /// connection ends (`None`: detached, or the shim died).
+/// For the client that took the cleanup over, once it is done: hands the shim the trees
+/// it set aside in the store's trash (the shim deletes them after this client has
+/// returned), then waits until the shim has deleted the container's runtime state (it
+/// then says it took them, and closes the connection). An error means it did not take
+/// them.
+pub fn hand_over(sock: &mut UnixStream, retired: &[PathBuf]) -> std::io::Result<()> {
+    let mut payload = Vec::new();
+    for p in retired {
+        payload.extend_from_slice(p.as_os_str().as_bytes());
+        payload.push(0);
+    }
+    let mut frame = stream::header(stream::SWEEP, payload.len()).to_vec();
+    frame.extend_from_slice(&payload);
+    let mut sent = 0;
+    while sent < frame.len() {
+        // MSG_NOSIGNAL: a shim that is gone is an error here, not SIGPIPE.
+        sent += rustix::net::send(&*sock, &frame[sent..], rustix::net::SendFlags::NOSIGNAL)?;
+    }
+    sock.shutdown(std::net::Shutdown::Write)?;
+    let mut taken = false;
+    while let Some((kind, _)) = stream::read_frame(sock)? {
+        taken |= kind == stream::SWEEP;
+    }
+    match taken {
+        true => Ok(()),
+        false => Err(std::io::ErrorKind::ConnectionAborted.into()),
+    }
+}
+
 pub fn copy_output(
     sock: &mut UnixStream,
     out: &mut dyn Write,

@@ -17,6 +17,7 @@ pub mod spawn;
 pub mod spec;
 pub mod state;
 pub mod stream;
+pub mod trash;
 
 /// docker's exit code for a container that could not start: 127 when the command does
 /// not exist, 126 when it cannot be executed, 125 for anything else.

@@ -15,6 +15,7 @@ use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::process::Pid;
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -955,18 +956,19 @@ pub fn start(private_net: bool) -> i32 {
     let code = shim.state.exit_code.to_be_bytes();
     // A client that said it cleans up, and got the exit, takes the cleanup over (a
     // foreground `run` does it in-process, sparing a strata start).
-    let mut taken = false;
-    for c in &mut shim.clients {
+    let mut taker = None;
+    for mut c in shim.clients {
         c.hello = true;
         c.outbuf.extend_from_slice(&stream::header(stream::EXIT, 4));
         c.outbuf.extend_from_slice(&code);
         let _ = c.sock.set_nonblocking(false);
         let _ = c.sock.set_write_timeout(Some(Duration::from_secs(5)));
         c.flush();
-        taken |= c.want & stream::WANT_CLEANUP != 0 && !c.gone && c.outbuf.is_empty();
+        if taker.is_none() && c.want & stream::WANT_CLEANUP != 0 && !c.gone && c.outbuf.is_empty() {
+            taker = Some(c);
+        }
     }
-    drop(shim.clients);
-    if taken {
+    if taker.is_some() {
         shim.cfg.exit_command.clear();
     }
     drop(shim.listener);
@@ -976,6 +978,12 @@ pub fn start(private_net: bool) -> i32 {
     // the engine leaves the runtime state to it, and a new start waits for it
     // (`RunState::wait_for_shim`).
     let _ = shim.rt.delete(&shim.cfg.id);
+    if let Some(c) = taker.filter(|c| c.want & stream::WANT_SWEEP != 0) {
+        // The client waits for this connection to close (the runtime state is gone by
+        // now), and returns; what it set aside goes after that.
+        let retired = handed_over(c);
+        crate::trash::sweep(&shim.cfg.trash, &retired);
+    }
     if let Some((prog, args)) = shim.cfg.exit_command.split_first() {
         use std::os::unix::process::CommandExt;
         let err = std::process::Command::new(prog)
@@ -986,6 +994,38 @@ pub fn start(private_net: bool) -> i32 {
         return 1;
     }
     0
+}
+
+/// Reads what the client that took the cleanup over hands back (`attach::hand_over`)
+/// until it is done, says it took it, and closes the connection. A client that sends
+/// nothing within ten minutes, or goes away, hands nothing.
+fn handed_over(mut c: Client) -> Vec<PathBuf> {
+    let _ = c.sock.set_read_timeout(Some(Duration::from_secs(600)));
+    let mut buf = std::mem::take(&mut c.inbuf);
+    let mut retired = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        for (kind, payload) in stream::take_frames(&mut buf) {
+            if kind == stream::SWEEP {
+                retired.extend(
+                    payload
+                        .split(|b| *b == 0)
+                        .filter(|p| !p.is_empty())
+                        .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p))),
+                );
+            }
+        }
+        match c.sock.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Vec::new(),
+        }
+    }
+    // MSG_NOSIGNAL: a client that is gone must not take this process with it.
+    let ack = stream::header(stream::SWEEP, 0);
+    let _ = rustix::net::send(&c.sock, &ack, rustix::net::SendFlags::NOSIGNAL);
+    retired
 }
 
 /// Makes sure nothing of the shim's own is inherited by what it starts.

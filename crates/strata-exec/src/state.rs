@@ -178,6 +178,10 @@ pub struct ShimConfig {
     pub cgroups_path: String,
     /// Run when the container has exited for good (strata's cleanup), replacing the shim.
     pub exit_command: Vec<String>,
+    /// The store's trash: a client that took the cleanup over hands the shim what it set
+    /// aside there, to delete once the client has returned (`trash::sweep`).
+    #[serde(default)]
+    pub trash: PathBuf,
 }
 
 /// Writes `value` as JSON to `dir/name` by temp file and rename (readers never see half a

@@ -16,12 +16,19 @@ pub const STDIN_CLOSE: u8 = 4;
 pub const RESIZE: u8 = 5;
 /// Client to shim, first frame: which streams it wants (`want_*` bits).
 pub const HELLO: u8 = 6;
+/// Client to shim, after EXIT, from the client that took the cleanup over: paths it set
+/// aside in the store's trash (NUL-terminated), for the shim to delete. The shim answers
+/// with an empty one when it has taken them.
+pub const SWEEP: u8 = 7;
 
 pub const WANT_STDIN: u8 = 1;
 pub const WANT_STDOUT: u8 = 2;
 pub const WANT_STDERR: u8 = 4;
 /// The client cleans up after the exit itself (the shim skips its exit command).
 pub const WANT_CLEANUP: u8 = 8;
+/// With `WANT_CLEANUP`: the client then hands over what it set aside (`SWEEP`), closes
+/// its side, and waits for the shim to close the connection.
+pub const WANT_SWEEP: u8 = 16;
 
 pub const HEADER: usize = 8;
 

@@ -98,6 +98,13 @@ pub trait Driver: Send + Sync {
     fn commit(&self, s: &Layout) -> io::Result<()>;
     /// Removes the snapshot's storage; succeeds when there is none.
     fn remove(&self, id: i64) -> io::Result<()>;
+    /// Takes the snapshot's storage out of the driver's hands by moving it to `to` (a new
+    /// path on the store's filesystem), for the caller to delete later; `false` when it
+    /// was removed at once instead (storage that is no plain tree there, or none).
+    fn retire(&self, id: i64, to: &Path) -> io::Result<bool> {
+        let _ = to;
+        self.remove(id).map(|()| false)
+    }
     /// What the snapshot holds on its own, without its parents.
     fn usage(&self, s: &Layout) -> io::Result<Usage>;
     /// Bytes of regular files changed against the parent: a writable layer's size as docker
@@ -193,6 +200,16 @@ pub(crate) fn remove_tree(dir: &Path) -> io::Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// Helper for drivers whose storage is a directory tree: moves `dir` to `to`, or removes
+/// it when it cannot be moved there (another filesystem).
+pub(crate) fn retire_tree(dir: &Path, to: &Path) -> io::Result<bool> {
+    match std::fs::rename(dir, to) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(_) => remove_tree(dir).map(|()| false),
     }
 }
 

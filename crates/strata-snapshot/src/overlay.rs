@@ -9,7 +9,7 @@
 
 use crate::mount::Mount;
 use crate::usage::{tree_usage, Usage};
-use crate::{numeric_dirs, remove_tree, Driver, Kind, Layout, PrepareOpts};
+use crate::{numeric_dirs, remove_tree, retire_tree, Driver, Kind, Layout, PrepareOpts};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -121,6 +121,10 @@ impl Driver for Overlay {
 
     fn remove(&self, id: i64) -> io::Result<()> {
         remove_tree(&self.dir(id))
+    }
+
+    fn retire(&self, id: i64, to: &Path) -> io::Result<bool> {
+        retire_tree(&self.dir(id), to)
     }
 
     fn usage(&self, s: &Layout) -> io::Result<Usage> {

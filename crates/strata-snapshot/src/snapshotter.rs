@@ -281,14 +281,24 @@ impl Snapshotter {
     /// removal of the storage (returned, the record already gone), leaves storage that no
     /// record owns: [`Snapshotter::remove_orphans`] takes it, run by recovery while the
     /// caller's intent-log entry is still there.
+    ///
+    /// With `retire_to`, storage the driver can move is moved there for the caller to
+    /// delete later ([`Driver::retire`]); whether it was is returned.
     pub fn remove_record_first_with(
         &self,
         key: &str,
+        retire_to: Option<&Path>,
         record: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let r = self.row(key)?;
         self.delete_record(key, r.id, record)?;
-        Ok(self.driver.remove(r.id)?)
+        Ok(match retire_to {
+            Some(to) => self.driver.retire(r.id, to)?,
+            None => {
+                self.driver.remove(r.id)?;
+                false
+            }
+        })
     }
 
     /// Replaces the labels (field paths empty or `labels`) or single labels (`labels.KEY`).

@@ -3,7 +3,9 @@
 
 use crate::mount::Mount;
 use crate::usage::{tree_usage, Usage};
-use crate::{numeric_dirs, remove_tree, tree_mounts, Driver, Kind, Layout, PrepareOpts};
+use crate::{
+    numeric_dirs, remove_tree, retire_tree, tree_mounts, Driver, Kind, Layout, PrepareOpts,
+};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -61,6 +63,10 @@ impl Driver for Vfs {
 
     fn remove(&self, id: i64) -> io::Result<()> {
         remove_tree(&self.home.join(id.to_string()))
+    }
+
+    fn retire(&self, id: i64, to: &Path) -> io::Result<bool> {
+        retire_tree(&self.home.join(id.to_string()), to)
     }
 
     fn usage(&self, s: &Layout) -> io::Result<Usage> {

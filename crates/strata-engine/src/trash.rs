@@ -1,0 +1,83 @@
+//! Deletion deferred past the command that removes. While deferring, a removal moves the
+//! directory trees it would delete into the store's trash (`ROOT/trash`, one fresh name
+//! each) once their records are gone, and hands the list to whoever has time to delete
+//! them: a foreground `run --rm` passes it to the container's shim, which deletes them
+//! after the CLI has returned (as containerd's snapshotters leave removed storage to a
+//! later cleanup). On this machine's filesystem every directory deleted costs a
+//! synchronous block discard, and a container leaves about ten.
+//!
+//! Trash is invisible to everything else: nothing refers to it, and what a shim killed
+//! mid-way leaves there is deleted by the next process that opens the store alone
+//! ([`Engine::empty_trash`]).
+
+use crate::Engine;
+use std::io;
+use std::path::{Path, PathBuf};
+
+impl Engine {
+    /// From now on, this process's removals set directory trees aside in the trash
+    /// instead of deleting them; [`Engine::take_retired`] gives them.
+    pub fn defer_deletions(&self) {
+        *self.retired.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    }
+
+    /// What was set aside since [`Engine::defer_deletions`], for the caller to delete or
+    /// hand over; deferral ends.
+    pub fn take_retired(&self) -> Vec<PathBuf> {
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default()
+    }
+
+    pub fn trash_dir(&self) -> PathBuf {
+        self.root.join("trash")
+    }
+
+    /// A fresh name in the trash while deferring (the trash made if need be).
+    pub(crate) fn trash_slot(&self) -> Option<PathBuf> {
+        self.retired.lock().ok()?.as_ref()?;
+        let trash = self.trash_dir();
+        std::fs::create_dir_all(&trash).ok()?;
+        Some(trash.join(format!("{:016x}", rand::random::<u64>())))
+    }
+
+    /// Records `path` as set aside.
+    pub(crate) fn retired(&self, path: PathBuf) {
+        if let Some(list) = self
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            list.push(path);
+        }
+    }
+
+    /// Deletes the tree at `dir` (gone already is fine), or sets it aside while deferring.
+    /// Only for trees nothing is mounted in.
+    pub(crate) fn delete_tree(&self, dir: &Path) -> io::Result<()> {
+        if let Some(slot) = self.trash_slot() {
+            if std::fs::rename(dir, &slot).is_ok() {
+                self.retired(slot);
+                return Ok(());
+            }
+        }
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes what is left in the trash: trees set aside that nobody deleted (their shim
+    /// was killed first). Run by a process that has the store to itself (recovery): one
+    /// directory read when there is nothing.
+    pub(crate) fn empty_trash(&self) {
+        let trash = self.trash_dir();
+        if let Ok(rd) = std::fs::read_dir(&trash) {
+            let left: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+            strata_exec::trash::sweep(&trash, &left);
+        }
+    }
+}
