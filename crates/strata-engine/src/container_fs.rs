@@ -68,10 +68,8 @@ impl Engine {
     /// updates are not synced on their own, sparing two fsyncs per container run.
     fn set_mount_count(&self, id: &str, n: u32) -> Result<()> {
         self.db.unsynced(|conn| {
-            conn.execute(
-                "UPDATE containers SET mount_count = ?1 WHERE id = ?2",
-                rusqlite::params![n, id],
-            )
+            conn.prepare_cached("UPDATE containers SET mount_count = ?1 WHERE id = ?2")?
+                .execute(rusqlite::params![n, id])
         })?;
         Ok(())
     }

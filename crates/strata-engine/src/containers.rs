@@ -211,7 +211,11 @@ impl Engine {
     pub fn container(&self, name_or_id: &str) -> Result<Container> {
         let key = name_or_id.strip_prefix('/').unwrap_or(name_or_id);
         let conn = self.db.conn();
-        if let Some(c) = conn.query_row(&format!("SELECT {COLS} FROM containers WHERE state = 'created' AND (id = ?1 OR name = ?1)"), [key], container_row).optional()? {
+        // Cached: one command looks its container up several times.
+        let mut by_key = conn.prepare_cached(&format!(
+            "SELECT {COLS} FROM containers WHERE state = 'created' AND (id = ?1 OR name = ?1)"
+        ))?;
+        if let Some(c) = by_key.query_row([key], container_row).optional()? {
             return Ok(c);
         }
         if !key.is_empty() && key.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -401,17 +401,18 @@ pub fn begin_operation(db: &Db, kind: &str) -> Result<i64> {
     // Unsynced: if a power cut loses the row, the work it announced was not synced either,
     // and what is left of it is an orphan that `system check` finds.
     Ok(db.unsynced(|conn| {
-        conn.execute(
-            "INSERT INTO operations (kind, pid, started) VALUES (?1, ?2, ?3)",
-            params![kind, std::process::id(), now()],
-        )?;
+        conn.prepare_cached("INSERT INTO operations (kind, pid, started) VALUES (?1, ?2, ?3)")?
+            .execute(params![kind, std::process::id(), now()])?;
         Ok(conn.last_insert_rowid())
     })?)
 }
 
 pub fn end_operation(db: &Db, id: i64) -> Result<()> {
     // Unsynced: losing this delete only makes the next process check for leftovers.
-    db.unsynced(|conn| conn.execute("DELETE FROM operations WHERE id = ?1", [id]))?;
+    db.unsynced(|conn| {
+        conn.prepare_cached("DELETE FROM operations WHERE id = ?1")?
+            .execute([id])
+    })?;
     Ok(())
 }
 

@@ -65,7 +65,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 }
 
 pub fn get(conn: &rusqlite::Connection, key: &str) -> rusqlite::Result<Option<Row>> {
-    conn.query_row(&format!("{SELECT} WHERE s.key = ?1"), [key], row)
+    // Cached: one command looks a snapshot up several times.
+    conn.prepare_cached(&format!("{SELECT} WHERE s.key = ?1"))?
+        .query_row([key], row)
         .optional()
 }
 
@@ -77,7 +79,7 @@ pub fn all(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<Row>> {
 
 /// The ancestors of snapshot `id`, nearest first.
 pub fn ancestors(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<Vec<i64>> {
-    let mut st = conn.prepare(
+    let mut st = conn.prepare_cached(
         "WITH RECURSIVE chain(id, depth) AS (
              SELECT parent, 1 FROM snapshots WHERE id = ?1 AND parent IS NOT NULL
              UNION ALL

@@ -22,7 +22,10 @@ impl Db {
         let fresh = !Path::new(&wal).exists();
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(60))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // WAL mode is recorded in the database file: set once, with the WAL's creation.
+        if fresh {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // Each CLI command is one short-lived connection. Closing the last one would
@@ -77,9 +80,12 @@ impl Db {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
         let conn = self.conn();
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Cached statements: a command switches several times.
+        conn.prepare_cached("PRAGMA synchronous = NORMAL")?
+            .execute([])?;
         let out = f(&conn);
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.prepare_cached("PRAGMA synchronous = FULL")?
+            .execute([])?;
         out
     }
 
