@@ -499,7 +499,7 @@ impl Engine {
                 .trash_slot()
                 .is_some_and(|slot| match std::fs::rename(dir, &slot) {
                     Ok(()) => {
-                        self.retired(slot);
+                        self.note_retired(slot);
                         true
                     }
                     Err(_) => false,
@@ -522,7 +522,7 @@ impl Engine {
         {
             Ok(retired) => {
                 if let (true, Some(slot)) = (retired, slot) {
-                    self.retired(slot);
+                    self.note_retired(slot);
                 }
                 Ok(())
             }

@@ -31,6 +31,7 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// Where removals set trees aside (`ROOT/trash`).
     pub fn trash_dir(&self) -> PathBuf {
         self.root.join("trash")
     }
@@ -44,7 +45,7 @@ impl Engine {
     }
 
     /// Records `path` as set aside.
-    pub(crate) fn retired(&self, path: PathBuf) {
+    pub(crate) fn note_retired(&self, path: PathBuf) {
         if let Some(list) = self
             .retired
             .lock()
@@ -60,7 +61,7 @@ impl Engine {
     pub(crate) fn delete_tree(&self, dir: &Path) -> io::Result<()> {
         if let Some(slot) = self.trash_slot() {
             if std::fs::rename(dir, &slot).is_ok() {
-                self.retired(slot);
+                self.note_retired(slot);
                 return Ok(());
             }
         }

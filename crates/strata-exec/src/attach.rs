@@ -90,8 +90,6 @@ pub fn resize(sock: &mut UnixStream, rows: u16, cols: u16) -> std::io::Result<()
     stream::write_frame(sock, stream::RESIZE, &p)
 }
 
-/// Copies output frames to `out`/`err` until the shim reports the exit (its code) or the
-/// connection ends (`None`: detached, or the shim died).
 /// For the client that took the cleanup over, once it is done: hands the shim the trees
 /// it set aside in the store's trash (the shim deletes them after this client has
 /// returned), then waits until the shim has deleted the container's runtime state (it
@@ -105,11 +103,7 @@ pub fn hand_over(sock: &mut UnixStream, retired: &[PathBuf]) -> std::io::Result<
     }
     let mut frame = stream::header(stream::SWEEP, payload.len()).to_vec();
     frame.extend_from_slice(&payload);
-    let mut sent = 0;
-    while sent < frame.len() {
-        // MSG_NOSIGNAL: a shim that is gone is an error here, not SIGPIPE.
-        sent += rustix::net::send(&*sock, &frame[sent..], rustix::net::SendFlags::NOSIGNAL)?;
-    }
+    stream::send_all(&*sock, &frame)?;
     sock.shutdown(std::net::Shutdown::Write)?;
     let mut taken = false;
     while let Some((kind, _)) = stream::read_frame(sock)? {
@@ -121,6 +115,8 @@ pub fn hand_over(sock: &mut UnixStream, retired: &[PathBuf]) -> std::io::Result<
     }
 }
 
+/// Copies output frames to `out`/`err` until the shim reports the exit (its code) or the
+/// connection ends (`None`: detached, or the shim died).
 pub fn copy_output(
     sock: &mut UnixStream,
     out: &mut dyn Write,

@@ -1022,9 +1022,8 @@ fn handed_over(mut c: Client) -> Vec<PathBuf> {
             Err(_) => return Vec::new(),
         }
     }
-    // MSG_NOSIGNAL: a client that is gone must not take this process with it.
-    let ack = stream::header(stream::SWEEP, 0);
-    let _ = rustix::net::send(&c.sock, &ack, rustix::net::SendFlags::NOSIGNAL);
+    // A client that is gone must not take this process with it (no SIGPIPE).
+    let _ = stream::send_all(&c.sock, &stream::header(stream::SWEEP, 0));
     retired
 }
 

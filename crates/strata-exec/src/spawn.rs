@@ -425,15 +425,8 @@ impl Spawned {
     /// Lets a gated shim go on with `message` (nothing for one that was not gated).
     pub fn go(&mut self, message: &[u8]) -> std::io::Result<()> {
         match self.go.take() {
-            Some(w) => {
-                // MSG_NOSIGNAL: a shim that died gives EPIPE here, not SIGPIPE.
-                let mut sent = 0;
-                while sent < message.len() {
-                    sent +=
-                        rustix::net::send(&w, &message[sent..], rustix::net::SendFlags::NOSIGNAL)?;
-                }
-                Ok(())
-            }
+            // A shim that died gives EPIPE here, not SIGPIPE.
+            Some(w) => crate::stream::send_all(&w, message),
             None => Ok(()),
         }
     }

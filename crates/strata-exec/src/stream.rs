@@ -44,6 +44,16 @@ pub fn write_frame(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<(
     w.write_all(&buf)
 }
 
+/// Sends all of `bytes` on a socket with `MSG_NOSIGNAL`: a peer that is gone is an error
+/// here, not a SIGPIPE (strata's processes restore SIGPIPE's default action).
+pub fn send_all(sock: impl std::os::fd::AsFd, bytes: &[u8]) -> io::Result<()> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        sent += rustix::net::send(&sock, &bytes[sent..], rustix::net::SendFlags::NOSIGNAL)?;
+    }
+    Ok(())
+}
+
 /// Reads one frame; `None` at a clean end of stream.
 pub fn read_frame(r: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
     let mut h = [0u8; HEADER];
