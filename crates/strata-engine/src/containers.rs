@@ -494,17 +494,7 @@ impl Engine {
         // directory with nothing mounted below it, and its directory can be set aside
         // whole. Otherwise (or when not deferring) only known, empty entries go: never a
         // recursive delete next to a mount point.
-        let set_aside = !is_mount_point(&target)
-            && self
-                .trash_slot()
-                .is_some_and(|slot| match std::fs::rename(dir, &slot) {
-                    Ok(()) => {
-                        self.note_retired(slot);
-                        true
-                    }
-                    Err(_) => false,
-                });
-        if !set_aside {
+        if is_mount_point(&target) || !self.set_aside(dir) {
             // An empty directory that is no mount point has nothing mounted in or below
             // it: removed first, it spares the unmount's work when the run's end
             // unmounted it.

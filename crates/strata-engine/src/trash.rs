@@ -56,14 +56,24 @@ impl Engine {
         }
     }
 
+    /// While deferring, moves `dir` into the trash and records it; whether it did. Only
+    /// for trees nothing is mounted in.
+    pub(crate) fn set_aside(&self, dir: &Path) -> bool {
+        let Some(slot) = self.trash_slot() else {
+            return false;
+        };
+        let moved = std::fs::rename(dir, &slot).is_ok();
+        if moved {
+            self.note_retired(slot);
+        }
+        moved
+    }
+
     /// Deletes the tree at `dir` (gone already is fine), or sets it aside while deferring.
     /// Only for trees nothing is mounted in.
     pub(crate) fn delete_tree(&self, dir: &Path) -> io::Result<()> {
-        if let Some(slot) = self.trash_slot() {
-            if std::fs::rename(dir, &slot).is_ok() {
-                self.note_retired(slot);
-                return Ok(());
-            }
+        if self.set_aside(dir) {
+            return Ok(());
         }
         match std::fs::remove_dir_all(dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
