@@ -143,7 +143,10 @@ pub fn prepare(a: &RunArgs) -> Result<RunStart, Failure> {
 }
 
 pub fn run(engine: &Engine, s: RunStart) -> CmdResult {
-    let c = match engine.create_container(&s.opts) {
+    let c = match engine
+        .hold_checkpoints()
+        .and_then(|()| engine.create_container(&s.opts))
+    {
         Ok(c) => c,
         Err(e) => {
             s.shim.abandon();

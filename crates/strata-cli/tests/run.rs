@@ -780,6 +780,45 @@ fn shim_killed_is_noticed(s: Store) {
     s.ok(&["rm", "k"]);
 }
 
+/// A container that lets go of its output and keeps running (a daemon closing its stdio)
+/// leaves its shim idle: the shim waits on the container, not on pipes at their end.
+fn shim_idles_once_output_ends(s: Store) {
+    s.out(&[
+        "run",
+        "-d",
+        "--name",
+        "quiet",
+        "busybox",
+        "sh",
+        "-c",
+        "exec >/dev/null 2>&1; sleep 1000",
+    ]);
+    let shim = s.shim_state("quiet")["shim_pid"].as_i64().unwrap();
+    // utime + stime, in clock ticks (fields 14 and 15 of /proc/PID/stat).
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{shim}/stat")).unwrap();
+        let f: Vec<u64> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        f[0] + f[1]
+    };
+    // Time for the shell to close its ends, then a second for the shim to spend.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = cpu();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let spent = cpu() - before;
+    // A shim polling the ended pipes spins: a whole second of CPU (100 ticks).
+    assert!(spent < 20, "the shim used {spent} ticks of CPU in a second");
+    assert!(s.ok(&["ps", "--format", "{{.Status}}"]).starts_with("Up"));
+    s.ok(&["rm", "-f", "quiet"]);
+}
+
 /// A shim killed between reporting its container's exit and deleting the runtime's state
 /// leaves that state and the cgroups behind: the next reader of the container deletes them,
 /// and the container starts again.
@@ -1106,7 +1145,8 @@ macro_rules! all_tests {
             run_rm_leaves_no_files, exit_codes, output_and_pid1, stdin_with_i, tty_through_a_pty, memory_limit_oom,
             pids_limit, read_only_and_tmpfs, namespaces, hardening, exec_into_running,
             stop_escalates_and_restart_keeps_layer, logs_follow_and_detach,
-            shim_killed_is_noticed, shim_killed_after_reporting_the_exit, pause_and_stats,
+            shim_killed_is_noticed, shim_killed_after_reporting_the_exit, shim_idles_once_output_ends,
+            pause_and_stats,
             foreground_cli_killed, restart_policy,
             attach_and_start_attached, resource_limits, init_as_pid1,
             default_signal_dispositions, foreground_signals_are_proxied,

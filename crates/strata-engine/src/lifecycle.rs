@@ -272,7 +272,11 @@ impl Engine {
                 spawned.abandon();
                 Err(e)
             }
-            Ok(generation) => match spawned.go(&strata_exec::shim::go_message(&dir)) {
+            Ok(generation) => match spawned.go(&strata_exec::shim::go_message(&dir)).map(|()| {
+                // While the shim creates the container: a failed checkpoint is retried by
+                // a later commit, and nothing is lost meanwhile.
+                let _ = self.db.checkpoint_if_due();
+            }) {
                 Err(e) => {
                     // Gone before its go: what it said (it could not execute) tells why.
                     let said = spawned.wait_ready().err();
@@ -545,6 +549,13 @@ impl Engine {
             let _ = self.runtime_for(c).delete(&c.id);
         }
         let _ = self.delete_tree(&self.run_dir(&c.id));
+    }
+
+    /// This process's commits leave due checkpoints to the wait while a container starts
+    /// (`start_container_with`): `run` then syncs nothing but its own commits before its
+    /// container runs.
+    pub fn hold_checkpoints(&self) -> Result<()> {
+        Ok(self.db.hold_checkpoints()?)
     }
 
     /// Runs `f` without holding the store lock: long waits (a foreground container, `wait`,

@@ -693,24 +693,22 @@ impl Shim {
                 Some(p) if code.is_none() => fds.push(PollFd::new(p, PollFlags::IN)),
                 _ => fds.push(PollFd::new(&self.listener, never)),
             }
-            let out_flags = if out_open { PollFlags::IN } else { never };
-            let err_flags = if err_open { PollFlags::IN } else { never };
+            // A pipe at its end is left out: poll reports a hang-up whatever was asked,
+            // and the loop would spin until the init can be reaped (its namespaces are
+            // torn down after its fds are closed: milliseconds).
             fds.push(match &cur.stdout {
-                Some(f) => PollFd::new(f, out_flags),
-                None => PollFd::new(&self.listener, never),
+                Some(f) if out_open => PollFd::new(f, PollFlags::IN),
+                _ => PollFd::new(&self.listener, never),
             });
             fds.push(match &cur.stderr {
-                Some(f) => PollFd::new(f, err_flags),
-                None => PollFd::new(&self.listener, never),
+                Some(f) if err_open => PollFd::new(f, PollFlags::IN),
+                _ => PollFd::new(&self.listener, never),
             });
-            let in_flags = if cur.stdin_pending.is_empty() {
-                never
-            } else {
-                PollFlags::OUT
-            };
+            // Likewise stdin with nothing to write: a pipe whose reader is gone reports an
+            // error to every poll.
             fds.push(match &cur.stdin {
-                Some(f) => PollFd::new(f, in_flags),
-                None => PollFd::new(&self.listener, never),
+                Some(f) if !cur.stdin_pending.is_empty() => PollFd::new(f, PollFlags::OUT),
+                _ => PollFd::new(&self.listener, never),
             });
             for c in &self.clients {
                 let mut fl = PollFlags::IN;
