@@ -819,6 +819,62 @@ fn shim_idles_once_output_ends(s: Store) {
     s.ok(&["rm", "-f", "quiet"]);
 }
 
+/// `exec -t` of a process that lets go of its terminal and keeps running: the relay
+/// between the pty and the CLI waits for it instead of spinning on the ended pty.
+fn exec_tty_relay_idles_once_the_pty_ends(s: Store) {
+    s.out(&["run", "-d", "--name", "t", "busybox", "sleep", "1000"]);
+    let (mut master, mut slave_fd) = (0, 0);
+    // SAFETY: openpty fills in two fds.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave_fd,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0);
+    use std::os::fd::FromRawFd;
+    // SAFETY: both fds were just opened and are owned here.
+    let (slave, _master) = unsafe {
+        (
+            std::fs::File::from_raw_fd(slave_fd),
+            std::fs::File::from_raw_fd(master),
+        )
+    };
+    let children_cpu = || {
+        // SAFETY: getrusage fills in the struct.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) }, 0);
+        let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+        ms(u.ru_utime) + ms(u.ru_stime)
+    };
+    let before = children_cpu();
+    let status = s
+        .cmd(&[
+            "exec",
+            "-t",
+            "t",
+            "sh",
+            "-c",
+            "exec >/dev/null 2>&1 </dev/null; sleep 1",
+        ])
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The CLI and the relay it waited for; spinning, the relay alone spent the second.
+    let spent = children_cpu() - before;
+    assert!(
+        spent < 300,
+        "exec -t used {spent} ms of CPU over a 1 s sleep"
+    );
+    s.ok(&["rm", "-f", "t"]);
+}
+
 /// A shim killed between reporting its container's exit and deleting the runtime's state
 /// leaves that state and the cgroups behind: the next reader of the container deletes them,
 /// and the container starts again.
@@ -1146,7 +1202,7 @@ macro_rules! all_tests {
             pids_limit, read_only_and_tmpfs, namespaces, hardening, exec_into_running,
             stop_escalates_and_restart_keeps_layer, logs_follow_and_detach,
             shim_killed_is_noticed, shim_killed_after_reporting_the_exit, shim_idles_once_output_ends,
-            pause_and_stats,
+            exec_tty_relay_idles_once_the_pty_ends, pause_and_stats,
             foreground_cli_killed, restart_policy,
             attach_and_start_attached, resource_limits, init_as_pid1,
             default_signal_dispositions, foreground_signals_are_proxied,

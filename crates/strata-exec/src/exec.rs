@@ -37,6 +37,11 @@ fn relay(master: File, pid: i32) -> i32 {
     let mut stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
     let mut stdin_open = true;
+    // Once every slave end is closed the master reports a hang-up to every poll: from then
+    // on the process's exit is waited for on its pidfd (else on the timeout), not spun on.
+    let mut pty_open = true;
+    let pidfd = rustix::process::Pid::from_raw(pid)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
     let mut buf = [0u8; 16 << 10];
     loop {
         if let Some(code) = crate::shim::reap_pid(pid) {
@@ -51,9 +56,16 @@ fn relay(master: File, pid: i32) -> i32 {
             return code;
         }
         let sin = std::io::stdin();
-        let mut fds = vec![PollFd::new(&m_out, PollFlags::IN)];
+        // An ended fd is left out, not polled for nothing: poll reports a hang-up anyway.
+        let mut fds = Vec::with_capacity(3);
+        if pty_open {
+            fds.push(PollFd::new(&m_out, PollFlags::IN));
+        }
         if stdin_open {
             fds.push(PollFd::new(&sin, PollFlags::IN));
+        }
+        if let Some(p) = &pidfd {
+            fds.push(PollFd::new(p, PollFlags::IN));
         }
         let t = rustix::time::Timespec {
             tv_sec: 0,
@@ -62,18 +74,25 @@ fn relay(master: File, pid: i32) -> i32 {
         if poll(&mut fds, Some(&t)).is_err() {
             continue;
         }
-        let r: Vec<_> = fds.iter().map(|f| f.revents()).collect();
+        let mut r = fds.iter().map(|f| !f.revents().is_empty());
+        let (pty_ready, stdin_ready) = (
+            pty_open && r.next().unwrap_or(false),
+            stdin_open && r.next().unwrap_or(false),
+        );
+        drop(r);
         drop(fds);
-        if !r[0].is_empty() {
+        if pty_ready {
             match m_out.read(&mut buf) {
                 Ok(n) if n > 0 => {
                     let _ = stdout.write_all(&buf[..n]);
                     let _ = stdout.flush();
                 }
-                _ => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // EIO: every slave end is closed.
+                _ => pty_open = false,
             }
         }
-        if r.len() > 1 && !r[1].is_empty() {
+        if stdin_ready {
             match stdin.read(&mut buf) {
                 Ok(n) if n > 0 => {
                     let _ = m_in.write_all(&buf[..n]);
