@@ -272,11 +272,7 @@ impl Engine {
                 spawned.abandon();
                 Err(e)
             }
-            Ok(generation) => match spawned.go(&strata_exec::shim::go_message(&dir)).map(|()| {
-                // While the shim creates the container: a failed checkpoint is retried by
-                // a later commit, and nothing is lost meanwhile.
-                let _ = self.db.checkpoint_if_due();
-            }) {
+            Ok(generation) => match spawned.go(&strata_exec::shim::go_message(&dir)) {
                 Err(e) => {
                     // Gone before its go: what it said (it could not execute) tells why.
                     let said = spawned.wait_ready().err();
@@ -288,19 +284,24 @@ impl Engine {
                         _ => shim_error(e),
                     })
                 }
-                Ok(()) => match spawned.wait_ready() {
-                    Ok(_) => Ok(Started {
-                        shim: spawned,
-                        generation,
-                    }),
-                    Err(msg) => {
-                        let _ = spawned.child.wait();
-                        Err(EngineError::StartFailed {
-                            code: strata_exec::start_error_code(&msg),
-                            message: msg,
-                        })
+                Ok(()) => {
+                    // While the shim creates the container: a failed checkpoint is retried
+                    // by a later commit, and nothing is lost meanwhile.
+                    let _ = self.db.checkpoint_if_due();
+                    match spawned.wait_ready() {
+                        Ok(_) => Ok(Started {
+                            shim: spawned,
+                            generation,
+                        }),
+                        Err(msg) => {
+                            let _ = spawned.child.wait();
+                            Err(EngineError::StartFailed {
+                                code: strata_exec::start_error_code(&msg),
+                                message: msg,
+                            })
+                        }
                     }
-                },
+                }
             },
         };
         if started.is_err() {

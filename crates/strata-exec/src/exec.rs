@@ -74,12 +74,13 @@ fn relay(master: File, pid: i32) -> i32 {
         if poll(&mut fds, Some(&t)).is_err() {
             continue;
         }
-        let mut r = fds.iter().map(|f| !f.revents().is_empty());
-        let (pty_ready, stdin_ready) = (
-            pty_open && r.next().unwrap_or(false),
-            stdin_open && r.next().unwrap_or(false),
-        );
-        drop(r);
+        let (pty_ready, stdin_ready) = {
+            let mut r = fds.iter().map(|f| !f.revents().is_empty());
+            (
+                pty_open && r.next().unwrap_or(false),
+                stdin_open && r.next().unwrap_or(false),
+            )
+        };
         drop(fds);
         if pty_ready {
             match m_out.read(&mut buf) {
