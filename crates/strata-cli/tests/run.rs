@@ -259,14 +259,14 @@ fn rt(s: &Store) -> &str {
     s.runtime.get().map(String::as_str).unwrap_or("native")
 }
 
-fn tty_through_a_pty(s: Store) {
-    let mut master = 0;
-    let mut slave_fd = 0;
+/// A new pty: its master and its slave.
+fn pty() -> (std::fs::File, std::fs::File) {
+    let (mut master, mut slave) = (0, 0);
     // SAFETY: openpty fills in two fds.
     let rc = unsafe {
         libc::openpty(
             &mut master,
-            &mut slave_fd,
+            &mut slave,
             std::ptr::null_mut(),
             std::ptr::null(),
             std::ptr::null(),
@@ -274,9 +274,26 @@ fn tty_through_a_pty(s: Store) {
     };
     assert_eq!(rc, 0);
     use std::os::fd::FromRawFd;
-    let slave = unsafe { std::fs::File::from_raw_fd(slave_fd) };
-    let mut child = s
-        .cmd(&[
+    // SAFETY: both fds were just opened and are owned here.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    }
+}
+
+/// `cmd` with its stdin, stdout and stderr on `tty`.
+fn on_tty(cmd: &mut std::process::Command, tty: std::fs::File) -> &mut std::process::Command {
+    cmd.stdin(Stdio::from(tty.try_clone().unwrap()))
+        .stdout(Stdio::from(tty.try_clone().unwrap()))
+        .stderr(Stdio::from(tty))
+}
+
+fn tty_through_a_pty(s: Store) {
+    let (mut m, slave) = pty();
+    let mut child = on_tty(
+        &mut s.cmd(&[
             "run",
             "--rm",
             "-t",
@@ -286,14 +303,12 @@ fn tty_through_a_pty(s: Store) {
             "sh",
             "-c",
             "test -t 0 && test -t 1 && echo tty:yes; stty size",
-        ])
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave))
-        .spawn()
-        .unwrap();
+        ]),
+        slave,
+    )
+    .spawn()
+    .unwrap();
     let status = child.wait().unwrap();
-    let mut m = unsafe { std::fs::File::from_raw_fd(master) };
     // The slave ends are closed: read what the master holds (EIO at the end).
     rustix::fs::fcntl_setfl(&m, rustix::fs::OFlags::NONBLOCK).unwrap();
     let mut text = Vec::new();
@@ -823,26 +838,7 @@ fn shim_idles_once_output_ends(s: Store) {
 /// between the pty and the CLI waits for it instead of spinning on the ended pty.
 fn exec_tty_relay_idles_once_the_pty_ends(s: Store) {
     s.out(&["run", "-d", "--name", "t", "busybox", "sleep", "1000"]);
-    let (mut master, mut slave_fd) = (0, 0);
-    // SAFETY: openpty fills in two fds.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave_fd,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0);
-    use std::os::fd::FromRawFd;
-    // SAFETY: both fds were just opened and are owned here.
-    let (slave, _master) = unsafe {
-        (
-            std::fs::File::from_raw_fd(slave_fd),
-            std::fs::File::from_raw_fd(master),
-        )
-    };
+    let (_master, slave) = pty();
     let children_cpu = || {
         // SAFETY: getrusage fills in the struct.
         let mut u: libc::rusage = unsafe { std::mem::zeroed() };
@@ -851,20 +847,19 @@ fn exec_tty_relay_idles_once_the_pty_ends(s: Store) {
         ms(u.ru_utime) + ms(u.ru_stime)
     };
     let before = children_cpu();
-    let status = s
-        .cmd(&[
+    let status = on_tty(
+        &mut s.cmd(&[
             "exec",
             "-t",
             "t",
             "sh",
             "-c",
             "exec >/dev/null 2>&1 </dev/null; sleep 1",
-        ])
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave))
-        .status()
-        .unwrap();
+        ]),
+        slave,
+    )
+    .status()
+    .unwrap();
     assert!(status.success());
     // The CLI and the relay it waited for; spinning, the relay alone spent the second.
     let spent = children_cpu() - before;
