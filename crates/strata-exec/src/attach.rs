@@ -2,7 +2,6 @@
 
 use crate::stream;
 use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -96,14 +95,7 @@ pub fn resize(sock: &mut UnixStream, rows: u16, cols: u16) -> std::io::Result<()
 /// then says it took them, and closes the connection). An error means it did not take
 /// them.
 pub fn hand_over(sock: &mut UnixStream, retired: &[PathBuf]) -> std::io::Result<()> {
-    let mut payload = Vec::new();
-    for p in retired {
-        payload.extend_from_slice(p.as_os_str().as_bytes());
-        payload.push(0);
-    }
-    let mut frame = stream::header(stream::SWEEP, payload.len()).to_vec();
-    frame.extend_from_slice(&payload);
-    stream::send_all(&*sock, &frame)?;
+    stream::send_frame(&*sock, stream::SWEEP, &stream::sweep_payload(retired))?;
     sock.shutdown(std::net::Shutdown::Write)?;
     let mut taken = false;
     while let Some((kind, _)) = stream::read_frame(sock)? {

@@ -15,7 +15,6 @@ use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::process::Pid;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -1005,12 +1004,7 @@ fn handed_over(mut c: Client) -> Vec<PathBuf> {
     loop {
         for (kind, payload) in stream::take_frames(&mut buf) {
             if kind == stream::SWEEP {
-                retired.extend(
-                    payload
-                        .split(|b| *b == 0)
-                        .filter(|p| !p.is_empty())
-                        .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p))),
-                );
+                retired.extend(stream::sweep_paths(&payload));
             }
         }
         match c.sock.read(&mut chunk) {
@@ -1021,7 +1015,7 @@ fn handed_over(mut c: Client) -> Vec<PathBuf> {
         }
     }
     // A client that is gone must not take this process with it (no SIGPIPE).
-    let _ = stream::send_all(&c.sock, &stream::header(stream::SWEEP, 0));
+    let _ = stream::send_frame(&c.sock, stream::SWEEP, &[]);
     retired
 }
 

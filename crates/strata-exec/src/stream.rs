@@ -3,6 +3,8 @@
 //! length, the payload), in both directions.
 
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 
 /// Frame kinds. Output from the shim uses docker's stream numbers.
 pub const STDIN: u8 = 0;
@@ -37,11 +39,39 @@ pub fn header(kind: u8, len: usize) -> [u8; HEADER] {
     [kind, 0, 0, 0, n[0], n[1], n[2], n[3]]
 }
 
-pub fn write_frame(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()> {
+/// One frame: its header and `payload`.
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(HEADER + payload.len());
     buf.extend_from_slice(&header(kind, payload.len()));
     buf.extend_from_slice(payload);
-    w.write_all(&buf)
+    buf
+}
+
+pub fn write_frame(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()> {
+    w.write_all(&frame(kind, payload))
+}
+
+/// `write_frame` on a socket through [`send_all`]: a peer that is gone is an error.
+pub fn send_frame(sock: impl std::os::fd::AsFd, kind: u8, payload: &[u8]) -> io::Result<()> {
+    send_all(sock, &frame(kind, payload))
+}
+
+/// A `SWEEP` frame's payload: each path NUL-terminated (a path has no NUL).
+pub fn sweep_payload(paths: &[PathBuf]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for p in paths {
+        payload.extend_from_slice(p.as_os_str().as_bytes());
+        payload.push(0);
+    }
+    payload
+}
+
+/// The paths of a `SWEEP` frame's payload.
+pub fn sweep_paths(payload: &[u8]) -> impl Iterator<Item = PathBuf> + '_ {
+    payload
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
 }
 
 /// Sends all of `bytes` on a socket with `MSG_NOSIGNAL`: a peer that is gone is an error
