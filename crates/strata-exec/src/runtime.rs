@@ -108,12 +108,13 @@ impl Native {
     }
 
     /// `create`, then `start`, in this process (the shim's creator); on an error the
-    /// container is deleted again.
+    /// container is deleted again. The start notice goes as the container is built, so
+    /// its init runs the command as soon as it is ready rather than waiting for this
+    /// process to reload the state and connect to it.
     pub fn create_and_start(&self, id: &str, bundle: &Path, io: ProcessIo) -> Result<i32> {
-        // The container just built is started as it is, without loading its state again.
-        let mut c = self.build(id, bundle, io)?;
+        let mut c = self.build(id, bundle, io, true)?;
         let started = init_pid(&c).and_then(|pid| {
-            c.start().map_err(|e| lc_err("starting", e))?;
+            c.started_at_once().map_err(|e| lc_err("starting", e))?;
             Ok(pid)
         });
         if started.is_err() {
@@ -122,12 +123,14 @@ impl Native {
         started
     }
 
-    /// Creates the container from `bundle`, its process waiting to be started.
+    /// Creates the container from `bundle`, its process waiting to be started, or
+    /// (`start_at_once`) already told to start.
     fn build(
         &self,
         id: &str,
         bundle: &Path,
         io: ProcessIo,
+        start_at_once: bool,
     ) -> Result<libcontainer::container::Container> {
         let executor = Self::init_executor(bundle)?;
         self.builder(id, io)?
@@ -135,6 +138,7 @@ impl Native {
             .as_init(bundle)
             .with_systemd(false)
             .with_detach(true)
+            .with_start_at_once(start_at_once)
             .build()
             .map_err(|e| RuntimeError(e.to_string()))
     }
@@ -151,7 +155,7 @@ impl Runtime for Native {
     }
 
     fn create(&self, id: &str, bundle: &Path, io: ProcessIo) -> Result<i32> {
-        self.build(id, bundle, io).and_then(|c| init_pid(&c))
+        self.build(id, bundle, io, false).and_then(|c| init_pid(&c))
     }
 
     fn start(&self, id: &str) -> Result<()> {

@@ -10,7 +10,7 @@ use oci_spec::runtime::Spec;
 
 use super::{Container, ContainerStatus};
 use crate::error::{CreateContainerError, LibcontainerError, MissingSpecError};
-use crate::notify_socket::NotifyListener;
+use crate::notify_socket::{NotifyListener, NotifySocket};
 use crate::process::args::{ContainerArgs, ContainerType};
 use crate::process::intel_rdt::{cleanup_intel_rdt, setup_intel_rdt};
 use crate::process::{self};
@@ -66,6 +66,8 @@ pub(super) struct ContainerBuilderImpl {
     // TODO: youki does not support selinux yet
     #[allow(dead_code)]
     pub process_label: Option<String>,
+    /// Send the start notice before forking (`InitContainerBuilder::with_start_at_once`).
+    pub start_at_once: bool,
 }
 
 impl ContainerBuilderImpl {
@@ -128,6 +130,10 @@ impl ContainerBuilderImpl {
         // user namespace in the case that the path is located in paths only
         // root can access.
         let notify_listener = NotifyListener::new(&self.notify_path)?;
+        if self.start_at_once {
+            // Queued on the listener: the init finds it when it is ready.
+            NotifySocket::new(&self.notify_path).notify_container_start()?;
+        }
 
         // If Out-of-memory score adjustment is set in specification.  set the score
         // value for the current process check

@@ -33,17 +33,34 @@ impl Container {
             return Err(LibcontainerError::IncorrectStatus(self.status()));
         }
 
-        let config = YoukiConfig::load(&self.root).map_err(|err| {
+        let config = self.load_config()?;
+
+        let mut notify_socket = NotifySocket::new(self.root.join(NOTIFY_FILE));
+        notify_socket.notify_container_start()?;
+        self.finish_start(config)
+    }
+
+    /// What `start` does after its notice, for a container built with
+    /// `InitContainerBuilder::with_start_at_once`, whose notice went as it was built:
+    /// the state says running, and the poststart hooks run. The status is not refreshed
+    /// first: the payload may have run and exited already.
+    pub fn started_at_once(&mut self) -> Result<(), LibcontainerError> {
+        let config = self.load_config()?;
+        self.finish_start(config)
+    }
+
+    fn load_config(&self) -> Result<YoukiConfig, LibcontainerError> {
+        Ok(YoukiConfig::load(&self.root).map_err(|err| {
             tracing::error!(
                 "failed to load runtime spec for container {}: {}",
                 self.id(),
                 err
             );
             err
-        })?;
+        })?)
+    }
 
-        let mut notify_socket = NotifySocket::new(self.root.join(NOTIFY_FILE));
-        notify_socket.notify_container_start()?;
+    fn finish_start(&mut self, config: YoukiConfig) -> Result<(), LibcontainerError> {
         self.set_status(ContainerStatus::Running)
             .save()
             .map_err(|err| {

@@ -25,6 +25,7 @@ pub struct InitContainerBuilder {
     detached: bool,
     no_pivot: bool,
     as_sibling: bool,
+    start_at_once: bool,
 }
 
 impl InitContainerBuilder {
@@ -38,7 +39,18 @@ impl InitContainerBuilder {
             detached: true,
             no_pivot: false,
             as_sibling: false,
+            start_at_once: false,
         }
+    }
+
+    /// Sends the start notice as the container is built, before its processes are
+    /// forked: the init goes on to run the payload as soon as it is ready, instead of
+    /// waiting for a `start` (whose reload of the state and config, and connection to
+    /// the notify socket, then lie between the init's readiness and the payload). The
+    /// caller finishes with [`Container::started_at_once`] in place of `start`.
+    pub fn with_start_at_once(mut self, at_once: bool) -> Self {
+        self.start_at_once = at_once;
+        self
     }
 
     /// Sets if systemd should be used for managing cgroups
@@ -133,6 +145,7 @@ impl InitContainerBuilder {
             as_sibling: self.as_sibling,
             sub_cgroup_path: None,
             process_label: None,
+            start_at_once: self.start_at_once,
         };
 
         builder_impl.create()?;

@@ -287,6 +287,7 @@ impl TenantContainerBuilder {
             as_sibling: self.as_sibling,
             sub_cgroup_path: self.sub_cgroup,
             process_label: self.process_label,
+            start_at_once: false,
         };
 
         let pid = builder_impl.create()?;
