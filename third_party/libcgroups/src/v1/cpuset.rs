@@ -35,13 +35,8 @@ impl Controller for CpuSet {
     type Resource = LinuxCpu;
 
     fn add_task(pid: Pid, cgroup_path: &Path) -> Result<(), Self::Error> {
-        fs::create_dir_all(cgroup_path).wrap_create_dir(cgroup_path)?;
-
-        Self::ensure_not_empty(cgroup_path, CGROUP_CPUSET_CPUS)?;
-        Self::ensure_not_empty(cgroup_path, CGROUP_CPUSET_MEMS)?;
-
-        super::controller::move_task(pid, cgroup_path)?;
-        Ok(())
+        let root = util::get_subsystem_mount_point(&ControllerType::CpuSet)?;
+        Self::add_task_under(&root, pid, cgroup_path)
     }
 
     fn apply(controller_opt: &ControllerOpt, cgroup_path: &Path) -> Result<(), Self::Error> {
@@ -78,13 +73,30 @@ impl CpuSet {
         Ok(())
     }
 
+    /// `add_task` in the hierarchy mounted at `root` (strata: the manager found it with
+    /// every other mount point; looking it up again here read the mount table twice more).
+    pub(super) fn add_task_under(
+        root: &Path,
+        pid: Pid,
+        cgroup_path: &Path,
+    ) -> Result<(), V1CpuSetControllerError> {
+        fs::create_dir_all(cgroup_path).wrap_create_dir(cgroup_path)?;
+
+        Self::ensure_not_empty(root, cgroup_path, CGROUP_CPUSET_CPUS)?;
+        Self::ensure_not_empty(root, cgroup_path, CGROUP_CPUSET_MEMS)?;
+
+        super::controller::move_task(pid, cgroup_path)?;
+        Ok(())
+    }
+
     // if a task is moved into the cgroup and a value has not been set for cpus and mems
     // Errno 28 (no space left on device) will be returned. Therefore we set the value from the parent if required.
     fn ensure_not_empty(
+        root: &Path,
         cgroup_path: &Path,
         interface_file: &str,
     ) -> Result<(), V1CpuSetControllerError> {
-        let mut current = util::get_subsystem_mount_point(&ControllerType::CpuSet)?;
+        let mut current = root.to_path_buf();
         let relative_cgroup_path = cgroup_path.strip_prefix(&current).map_err(|err| {
             V1CpuSetControllerError::BadCgroupPath {
                 err,

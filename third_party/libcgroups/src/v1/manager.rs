@@ -32,6 +32,9 @@ use crate::stats::{PidStatsError, Stats, StatsProvider};
 
 pub struct Manager {
     subsystems: HashMap<CtrlType, PathBuf>,
+    /// Where the cpuset hierarchy is mounted (strata: kept from the mount table read in
+    /// `new`, for `CpuSet::add_task_under`).
+    cpuset_root: Option<PathBuf>,
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -97,6 +100,9 @@ impl Manager {
                 )?)?;
                 Ok((mount_points, cgroups))
             });
+        let cpuset_root = found.as_ref().ok().and_then(|(mount_points, _)| {
+            util::find_subsystem_mount_point(mount_points, &CtrlType::CpuSet).ok()
+        });
         let mut subsystems = HashMap::new();
         for subsystem in CONTROLLERS {
             let subsystem_path = found.as_ref().ok().and_then(|(mount_points, cgroups)| {
@@ -109,7 +115,10 @@ impl Manager {
             }
         }
 
-        Ok(Manager { subsystems })
+        Ok(Manager {
+            subsystems,
+            cpuset_root,
+        })
     }
 
     fn get_subsystem_path(
@@ -196,7 +205,10 @@ impl CgroupManager for Manager {
             match ctrl_type {
                 CtrlType::Cpu => Cpu::add_task(pid, cgroup_path)?,
                 CtrlType::CpuAcct => CpuAcct::add_task(pid, cgroup_path)?,
-                CtrlType::CpuSet => CpuSet::add_task(pid, cgroup_path)?,
+                CtrlType::CpuSet => match &self.cpuset_root {
+                    Some(root) => CpuSet::add_task_under(root, pid, cgroup_path)?,
+                    None => CpuSet::add_task(pid, cgroup_path)?,
+                },
                 CtrlType::Devices => Devices::add_task(pid, cgroup_path)?,
                 CtrlType::HugeTlb => HugeTlb::add_task(pid, cgroup_path)?,
                 CtrlType::Memory => Memory::add_task(pid, cgroup_path)?,
