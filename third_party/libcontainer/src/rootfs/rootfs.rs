@@ -62,7 +62,13 @@ impl RootFS {
 
         let mounter = Mount::new();
 
-        mounter.make_parent_mount_private(rootfs)?;
+        // strata: made slave or private recursively, no mount of this namespace is shared
+        // any more, and the rootfs's parent cannot be: reading the mount table to check
+        // is needed only when the root was made shared. (Were a shared parent left,
+        // pivot_root would refuse it with EINVAL rather than go on.)
+        if flags.contains(MsFlags::MS_SHARED) {
+            mounter.make_parent_mount_private(rootfs)?;
+        }
 
         tracing::debug!("mount root fs {:?}", rootfs);
         self.syscall
