@@ -90,21 +90,19 @@ pub fn resize(sock: &mut UnixStream, rows: u16, cols: u16) -> std::io::Result<()
 }
 
 /// For the client that took the cleanup over, once it is done: hands the shim the trees
-/// it set aside in the store's trash (the shim deletes them after this client has
-/// returned), then waits until the shim has deleted the container's runtime state (it
-/// then says it took them, and closes the connection). An error means it did not take
-/// them.
+/// it set aside in the store's trash, then waits until the shim has deleted the
+/// container's runtime state (it then says it took them). The shim deletes them once
+/// this client has closed the connection, so as not to compete with its last steps. An
+/// error means it did not take them.
 pub fn hand_over(sock: &mut UnixStream, retired: &[PathBuf]) -> std::io::Result<()> {
     stream::send_frame(&*sock, stream::SWEEP, &stream::sweep_payload(retired))?;
     sock.shutdown(std::net::Shutdown::Write)?;
-    let mut taken = false;
     while let Some((kind, _)) = stream::read_frame(sock)? {
-        taken |= kind == stream::SWEEP;
+        if kind == stream::SWEEP {
+            return Ok(());
+        }
     }
-    match taken {
-        true => Ok(()),
-        false => Err(std::io::ErrorKind::ConnectionAborted.into()),
-    }
+    Err(std::io::ErrorKind::ConnectionAborted.into())
 }
 
 /// Copies output frames to `out`/`err` until the shim reports the exit (its code) or the

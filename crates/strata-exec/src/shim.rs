@@ -976,8 +976,8 @@ pub fn start(private_net: bool) -> i32 {
     // (`RunState::wait_for_shim`).
     let _ = shim.rt.delete(&shim.cfg.id);
     if let Some(c) = taker.filter(|c| c.want & stream::WANT_SWEEP != 0) {
-        // The client waits for this connection to close (the runtime state is gone by
-        // now), and returns; what it set aside goes after that.
+        // The client waits for the answer (the runtime state is gone by now), and
+        // returns; what it set aside goes after that.
         let retired = handed_over(c);
         crate::trash::sweep(&shim.cfg.trash, &retired);
     }
@@ -994,8 +994,10 @@ pub fn start(private_net: bool) -> i32 {
 }
 
 /// Reads what the client that took the cleanup over hands back (`attach::hand_over`)
-/// until it is done, says it took it, and closes the connection. A client that sends
-/// nothing within ten minutes, or goes away, hands nothing.
+/// until it is done, says it took it, and waits (ten seconds at most) for the client to
+/// close the connection: the client has its answer then and is on its way out, and the
+/// deletions that follow would take the CPU and the disk from its last steps. A client
+/// that sends nothing within ten minutes, or goes away, hands nothing.
 fn handed_over(mut c: Client) -> Vec<PathBuf> {
     let _ = c.sock.set_read_timeout(Some(Duration::from_secs(600)));
     let mut buf = std::mem::take(&mut c.inbuf);
@@ -1016,6 +1018,16 @@ fn handed_over(mut c: Client) -> Vec<PathBuf> {
     }
     // A client that is gone must not take this process with it (no SIGPIPE).
     let _ = stream::send_frame(&c.sock, stream::SWEEP, &[]);
+    // It shut its side for writing before: with no events asked, only its close reports
+    // (as a hang-up).
+    let mut fds = [PollFd::new(&c.sock, PollFlags::empty())];
+    let _ = poll(
+        &mut fds,
+        Some(&rustix::time::Timespec {
+            tv_sec: 10,
+            tv_nsec: 0,
+        }),
+    );
     retired
 }
 
