@@ -50,14 +50,14 @@ impl Container {
     }
 
     fn load_config(&self) -> Result<YoukiConfig, LibcontainerError> {
-        Ok(YoukiConfig::load(&self.root).map_err(|err| {
+        YoukiConfig::load(&self.root).map_err(|err| {
             tracing::error!(
                 "failed to load runtime spec for container {}: {}",
                 self.id(),
                 err
             );
-            err
-        })?)
+            err.into()
+        })
     }
 
     fn finish_start(&mut self, config: YoukiConfig) -> Result<(), LibcontainerError> {
