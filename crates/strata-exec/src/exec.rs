@@ -67,11 +67,8 @@ fn relay(master: File, pid: i32) -> i32 {
         if let Some(p) = &pidfd {
             fds.push(PollFd::new(p, PollFlags::IN));
         }
-        let t = rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: 100_000_000,
-        };
-        if poll(&mut fds, Some(&t)).is_err() {
+        let t = rustix::time::Timespec::try_from(std::time::Duration::from_millis(100)).ok();
+        if poll(&mut fds, t.as_ref()).is_err() {
             continue;
         }
         let (pty_ready, stdin_ready) = {

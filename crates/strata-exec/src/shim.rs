@@ -728,10 +728,7 @@ impl Shim {
                 (None, Some(d)) if !d.is_zero() => Some(d),
                 _ => None,
             }
-            .map(|d| rustix::time::Timespec {
-                tv_sec: d.as_secs() as i64,
-                tv_nsec: d.subsec_nanos() as i64,
-            });
+            .and_then(|d| rustix::time::Timespec::try_from(d).ok());
             match poll(&mut fds, timeout.as_ref()) {
                 Ok(0) if code.is_some() => break,
                 Ok(_) => {}
@@ -1021,13 +1018,8 @@ fn handed_over(mut c: Client) -> Vec<PathBuf> {
     // It shut its side for writing before: with no events asked, only its close reports
     // (as a hang-up).
     let mut fds = [PollFd::new(&c.sock, PollFlags::empty())];
-    let _ = poll(
-        &mut fds,
-        Some(&rustix::time::Timespec {
-            tv_sec: 10,
-            tv_nsec: 0,
-        }),
-    );
+    let limit = rustix::time::Timespec::try_from(Duration::from_secs(10)).ok();
+    let _ = poll(&mut fds, limit.as_ref());
     retired
 }
 

@@ -111,11 +111,8 @@ impl RunState {
         if !self.shim_alive() {
             return;
         }
-        let limit = Timespec {
-            tv_sec: limit.as_secs() as i64,
-            tv_nsec: limit.subsec_nanos() as i64,
-        };
-        let _ = poll(&mut [PollFd::new(&fd, PollFlags::IN)], Some(&limit));
+        let limit = Timespec::try_from(limit).ok();
+        let _ = poll(&mut [PollFd::new(&fd, PollFlags::IN)], limit.as_ref());
     }
 
     /// Sends `signal` to the container's init through a pidfd; a process already gone is
