@@ -418,6 +418,85 @@ fn killed_commit_and_rm_recover(driver: &'static str) {
     assert!(s.ok(&["ps", "-a", "-q"]).is_empty());
 }
 
+/// A `--rm` container's records are not synced (they die with it), so a power cut may
+/// lose its creation, leaving storage and directories no record owns, or its removal,
+/// bringing back a container whose run is over. The first open after a reboot (another
+/// boot id) removes both, as docker removes `--rm` containers on restart, and drops the
+/// last boot's runtime state without signalling the pids recorded in it.
+fn a_reboot_ends_the_last_boots_rm_containers(driver: &'static str) {
+    let s = Store::new(driver);
+    base_image(&s);
+    s.ok(&["create", "--name", "kept", "base:1"]);
+    s.ok(&["create", "--rm", "--name", "ghost", "base:1"]);
+    let lost = s
+        .ok(&["create", "--rm", "--name", "lost", "base:1"])
+        .trim()
+        .to_string();
+    let m = s.ok(&["mount", "lost"]);
+    fs::write(Path::new(m.trim()).join("scratch"), "lost with its record").unwrap();
+    s.ok(&["umount", "lost"]);
+    let run_dir = s.root().join("containers").join(&lost);
+    fs::create_dir_all(&run_dir).unwrap();
+    fs::write(run_dir.join("config.json"), "{}").unwrap();
+    // Runtime state of the last boot naming a pid that is another process now.
+    let mut bystander = Command::new("sleep").arg("600").spawn().unwrap();
+    let state = s.root().join("runtime/native").join(&lost);
+    fs::create_dir_all(&state).unwrap();
+    fs::write(
+        state.join("state.json"),
+        format!(
+            "{{\"id\":\"{lost}\",\"status\":\"running\",\"pid\":{}}}",
+            bystander.id()
+        ),
+    )
+    .unwrap();
+    // The power cut lost "lost"'s creation, the last commit: its rows went and its
+    // snapshot number is given again.
+    let db = rusqlite::Connection::open(s.root().join("strata.db")).unwrap();
+    db.execute_batch(&format!(
+        "DELETE FROM containers WHERE id = '{lost}';
+         DELETE FROM snapshots WHERE key = '{lost}';
+         UPDATE sqlite_sequence SET seq = seq - 1 WHERE name = 'snapshots';"
+    ))
+    .unwrap();
+    // In the same boot nothing goes; `system check` names the leftovers.
+    assert_eq!(s.ok(&["ps", "-a", "-q"]).lines().count(), 2);
+    let out = s.run(&["system", "check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("container directory {}", run_dir.display()))
+            && text.contains("belongs to no snapshot"),
+        "{text}"
+    );
+    // Rebooted: the store was last recovered in another boot.
+    assert_eq!(
+        db.execute(
+            "UPDATE meta SET value = 'an-earlier-boot' WHERE key = 'boot_id'",
+            []
+        )
+        .unwrap(),
+        1
+    );
+    drop(db);
+    assert_eq!(s.ok(&["ps", "-a", "--format", "{{.Names}}"]).trim(), "kept");
+    s.check_clean();
+    assert!(!run_dir.exists() && !state.exists());
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "a pid in stale runtime state was signalled"
+    );
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+    // A new --rm container gets the lost number, and none of its data.
+    s.ok(&["create", "--rm", "--name", "fresh", "base:1"]);
+    let m = s.ok(&["mount", "fresh"]);
+    assert!(!Path::new(m.trim()).join("scratch").exists());
+    s.ok(&["umount", "fresh"]);
+    s.ok(&["rm", "fresh", "kept"]);
+    s.check_clean();
+}
+
 fn cp_stays_inside_the_container(driver: &'static str) {
     let s = Store::new(driver);
     let layer = Layer::new()
@@ -529,6 +608,7 @@ per_driver!(
     copy_on_write_through_commit,
     removal_and_references,
     killed_commit_and_rm_recover,
+    a_reboot_ends_the_last_boots_rm_containers,
     cp_stays_inside_the_container
 );
 

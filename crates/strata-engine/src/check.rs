@@ -133,6 +133,12 @@ impl Engine {
         for l in records::unused_layers(&self.db)? {
             r.leftovers.push(format!("layer {l} is used by no image"));
         }
+        for d in self.orphan_container_dirs()? {
+            r.leftovers.push(format!(
+                "container directory {} belongs to no container",
+                d.display()
+            ));
+        }
         for v in self.orphan_volume_dirs()? {
             r.leftovers
                 .push(format!("volume directory {v} belongs to no volume"));

@@ -107,7 +107,7 @@ impl Engine {
         self.run_dir(&c.id).join(state::ATTACH_SOCKET)
     }
 
-    fn runtime_state_dir(&self) -> PathBuf {
+    pub(crate) fn runtime_state_dir(&self) -> PathBuf {
         self.root.join("runtime")
     }
 

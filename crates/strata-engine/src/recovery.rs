@@ -4,22 +4,92 @@
 //! process that opens the store while no other strata process is working (it can take the
 //! store lock exclusively) and finds entries there knows their processes died, and cleans
 //! up; otherwise opening costs one indexed query.
+//!
+//! The first such process after a reboot also finishes what the reboot ended
+//! ([`Engine::recover_reboot`]).
 
 use crate::error::{EngineError, Result};
 use crate::records;
 use crate::{Engine, EXTRACT_PREFIX};
 use std::collections::HashSet;
+use std::path::PathBuf;
 use strata_snapshot::Kind;
+
+/// Where the kernel gives the current boot's random id.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// The meta key recording the boot in which the store was last recovered.
+const BOOT_KEY: &str = "boot_id";
 
 impl Engine {
     pub(crate) fn recover(&self) -> Result<()> {
         // Trees set aside for deletion that nobody deleted: their shim was killed first.
         self.empty_trash();
+        self.recover_reboot()?;
         if records::interrupted_operations(&self.db)?.is_empty() {
             return Ok(());
         }
         self.clean_leftovers()?;
         records::clear_operations(&self.db)
+    }
+
+    /// Once per boot: when the store was last recovered in another boot, nothing of that
+    /// boot runs any more. Its containers' runtime state is dropped unread (the pids in it
+    /// may name other processes now); its `--rm` containers are removed, as docker removes
+    /// them on restart, including one whose removal a power cut lost (its record is not
+    /// synced: `Snapshotter::create`); and what such a cut left of a `--rm` container whose
+    /// record it lost, storage and directories no record owns, goes with the leftovers of
+    /// interrupted work. A store first seen in this boot only records it.
+    fn recover_reboot(&self) -> Result<()> {
+        let Ok(boot) = std::fs::read_to_string(BOOT_ID) else {
+            return Ok(());
+        };
+        let boot = boot.trim();
+        let last = self.db.get_meta(BOOT_KEY)?;
+        if last.as_deref() == Some(boot) {
+            return Ok(());
+        }
+        if last.is_some() {
+            strata_exec::runtime::forget_all(&self.runtime_state_dir())
+                .map_err(|e| EngineError::io("dropping the last boot's runtime state", e))?;
+            for c in crate::containers::all(&self.db)? {
+                if c.auto_remove {
+                    self.remove_container(&c.id, true, true)?;
+                }
+            }
+            self.clean_leftovers()?;
+            records::clear_operations(&self.db)?;
+        }
+        // Recorded last: recovery that fails part-way is tried again by the next process.
+        Ok(self.db.set_meta(BOOT_KEY, boot)?)
+    }
+
+    /// Container directories (run state, mount point) that no container owns: what a
+    /// power cut leaves of a `--rm` container whose unsynced record it lost.
+    pub(crate) fn orphan_container_dirs(&self) -> Result<Vec<PathBuf>> {
+        let known: HashSet<String> = {
+            let conn = self.db.conn();
+            let mut st = conn.prepare("SELECT id FROM containers")?;
+            let ids = st
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            ids
+        };
+        let mut orphans = Vec::new();
+        for dir in [
+            self.root.join("containers"),
+            self.root.join("mounts").join("containers"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if !e.file_name().to_str().is_some_and(|n| known.contains(n)) {
+                    orphans.push(e.path());
+                }
+            }
+        }
+        Ok(orphans)
     }
 
     /// Committed snapshots that are no layer (and active `extract-` ones), newest first so
@@ -58,6 +128,12 @@ impl Engine {
             self.snapshots.remove(&s)?;
             done.push(format!("snapshot {s}"));
         }
+        for dir in self.orphan_container_dirs()? {
+            self.throw_away(&dir)
+                .map_err(|e| EngineError::io(format!("removing {}", dir.display()), e))?;
+            done.push(format!("container directory {}", dir.display()));
+        }
+        self.empty_trash();
         done.extend(
             self.remove_orphan_volume_dirs()?
                 .iter()

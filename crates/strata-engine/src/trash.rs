@@ -39,9 +39,20 @@ impl Engine {
     /// A fresh name in the trash while deferring (the trash made if need be).
     pub(crate) fn trash_slot(&self) -> Option<PathBuf> {
         self.retired.lock().ok()?.as_ref()?;
+        self.fresh_trash_name().ok()
+    }
+
+    /// A fresh name in the trash (the trash made if need be).
+    fn fresh_trash_name(&self) -> io::Result<PathBuf> {
         let trash = self.trash_dir();
-        std::fs::create_dir_all(&trash).ok()?;
-        Some(trash.join(format!("{:016x}", rand::random::<u64>())))
+        std::fs::create_dir_all(&trash)?;
+        Ok(trash.join(format!("{:016x}", rand::random::<u64>())))
+    }
+
+    /// Moves `dir` into the trash, for [`Engine::empty_trash`] to delete with the rest
+    /// (it leaves alone whatever has a mount in it).
+    pub(crate) fn throw_away(&self, dir: &Path) -> io::Result<()> {
+        std::fs::rename(dir, self.fresh_trash_name()?)
     }
 
     /// Records `path` as set aside.

@@ -62,6 +62,36 @@ pub fn open(name: &str, path: Option<&Path>, state: &Path) -> Box<dyn Runtime> {
     }
 }
 
+/// Drops the runtime state of every container kept under `state` (a directory per
+/// runtime, in it one per container named by its 64-digit id) without signalling any
+/// process: for the first look after a reboot, when nothing of the last boot runs and
+/// the pids that state records may name other processes now.
+pub fn forget_all(state: &Path) -> std::io::Result<()> {
+    let Ok(runtimes) = std::fs::read_dir(state) else {
+        return Ok(());
+    };
+    for runtime in runtimes {
+        let Ok(containers) = std::fs::read_dir(runtime?.path()) else {
+            continue;
+        };
+        for c in containers {
+            let c = c?;
+            let named_by_id = c.file_name().to_str().is_some_and(|n| {
+                n.len() == 64
+                    && n.bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            });
+            if named_by_id {
+                match std::fs::remove_dir_all(c.path()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// libcontainer, in this process.
 pub struct Native {
     root: PathBuf,

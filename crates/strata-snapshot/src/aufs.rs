@@ -163,6 +163,10 @@ impl Driver for Aufs {
         remove_tree(&self.home.join(id.to_string()))
     }
 
+    fn holds(&self, id: i64) -> io::Result<bool> {
+        self.home.join(id.to_string()).try_exists()
+    }
+
     fn usage(&self, s: &Layout) -> io::Result<Usage> {
         tree_usage(&self.diff_dir(s.id))
     }

@@ -687,6 +687,10 @@ impl Driver for Devicemapper {
         }
     }
 
+    fn holds(&self, id: i64) -> io::Result<bool> {
+        self.device(Self::thin_id(id)).try_exists()
+    }
+
     fn deferred_removal(&self) -> bool {
         self.cfg.deferred_removal
     }

@@ -98,6 +98,10 @@ pub trait Driver: Send + Sync {
     fn commit(&self, s: &Layout) -> io::Result<()>;
     /// Removes the snapshot's storage; succeeds when there is none.
     fn remove(&self, id: i64) -> io::Result<()>;
+    /// Whether there is storage for snapshot `id`. A new snapshot finds some under its
+    /// number only when a power cut lost the unsynced record of a volatile snapshot that
+    /// had it (see `Snapshotter::create`).
+    fn holds(&self, id: i64) -> io::Result<bool>;
     /// Takes the snapshot's storage out of the driver's hands by moving it to `to` (a new
     /// path on the store's filesystem), for the caller to delete later; `false` when it
     /// was removed at once instead (storage that is no plain tree there, or none).

@@ -1,8 +1,10 @@
 //! Snapshot records, shared by every driver, in the store's SQLite database.
 //!
-//! Numbers come from AUTOINCREMENT so a number is never reused: storage left by a crash
-//! can never be mistaken for a newer snapshot's. `parent` references the parent's row, so
-//! the database itself refuses to drop a snapshot that still has children.
+//! Numbers come from AUTOINCREMENT, so a number is not given twice once its commit is
+//! synced; a volatile snapshot's unsynced record can be lost in a power cut with its number,
+//! which is why `Snapshotter::create` clears storage it finds under a new number. `parent`
+//! references the parent's row, so the database itself refuses to drop a snapshot that
+//! still has children.
 
 use crate::snapshotter::Kind;
 use rusqlite::{params, OptionalExtension, Transaction};

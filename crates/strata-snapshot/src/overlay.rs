@@ -127,6 +127,10 @@ impl Driver for Overlay {
         retire_tree(&self.dir(id), to)
     }
 
+    fn holds(&self, id: i64) -> io::Result<bool> {
+        self.dir(id).try_exists()
+    }
+
     fn usage(&self, s: &Layout) -> io::Result<Usage> {
         tree_usage(&self.diff_dir(s.id))
     }

@@ -3,7 +3,7 @@
 use crate::metastore::{self, Row};
 use crate::mount::{Mount, MountGuard};
 use crate::usage::Usage;
-use crate::{Driver, Layout, PrepareOpts, Result, SnapshotError};
+use crate::{Driver, Layout, PrepareOpts, Result, SnapshotError, VOLATILE_LABEL};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -156,14 +156,15 @@ impl Snapshotter {
         let labels: BTreeMap<_, _> = opts.labels.iter().cloned().collect();
         // The record first: storage without a record could not be found again, a record
         // without complete storage is repaired by removing it.
-        let id = self.db.write(|tx| -> Result<i64> {
+        let insert = |tx: &rusqlite::Transaction<'_>| -> Result<i64> {
             if metastore::get(tx, key)?.is_some() {
                 return Err(SnapshotError::AlreadyExists(key.to_string()));
             }
             let parent_id = match parent {
                 None => None,
                 Some(p) => {
-                    let pr = metastore::get(tx, p)?.ok_or_else(|| SnapshotError::NotFound(p.to_string()))?;
+                    let pr = metastore::get(tx, p)?
+                        .ok_or_else(|| SnapshotError::NotFound(p.to_string()))?;
                     if pr.kind != Kind::Committed {
                         return Err(SnapshotError::FailedPrecondition(format!("parent {p:?} is not committed: only committed snapshots can be parents")));
                     }
@@ -173,12 +174,30 @@ impl Snapshotter {
             let id = metastore::insert(tx, key, kind, parent_id, &labels, &now())?;
             record(tx)?;
             Ok(id)
-        })?;
+        };
+        // A volatile snapshot dies with its container, and so may its record: a power cut
+        // that loses the unsynced commit loses both, as docker drops a `--rm` container
+        // on restart. The number goes back with it and is given again; what the lost
+        // snapshot had stored under it is stale, so storage found under a new number is
+        // removed before the new snapshot's is made, never shown to it.
+        let id = if labels.contains_key(VOLATILE_LABEL) {
+            self.db.write_unsynced(insert)?
+        } else {
+            self.db.write(insert)?
+        };
         let parents = metastore::ancestors(&self.db.conn(), id)?;
         let layout = Layout::new(id, parents, kind, &labels);
         let made = self
             .driver
-            .create(&layout, opts)
+            .holds(id)
+            .and_then(|stale| {
+                if stale {
+                    self.driver.remove(id)
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| self.driver.create(&layout, opts))
             .and_then(|()| self.driver.mounts(&layout));
         match made {
             Ok(m) => Ok(m),
@@ -257,23 +276,29 @@ impl Snapshotter {
         let r = self.row(key)?;
         refuse_parent(&self.db.conn().transaction()?, key, r.id)?;
         self.driver.remove(r.id)?;
-        self.delete_record(key, r.id, record)
+        self.delete_record(key, &r, record)
     }
 
-    /// Deletes snapshot `id`'s record (refused while it has children), running `record` in
-    /// the same transaction.
+    /// Deletes snapshot `r`'s record (refused while it has children), running `record` in
+    /// the same transaction. A volatile snapshot's deletion is not synced, as its creation
+    /// was not (see `create`): a power cut may bring the record back without its storage.
     fn delete_record(
         &self,
         key: &str,
-        id: i64,
+        r: &Row,
         record: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<()> {
-        self.db.write(|tx| -> Result<()> {
-            refuse_parent(tx, key, id)?;
-            tx.execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
+        let delete = |tx: &rusqlite::Transaction<'_>| -> Result<()> {
+            refuse_parent(tx, key, r.id)?;
+            tx.execute("DELETE FROM snapshots WHERE id = ?1", [r.id])?;
             record(tx)?;
             Ok(())
-        })
+        };
+        if r.labels.contains_key(VOLATILE_LABEL) {
+            self.db.write_unsynced(delete)
+        } else {
+            self.db.write(delete)
+        }
     }
 
     /// Removes like `remove_with`, the record first: its transaction (with `record`) is the
@@ -291,7 +316,7 @@ impl Snapshotter {
         record: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<bool> {
         let r = self.row(key)?;
-        self.delete_record(key, r.id, record)?;
+        self.delete_record(key, &r, record)?;
         Ok(match retire_to {
             Some(to) => self.driver.retire(r.id, to)?,
             None => {

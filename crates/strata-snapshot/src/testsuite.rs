@@ -4,7 +4,7 @@
 //! through guards, so nothing stays mounted when it ends, even when it fails.
 
 use crate::mount::MountGuard;
-use crate::{open_driver, Kind, Mount, PrepareOpts, SnapshotError, Snapshotter};
+use crate::{open_driver, Kind, Mount, PrepareOpts, SnapshotError, Snapshotter, VOLATILE_LABEL};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -49,6 +49,7 @@ pub const TESTS: &[(&str, Test)] = &[
     ("rename", rename),
     ("layers_128_mount", layers_128_mount),
     ("diff_reproduces_changes", diff_reproduces_changes),
+    ("volatile_record_lost", volatile_record_lost),
 ];
 
 /// Opens `driver` on a fresh store under `root`.
@@ -688,4 +689,55 @@ pub fn diff_reproduces_changes(sn: &Snapshotter, work: &Path) {
     let mut diff = Vec::new();
     sn.diff("changed-committed", &mut diff).unwrap();
     check(diff, "rebuilt-from-committed");
+}
+
+/// A volatile snapshot's record is committed unsynced, so a power cut can lose it and
+/// AUTOINCREMENT then gives its number again. Emulated by deleting the record and winding
+/// the sequence back: the snapshot that gets the number must not see the lost one's data.
+pub fn volatile_record_lost(sn: &Snapshotter, work: &Path) {
+    layer(sn, work, "base", None, |p| write(p, "f", "base"));
+    let volatile = PrepareOpts {
+        labels: vec![(VOLATILE_LABEL.to_string(), "true".to_string())],
+        ..Default::default()
+    };
+    let m = sn.prepare("lost", Some("base"), &volatile).unwrap();
+    drop({
+        let g = mount(work, &m);
+        write(g.path(), "stale", "written before the power cut");
+        g
+    });
+    let db = rusqlite::Connection::open(work.parent().unwrap().join("strata.db")).unwrap();
+    let number = |key: &str| -> i64 {
+        db.query_row("SELECT id FROM snapshots WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    let lost = number("lost");
+    db.execute_batch(
+        "DELETE FROM snapshots WHERE key = 'lost';
+         UPDATE sqlite_sequence SET seq = seq - 1 WHERE name = 'snapshots';",
+    )
+    .unwrap();
+    assert_eq!(
+        sn.orphans().unwrap(),
+        [lost],
+        "the lost snapshot's storage stays"
+    );
+    let m = sn
+        .prepare("fresh", Some("base"), &PrepareOpts::default())
+        .unwrap();
+    assert_eq!(number("fresh"), lost, "the number is given again");
+    {
+        let g = mount(work, &m);
+        assert_eq!(read(g.path(), "f").as_deref(), Some("base"));
+        assert_eq!(
+            read(g.path(), "stale"),
+            None,
+            "the lost snapshot's data shows"
+        );
+    }
+    sn.remove("fresh").unwrap();
+    sn.remove("base").unwrap();
+    assert!(sn.orphans().unwrap().is_empty());
 }

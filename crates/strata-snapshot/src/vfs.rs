@@ -69,6 +69,10 @@ impl Driver for Vfs {
         retire_tree(&self.home.join(id.to_string()), to)
     }
 
+    fn holds(&self, id: i64) -> io::Result<bool> {
+        self.home.join(id.to_string()).try_exists()
+    }
+
     fn usage(&self, s: &Layout) -> io::Result<Usage> {
         tree_usage(&self.fs_dir(s.id))
     }

@@ -10,7 +10,8 @@ macro_rules! driver_suite {
             driver_suite!(@tests $name, basic, stat_active, stat_committed, transitivity, prepare_view_failing, update,
                 remove, walk, layer_file_update, remove_directory_in_lower_layer, chown, directory_permission_on_commit,
                 remove_intermediate_snapshot, deleted_files_in_child_snapshot, move_file_from_lower_layer, view_readonly,
-                stat_in_walk, close_twice, root_permission, rename, layers_128_mount, diff_reproduces_changes);
+                stat_in_walk, close_twice, root_permission, rename, layers_128_mount, diff_reproduces_changes,
+                volatile_record_lost);
         }
     };
     (@tests $name:literal, $($test:ident),*) => {
@@ -32,5 +33,5 @@ driver_suite!(devicemapper, run, "devicemapper");
 #[test]
 fn every_suite_test_is_run() {
     // The macro lists tests by hand; this keeps it in step with the suite.
-    assert_eq!(strata_snapshot::testsuite::TESTS.len(), 22);
+    assert_eq!(strata_snapshot::testsuite::TESTS.len(), 23);
 }

@@ -96,16 +96,34 @@ impl Db {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` in one write transaction, committed only if `f` succeeds.
+    /// Runs `f` in one write transaction, committed only if `f` succeeds, and synced.
     pub fn write<T, E>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E>
     where
         E: From<rusqlite::Error>,
     {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        transaction(&mut conn, f)
+    }
+
+    /// Runs `f` in one write transaction like [`Db::write`], but its commit is not synced
+    /// on its own: for records of what dies with its container (a `--rm` container's, on a
+    /// volatile snapshot), which a power cut may lose along with the container. In WAL
+    /// mode the commit is atomic, visible to every process at once and kept through any
+    /// process crash; only an operating system crash can lose it, with every later
+    /// unsynced commit, until the next synced one makes all of them durable.
+    pub fn write_unsynced<T, E>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<rusqlite::Error>,
+    {
+        let mut conn = self.conn();
+        // SQLite refuses to change the level inside a transaction: around it.
+        set_synced(&conn, false)?;
+        let out = transaction(&mut conn, f);
+        set_synced(&conn, true)?;
+        out
     }
 
     /// Runs `f` with commits that are not synced on their own: for bookkeeping whose loss
@@ -116,12 +134,9 @@ impl Db {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
         let conn = self.conn();
-        // Cached statements: a command switches several times.
-        conn.prepare_cached("PRAGMA synchronous = NORMAL")?
-            .execute([])?;
+        set_synced(&conn, false)?;
         let out = f(&conn);
-        conn.prepare_cached("PRAGMA synchronous = FULL")?
-            .execute([])?;
+        set_synced(&conn, true)?;
         out
     }
 
@@ -141,12 +156,71 @@ impl Db {
     }
 }
 
+fn transaction<T, E>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<rusqlite::Error>,
+{
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Switches the connection's commits between synced (`FULL`: the WAL is synced at every
+/// commit) and unsynced (`NORMAL`: only checkpoints sync). Cached statements: a command
+/// switches several times.
+fn set_synced(conn: &Connection, synced: bool) -> rusqlite::Result<()> {
+    let pragma = if synced {
+        "PRAGMA synchronous = FULL"
+    } else {
+        "PRAGMA synchronous = NORMAL"
+    };
+    conn.prepare_cached(pragma)?.execute([])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn db_file_len(dir: &Path) -> u64 {
         std::fs::metadata(dir.join("m.db")).unwrap().len()
+    }
+
+    /// An unsynced write commits (another connection sees it) or rolls back like a synced
+    /// one, and leaves the connection synced for the next write either way.
+    #[test]
+    fn unsynced_writes_commit_and_restore_synced_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("m.db")).unwrap();
+        db.conn().execute_batch("CREATE TABLE t (v TEXT)").unwrap();
+        let level = |db: &Db| -> i64 {
+            db.conn()
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(level(&db), 2, "FULL by default");
+        db.write_unsynced(|tx| tx.execute("INSERT INTO t (v) VALUES ('kept')", []))
+            .unwrap();
+        assert_eq!(level(&db), 2);
+        let failed: rusqlite::Result<()> = db.write_unsynced(|tx| {
+            tx.execute("INSERT INTO t (v) VALUES ('dropped')", [])?;
+            Err(rusqlite::Error::InvalidQuery)
+        });
+        assert!(failed.is_err());
+        assert_eq!(level(&db), 2);
+        let other = Connection::open(dir.path().join("m.db")).unwrap();
+        let rows: Vec<String> = other
+            .prepare("SELECT v FROM t")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(rows, ["kept"]);
     }
 
     /// Held checkpoints wait for `checkpoint_if_due`; without holding, a commit past the

@@ -252,6 +252,10 @@ impl Driver for Btrfs {
         ioctl::set_readonly(open_dir(&self.subvol(s.id))?.as_fd(), true)
     }
 
+    fn holds(&self, id: i64) -> io::Result<bool> {
+        self.subvol(id).try_exists()
+    }
+
     fn remove(&self, id: i64) -> io::Result<()> {
         let path = self.subvol(id);
         let st = match fs::symlink_metadata(&path) {
