@@ -427,7 +427,10 @@ fn a_reboot_ends_the_last_boots_rm_containers(driver: &'static str) {
     let s = Store::new(driver);
     base_image(&s);
     s.ok(&["create", "--name", "kept", "base:1"]);
-    s.ok(&["create", "--rm", "--name", "ghost", "base:1"]);
+    let ghost = s
+        .ok(&["create", "--rm", "--name", "ghost", "base:1"])
+        .trim()
+        .to_string();
     let lost = s
         .ok(&["create", "--rm", "--name", "lost", "base:1"])
         .trim()
@@ -438,18 +441,6 @@ fn a_reboot_ends_the_last_boots_rm_containers(driver: &'static str) {
     let run_dir = s.root().join("containers").join(&lost);
     fs::create_dir_all(&run_dir).unwrap();
     fs::write(run_dir.join("config.json"), "{}").unwrap();
-    // Runtime state of the last boot naming a pid that is another process now.
-    let mut bystander = Command::new("sleep").arg("600").spawn().unwrap();
-    let state = s.root().join("runtime/native").join(&lost);
-    fs::create_dir_all(&state).unwrap();
-    fs::write(
-        state.join("state.json"),
-        format!(
-            "{{\"id\":\"{lost}\",\"status\":\"running\",\"pid\":{}}}",
-            bystander.id()
-        ),
-    )
-    .unwrap();
     // The power cut lost "lost"'s creation, the last commit: its rows went and its
     // snapshot number is given again.
     let db = rusqlite::Connection::open(s.root().join("strata.db")).unwrap();
@@ -469,6 +460,19 @@ fn a_reboot_ends_the_last_boots_rm_containers(driver: &'static str) {
             && text.contains("belongs to no snapshot"),
         "{text}"
     );
+    // Runtime state of the last boot (written now: in this boot a dead shim's state is
+    // the runtime's to delete) naming a pid that is another process now.
+    let mut bystander = Command::new("sleep").arg("600").spawn().unwrap();
+    let state = s.root().join("runtime/native").join(&ghost);
+    fs::create_dir_all(&state).unwrap();
+    fs::write(
+        state.join("state.json"),
+        format!(
+            "{{\"id\":\"{ghost}\",\"status\":\"running\",\"pid\":{}}}",
+            bystander.id()
+        ),
+    )
+    .unwrap();
     // Rebooted: the store was last recovered in another boot.
     assert_eq!(
         db.execute(
