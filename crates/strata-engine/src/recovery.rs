@@ -6,7 +6,7 @@
 //! up; otherwise opening costs one indexed query.
 //!
 //! The first such process after a reboot also finishes what the reboot ended
-//! ([`Engine::recover_reboot`]).
+//! ([`Engine::end_last_boot`]).
 
 use crate::error::{EngineError, Result};
 use crate::records;
@@ -25,43 +25,41 @@ impl Engine {
     pub(crate) fn recover(&self) -> Result<()> {
         // Trees set aside for deletion that nobody deleted: their shim was killed first.
         self.empty_trash();
-        self.recover_reboot()?;
-        if records::interrupted_operations(&self.db)?.is_empty() {
-            return Ok(());
-        }
-        self.clean_leftovers()?;
-        records::clear_operations(&self.db)
-    }
-
-    /// Once per boot: when the store was last recovered in another boot, nothing of that
-    /// boot runs any more. Its containers' runtime state is dropped unread (the pids in it
-    /// may name other processes now); its `--rm` containers are removed, as docker removes
-    /// them on restart, including one whose removal a power cut lost (its record is not
-    /// synced: `Snapshotter::create`); and what such a cut left of a `--rm` container whose
-    /// record it lost, storage and directories no record owns, goes with the leftovers of
-    /// interrupted work. A store first seen in this boot only records it.
-    fn recover_reboot(&self) -> Result<()> {
-        let Ok(boot) = std::fs::read_to_string(BOOT_ID) else {
-            return Ok(());
-        };
-        let boot = boot.trim();
+        let boot = std::fs::read_to_string(BOOT_ID).ok();
+        let boot = boot.as_deref().map(str::trim);
         let last = self.db.get_meta(BOOT_KEY)?;
-        if last.as_deref() == Some(boot) {
-            return Ok(());
+        let rebooted = last.is_some() && boot.is_some() && last.as_deref() != boot;
+        if rebooted {
+            self.end_last_boot()?;
         }
-        if last.is_some() {
-            strata_exec::runtime::forget_all(&self.runtime_state_dir())
-                .map_err(|e| EngineError::io("dropping the last boot's runtime state", e))?;
-            for c in crate::containers::all(&self.db)? {
-                if c.auto_remove {
-                    self.remove_container(&c.id, true, true)?;
-                }
-            }
+        if rebooted || !records::interrupted_operations(&self.db)?.is_empty() {
             self.clean_leftovers()?;
             records::clear_operations(&self.db)?;
         }
         // Recorded last: recovery that fails part-way is tried again by the next process.
-        Ok(self.db.set_meta(BOOT_KEY, boot)?)
+        // A store first seen in this boot only records it.
+        match boot {
+            Some(b) if last.as_deref() != Some(b) => Ok(self.db.set_meta(BOOT_KEY, b)?),
+            _ => Ok(()),
+        }
+    }
+
+    /// When the store was last recovered in another boot, nothing of that boot runs any
+    /// more. Its containers' runtime state is dropped unread (the pids in it may name
+    /// other processes now), and its `--rm` containers are removed, as docker removes them
+    /// on restart, including one whose removal a power cut lost (a volatile snapshot's
+    /// records are not synced: `Snapshotter::write_for`). What such a cut left of a `--rm`
+    /// container whose creation it lost, storage and directories no record owns, goes
+    /// with the leftovers of interrupted work (`recover`).
+    fn end_last_boot(&self) -> Result<()> {
+        strata_exec::runtime::forget_all(&self.runtime_state_dir())
+            .map_err(|e| EngineError::io("dropping the last boot's runtime state", e))?;
+        for c in crate::containers::all(&self.db)? {
+            if c.auto_remove {
+                self.remove_container(&c.id, true, true)?;
+            }
+        }
+        Ok(())
     }
 
     /// Container directories (run state, mount point) that no container owns: what a

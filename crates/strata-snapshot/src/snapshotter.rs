@@ -175,30 +175,18 @@ impl Snapshotter {
             record(tx)?;
             Ok(id)
         };
-        // A volatile snapshot dies with its container, and so may its record: a power cut
-        // that loses the unsynced commit loses both, as docker drops a `--rm` container
-        // on restart. The number goes back with it and is given again; what the lost
-        // snapshot had stored under it is stale, so storage found under a new number is
-        // removed before the new snapshot's is made, never shown to it.
-        let id = if labels.contains_key(VOLATILE_LABEL) {
-            self.db.write_unsynced(insert)?
-        } else {
-            self.db.write(insert)?
-        };
+        let id = self.write_for(&labels, insert)?;
         let parents = metastore::ancestors(&self.db.conn(), id)?;
         let layout = Layout::new(id, parents, kind, &labels);
-        let made = self
-            .driver
-            .holds(id)
-            .and_then(|stale| {
-                if stale {
-                    self.driver.remove(id)
-                } else {
-                    Ok(())
-                }
-            })
-            .and_then(|()| self.driver.create(&layout, opts))
-            .and_then(|()| self.driver.mounts(&layout));
+        // A lost unsynced record gives its number again (see `write_for`): what the lost
+        // snapshot stored under it is stale, removed before the new snapshot's is made.
+        let made = (|| {
+            if self.driver.holds(id)? {
+                self.driver.remove(id)?;
+            }
+            self.driver.create(&layout, opts)?;
+            self.driver.mounts(&layout)
+        })();
         match made {
             Ok(m) => Ok(m),
             Err(e) => {
@@ -279,26 +267,37 @@ impl Snapshotter {
         self.delete_record(key, &r, record)
     }
 
+    /// Runs `f` in one write transaction, synced unless `labels` make the snapshot
+    /// volatile. A volatile snapshot dies with its container, and so may its records: a
+    /// power cut that loses an unsynced commit loses the snapshot's creation with the
+    /// container (as docker drops a `--rm` container on restart), its number with it, or
+    /// its deletion, bringing the record back without its storage.
+    fn write_for<T>(
+        &self,
+        labels: &BTreeMap<String, String>,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        if labels.contains_key(VOLATILE_LABEL) {
+            self.db.write_unsynced(f)
+        } else {
+            self.db.write(f)
+        }
+    }
+
     /// Deletes snapshot `r`'s record (refused while it has children), running `record` in
-    /// the same transaction. A volatile snapshot's deletion is not synced, as its creation
-    /// was not (see `create`): a power cut may bring the record back without its storage.
+    /// the same transaction, committed as its creation was (`write_for`).
     fn delete_record(
         &self,
         key: &str,
         r: &Row,
         record: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<()> {
-        let delete = |tx: &rusqlite::Transaction<'_>| -> Result<()> {
+        self.write_for(&r.labels, |tx| {
             refuse_parent(tx, key, r.id)?;
             tx.execute("DELETE FROM snapshots WHERE id = ?1", [r.id])?;
             record(tx)?;
             Ok(())
-        };
-        if r.labels.contains_key(VOLATILE_LABEL) {
-            self.db.write_unsynced(delete)
-        } else {
-            self.db.write(delete)
-        }
+        })
     }
 
     /// Removes like `remove_with`, the record first: its transaction (with `record`) is the
