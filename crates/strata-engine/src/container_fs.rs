@@ -370,12 +370,11 @@ pub(crate) fn is_mount_point(path: &std::path::Path) -> bool {
     }
 }
 
-/// Takes `dir/lock` exclusively (creating `dir`): per-container locks between processes.
+/// Takes `dir` itself exclusively (creating it): per-container locks between processes.
 pub(crate) fn lock_in(dir: &std::path::Path) -> Result<StoreLock> {
     std::fs::create_dir_all(dir)
         .map_err(|e| EngineError::io(format!("creating {}", dir.display()), e))?;
-    let lock = StoreLock::open(&dir.join("lock"))
-        .map_err(|e| EngineError::io("locking the container", e))?;
+    let lock = StoreLock::open_dir(dir).map_err(|e| EngineError::io("locking the container", e))?;
     lock.lock(LockMode::Exclusive)
         .map_err(|e| EngineError::io("locking the container", e))?;
     Ok(lock)

@@ -502,6 +502,7 @@ impl Engine {
                 self.unmount_tree(&target)?;
                 let _ = std::fs::remove_dir(&target);
             }
+            // The lock file of a store from before directories were locked themselves.
             let _ = std::fs::remove_file(dir.join("lock"));
             let _ = std::fs::remove_dir(dir);
         }

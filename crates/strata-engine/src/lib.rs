@@ -84,6 +84,10 @@ impl Engine {
         let root = &opts.root;
         std::fs::create_dir_all(root)
             .map_err(|e| EngineError::io(format!("creating store root {}", root.display()), e))?;
+        // Run directories: a tree of a dozen files per container.
+        let run_dirs = root.join("containers");
+        strata_store::fsutil::create_tree_parent(&run_dirs)
+            .map_err(|e| EngineError::io(format!("creating {}", run_dirs.display()), e))?;
         let lock = StoreLock::open(&root.join("strata.lock"))
             .map_err(|e| EngineError::io("opening the store lock", e))?;
         // Recovery needs the store to itself; while other strata processes work, it is

@@ -43,7 +43,7 @@ impl Aufs {
             ));
         }
         crate::mount::aufs_helper()?;
-        fs::create_dir_all(home)?;
+        strata_store::fsutil::create_tree_parent(home)?;
         Ok(Aufs {
             home: home.to_path_buf(),
         })

@@ -31,7 +31,7 @@ impl Overlay {
         if !supported() {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "overlay2 needs overlayfs, which this kernel does not offer: use --storage-driver vfs"));
         }
-        fs::create_dir_all(home)?;
+        strata_store::fsutil::create_tree_parent(home)?;
         Ok(Overlay {
             home: home.to_path_buf(),
         })

@@ -18,7 +18,7 @@ pub struct Vfs {
 impl Vfs {
     pub fn open(home: &Path, opts: &[(String, String)]) -> io::Result<Vfs> {
         crate::no_options("vfs", opts)?;
-        fs::create_dir_all(home)?;
+        strata_store::fsutil::create_tree_parent(home)?;
         Ok(Vfs {
             home: home.to_path_buf(),
         })

@@ -7,7 +7,7 @@
 //! make it wait for itself), and they die with their process, so a killed CLI never leaves
 //! the store locked.
 
-use rustix::fs::{flock, FlockOperation};
+use rustix::fs::{flock, FlockOperation, Mode, OFlags};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::Path;
@@ -43,6 +43,19 @@ impl StoreLock {
         Ok(StoreLock { file })
     }
 
+    /// Opens a directory to lock itself: a lock file beside what it guards would be one
+    /// more inode to create and delete for every container.
+    pub fn open_dir(path: &Path) -> io::Result<Self> {
+        let dir = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(StoreLock {
+            file: File::from(dir),
+        })
+    }
+
     /// Takes (or converts to) `mode`, waiting for other processes.
     pub fn lock(&self, mode: LockMode) -> io::Result<()> {
         Ok(flock(&self.file, op(mode, true))?)
@@ -76,5 +89,24 @@ pub struct ExclusiveGuard<'a> {
 impl Drop for ExclusiveGuard<'_> {
     fn drop(&mut self) {
         let _ = self.lock.lock(LockMode::Shared);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_locked_itself_excludes_a_second_opener() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = StoreLock::open_dir(tmp.path()).unwrap();
+        let second = StoreLock::open_dir(tmp.path()).unwrap();
+        first.lock(LockMode::Exclusive).unwrap();
+        assert!(!second.try_lock(LockMode::Shared).unwrap());
+        first.unlock().unwrap();
+        assert!(second.try_lock(LockMode::Exclusive).unwrap());
+        // Nothing was created in the directory.
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+        assert!(StoreLock::open_dir(&tmp.path().join("missing")).is_err());
     }
 }
