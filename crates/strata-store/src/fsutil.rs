@@ -26,9 +26,10 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
 /// every `run --rm` freeing about thirty, each new file cost 0.24 ms, 8 ms of allocation
 /// per run (traced). Below a marked directory each new tree starts in a group of the Orlov
 /// allocator's choosing, anywhere on the disk, and the churn spreads out. That first
-/// allocation often reads the chosen group's bitmaps from disk (0.25-1.3 ms here), so only
-/// parents of trees of many files are marked, and only where the check exists: with a
-/// journal, ext4 reuses freed inodes at once. Best effort: an error leaves it unmarked.
+/// allocation weighs every group of the disk, and often reads the chosen one's bitmaps from
+/// disk (0.25-1.3 ms here), so only parents of trees of many files are marked, and only
+/// where the check exists: with a journal, ext4 reuses freed inodes at once. Best effort:
+/// an error leaves it unmarked.
 pub fn create_tree_parent(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let fd = rustix::fs::open(
