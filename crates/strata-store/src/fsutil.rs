@@ -31,12 +31,22 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
 /// where the check exists: with a journal, ext4 reuses freed inodes at once. Best effort:
 /// an error leaves it unmarked.
 pub fn create_tree_parent(dir: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let fd = rustix::fs::open(
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    // Opened first: every store open comes here, and the directory is there but once.
+    let open = || {
+        rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let fd = match open() {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => {
+            std::fs::create_dir_all(dir)?;
+            open()?
+        }
+        Err(e) => return Err(e.into()),
+    };
     let Ok(flags) = rustix::fs::ioctl_getflags(&fd) else {
         return Ok(());
     };
