@@ -31,7 +31,26 @@ impl Engine {
     /// Serialises mount and umount of one container across processes.
     fn container_lock(&self, id: &str) -> Result<StoreLock> {
         let mount_point = self.container_mount_point(id);
-        lock_in(mount_point.parent().expect("mount point parent"))
+        self.lock_in(mount_point.parent().expect("mount point parent"))
+    }
+
+    /// Takes `dir` itself exclusively (making it, from a spare when there is one):
+    /// per-container locks between processes.
+    pub(crate) fn lock_in(&self, dir: &Path) -> Result<StoreLock> {
+        let lock = match StoreLock::open_dir(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !self.spares.as_ref().is_some_and(|s| s.take(dir)) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| EngineError::io(format!("creating {}", dir.display()), e))?;
+                }
+                StoreLock::open_dir(dir)
+            }
+            opened => opened,
+        }
+        .map_err(|e| EngineError::io("locking the container", e))?;
+        lock.lock(LockMode::Exclusive)
+            .map_err(|e| EngineError::io("locking the container", e))?;
+        Ok(lock)
     }
 
     /// Mounts the container's root filesystem (once, however often it is asked) and
@@ -368,16 +387,6 @@ pub(crate) fn is_mount_point(path: &std::path::Path) -> bool {
         (Ok(m), Some(Ok(p))) => m.dev() != p.dev() || m.ino() == p.ino(),
         _ => false,
     }
-}
-
-/// Takes `dir` itself exclusively (creating it): per-container locks between processes.
-pub(crate) fn lock_in(dir: &std::path::Path) -> Result<StoreLock> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| EngineError::io(format!("creating {}", dir.display()), e))?;
-    let lock = StoreLock::open_dir(dir).map_err(|e| EngineError::io("locking the container", e))?;
-    lock.lock(LockMode::Exclusive)
-        .map_err(|e| EngineError::io("locking the container", e))?;
-    Ok(lock)
 }
 
 /// Unmounts everything below `dir`, deepest first (a running container's volumes).

@@ -43,6 +43,7 @@ pub use volumes::{
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use strata_snapshot::Snapshotter;
+use strata_store::fsutil::SpareDirs;
 use strata_store::{ContentStore, Db, ExclusiveGuard, LockMode, StoreLock};
 
 /// The on-disk format this build reads and writes; a store stamped newer is refused.
@@ -63,6 +64,8 @@ pub struct Engine {
     default_runtime: String,
     /// Trees set aside for later deletion, while deferring (see `trash`).
     retired: Mutex<Option<Vec<PathBuf>>>,
+    /// Directories made ahead for new tree tops, where those are costly (`ROOT/spares`).
+    spares: Option<SpareDirs>,
 }
 
 /// How to open a store.
@@ -88,6 +91,9 @@ impl Engine {
         let run_dirs = root.join("containers");
         strata_store::fsutil::create_tree_parent(&run_dirs)
             .map_err(|e| EngineError::io(format!("creating {}", run_dirs.display()), e))?;
+        let spare_pool = root.join("spares");
+        let spares = SpareDirs::open(&spare_pool)
+            .map_err(|e| EngineError::io(format!("creating {}", spare_pool.display()), e))?;
         let lock = StoreLock::open(&root.join("strata.lock"))
             .map_err(|e| EngineError::io("opening the store lock", e))?;
         // Recovery needs the store to itself; while other strata processes work, it is
@@ -109,7 +115,12 @@ impl Engine {
             .map_err(|e| EngineError::io("opening the content store", e))?;
         let drv = strata_snapshot::open_driver(&driver, &root.join(&driver), &opts.storage_opts)
             .map_err(|e| EngineError::io(format!("opening storage driver {driver}"), e))?;
-        let snapshots = Snapshotter::new(db.clone(), drv, &root.join("tmp").join("mounts"))?;
+        let snapshots = Snapshotter::new(
+            db.clone(),
+            drv,
+            &root.join("tmp").join("mounts"),
+            spares.clone(),
+        )?;
         drop(init);
         let engine = Engine {
             root: root.clone(),
@@ -124,6 +135,7 @@ impl Engine {
                 .clone()
                 .unwrap_or_else(|| strata_exec::runtime::NATIVE.to_string()),
             retired: Mutex::new(None),
+            spares,
         };
         if alone {
             // Best effort: what cannot be finished now stays in the intent log, is tried

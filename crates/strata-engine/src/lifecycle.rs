@@ -13,6 +13,7 @@ use strata_exec::runtime::{self, Runtime};
 use strata_exec::shim::STOPPED_MARK;
 use strata_exec::spawn::{spawn_shim, ShimExe, SpawnOptions, Spawned};
 use strata_exec::state::{self, RunState, ShimConfig, Status};
+use strata_store::fsutil::SpareDirs;
 use strata_store::{LockMode, StoreLock};
 
 /// Marks that a run holds a mount reference on the container's root filesystem.
@@ -126,7 +127,7 @@ impl Engine {
 
     /// Serialises run-state changes of one container across processes.
     fn run_lock(&self, id: &str) -> Result<StoreLock> {
-        crate::container_fs::lock_in(&self.run_dir(id))
+        self.lock_in(&self.run_dir(id))
     }
 
     fn read_state(&self, id: &str) -> RunState {
@@ -383,6 +384,11 @@ impl Engine {
                 generation.to_string(),
             ],
             trash: self.trash_dir(),
+            spares: self
+                .spares
+                .as_ref()
+                .map(SpareDirs::wanted)
+                .unwrap_or_default(),
         };
         std::fs::create_dir_all(self.root.join("run"))
             .map_err(|e| io("creating the run directory", e))?;

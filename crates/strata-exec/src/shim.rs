@@ -978,6 +978,9 @@ pub fn start(private_net: bool) -> i32 {
         let retired = handed_over(c);
         crate::trash::sweep(&shim.cfg.trash, &retired);
     }
+    for dir in &shim.cfg.spares {
+        let _ = std::fs::create_dir(dir);
+    }
     if let Some((prog, args)) = shim.cfg.exit_command.split_first() {
         use std::os::unix::process::CommandExt;
         let err = std::process::Command::new(prog)

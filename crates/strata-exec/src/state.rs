@@ -179,6 +179,10 @@ pub struct ShimConfig {
     /// aside there, to delete once the client has returned (`trash::sweep`).
     #[serde(default)]
     pub trash: PathBuf,
+    /// Empty directories to make as the shim's last act, where nothing waits for them:
+    /// the store's spare directories (strata-store's `SpareDirs`) that runs take.
+    #[serde(default)]
+    pub spares: Vec<PathBuf>,
 }
 
 /// Writes `value` as JSON to `dir/name` by temp file and rename (readers never see half a

@@ -119,6 +119,10 @@ impl Driver for Aufs {
         ]
     }
 
+    fn tree_top(&self, id: i64) -> Option<PathBuf> {
+        Some(self.home.join(id.to_string()))
+    }
+
     fn create(&self, s: &Layout, _opts: &PrepareOpts) -> io::Result<()> {
         fs::create_dir_all(self.diff_dir(s.id))
     }

@@ -92,6 +92,14 @@ pub trait Driver: Send + Sync {
     fn status(&self) -> Vec<(String, String)>;
     /// Makes storage for a new active or view snapshot.
     fn create(&self, s: &Layout, opts: &PrepareOpts) -> io::Result<()>;
+    /// The directory holding all of snapshot `id`'s storage, for a driver that keeps one
+    /// per snapshot in a tree parent (`strata_store::fsutil::create_tree_parent`): the
+    /// snapshotter puts a spare directory there (`SpareDirs`) before `create`, which
+    /// finds it made. `None` for storage of another shape.
+    fn tree_top(&self, id: i64) -> Option<PathBuf> {
+        let _ = id;
+        None
+    }
     /// The mounts that give the snapshot's filesystem.
     fn mounts(&self, s: &Layout) -> io::Result<Vec<Mount>>;
     /// Freezes an active snapshot's storage as a committed one.

@@ -73,6 +73,10 @@ impl Driver for Overlay {
         ]
     }
 
+    fn tree_top(&self, id: i64) -> Option<PathBuf> {
+        Some(self.dir(id))
+    }
+
     fn create(&self, s: &Layout, _opts: &PrepareOpts) -> io::Result<()> {
         fs::create_dir_all(self.diff_dir(s.id))?;
         if s.kind == Kind::Active && !s.parents.is_empty() {

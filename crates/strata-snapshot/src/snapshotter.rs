@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use strata_store::fsutil::SpareDirs;
 use strata_store::Db;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -62,6 +63,8 @@ pub struct Snapshotter {
     driver: Box<dyn Driver>,
     /// Where the snapshotter mounts trees it needs to read (naive diffs).
     scratch: PathBuf,
+    /// Directories made ahead, to become the driver's tree tops (`Driver::tree_top`).
+    spares: Option<SpareDirs>,
 }
 
 fn now() -> String {
@@ -69,13 +72,19 @@ fn now() -> String {
 }
 
 impl Snapshotter {
-    pub fn new(db: Arc<Db>, driver: Box<dyn Driver>, scratch: &Path) -> Result<Snapshotter> {
+    pub fn new(
+        db: Arc<Db>,
+        driver: Box<dyn Driver>,
+        scratch: &Path,
+        spares: Option<SpareDirs>,
+    ) -> Result<Snapshotter> {
         db.conn().execute_batch(metastore::SCHEMA)?;
         std::fs::create_dir_all(scratch)?;
         Ok(Snapshotter {
             db,
             driver,
             scratch: scratch.to_path_buf(),
+            spares,
         })
     }
 
@@ -183,6 +192,9 @@ impl Snapshotter {
         let made = (|| {
             if self.driver.holds(id)? {
                 self.driver.remove(id)?;
+            }
+            if let (Some(spares), Some(top)) = (&self.spares, self.driver.tree_top(id)) {
+                spares.take(&top);
             }
             self.driver.create(&layout, opts)?;
             self.driver.mounts(&layout)

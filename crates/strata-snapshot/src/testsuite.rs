@@ -56,7 +56,13 @@ pub const TESTS: &[(&str, Test)] = &[
 pub fn open(driver: &str, root: &Path) -> Snapshotter {
     let db = Arc::new(strata_store::Db::open(&root.join("strata.db")).expect("open db"));
     let drv = open_driver(driver, &root.join(driver), &[]).expect("open driver");
-    Snapshotter::new(db, drv, &root.join("tmp")).expect("snapshotter")
+    // Where tree tops are costly (ext4 without a journal), drivers get spares as the
+    // engine gives them.
+    let spares = strata_store::fsutil::SpareDirs::open(&root.join("spares")).expect("spares");
+    if let Some(s) = &spares {
+        s.replenish();
+    }
+    Snapshotter::new(db, drv, &root.join("tmp"), spares).expect("snapshotter")
 }
 
 /// Closes a snapshotter when dropped, so a failing test releases what its driver set up

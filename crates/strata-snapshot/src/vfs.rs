@@ -41,6 +41,10 @@ impl Driver for Vfs {
         )]
     }
 
+    fn tree_top(&self, id: i64) -> Option<PathBuf> {
+        Some(self.home.join(id.to_string()))
+    }
+
     fn create(&self, s: &Layout, _opts: &PrepareOpts) -> io::Result<()> {
         let dir = self.fs_dir(s.id);
         fs::create_dir_all(&dir)?;

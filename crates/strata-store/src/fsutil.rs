@@ -29,8 +29,8 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
 /// allocation weighs every group of the disk, and often reads the chosen one's bitmaps from
 /// disk (0.25-1.3 ms here), so only parents of trees of many files are marked, and only
 /// where the check exists: with a journal, ext4 reuses freed inodes at once. Best effort:
-/// an error leaves it unmarked.
-pub fn create_tree_parent(dir: &Path) -> io::Result<()> {
+/// an error leaves it unmarked. Returns whether it is marked.
+pub fn create_tree_parent(dir: &Path) -> io::Result<bool> {
     // Opened first: every store open comes here, and the directory is there but once.
     let open = || {
         rustix::fs::open(
@@ -48,12 +48,87 @@ pub fn create_tree_parent(dir: &Path) -> io::Result<()> {
         Err(e) => return Err(e.into()),
     };
     let Ok(flags) = rustix::fs::ioctl_getflags(&fd) else {
-        return Ok(());
+        return Ok(false);
     };
-    if !flags.contains(IFlags::TOPDIR) && on_ext4_without_journal(&fd) {
-        let _ = rustix::fs::ioctl_setflags(&fd, flags | IFlags::TOPDIR);
+    if flags.contains(IFlags::TOPDIR) {
+        return Ok(true);
     }
-    Ok(())
+    Ok(on_ext4_without_journal(&fd)
+        && rustix::fs::ioctl_setflags(&fd, flags | IFlags::TOPDIR).is_ok())
+}
+
+/// Empty directories made ahead of need, to become tree tops (see [`create_tree_parent`])
+/// by a rename: a container's run directory, its mount point, a snapshot's directory.
+///
+/// Why: where tree parents are marked, each new tree top is placed by the Orlov allocator,
+/// which weighs every block group of the disk and often reads the chosen one's bitmaps
+/// first: 0.25-0.45 ms a directory here, three per `run`. Made in the pool, itself a marked
+/// tree parent, a spare gets the same placement where nothing waits for it (a shim makes
+/// them as its last act); taking one is a rename. Spares have random names, as the trees
+/// they become have: Orlov starts its search from a hash of the name, and fixed names
+/// would put every run's tree in the group the last run's deletions had just left full of
+/// recently freed inodes. Only where the pool is marked: elsewhere making a directory
+/// costs no more than the rename.
+#[derive(Clone)]
+pub struct SpareDirs {
+    pool: std::path::PathBuf,
+}
+
+/// How many spares the pool keeps: a `run` takes three.
+const SPARES: usize = 4;
+
+impl SpareDirs {
+    /// The pool at `pool` (made if need be), or `None` where tree tops are not costly.
+    pub fn open(pool: &Path) -> io::Result<Option<SpareDirs>> {
+        Ok(create_tree_parent(pool)?.then(|| SpareDirs {
+            pool: pool.to_path_buf(),
+        }))
+    }
+
+    /// The spares there are now.
+    fn spares(&self) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&self.pool)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Moves a spare to `dir`, which must not exist yet, whose parent must; whether one
+    /// was there to take. On `false` the caller makes `dir` itself.
+    pub fn take(&self, dir: &Path) -> bool {
+        for spare in self.spares() {
+            let taken = rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &spare,
+                rustix::fs::CWD,
+                dir,
+                rustix::fs::RenameFlags::NOREPLACE,
+            );
+            match taken {
+                Ok(()) => return true,
+                // Taken by another process meanwhile: the next one.
+                Err(rustix::io::Errno::NOENT) if !spare.exists() => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Fresh paths in the pool for the spares it lacks, to be made (`create_dir`) by
+    /// whoever has a moment: [`SpareDirs::replenish`], or a shim as its last act.
+    pub fn wanted(&self) -> Vec<std::path::PathBuf> {
+        let missing = SPARES.saturating_sub(self.spares().len());
+        (0..missing)
+            .map(|_| self.pool.join(format!("{:016x}", rand::random::<u64>())))
+            .collect()
+    }
+
+    /// Makes the spares the pool lacks, now. Best effort: a spare not made is a directory
+    /// made where it is needed instead.
+    pub fn replenish(&self) {
+        for dir in self.wanted() {
+            let _ = std::fs::create_dir(dir);
+        }
+    }
 }
 
 /// ext2/3/4's superblock magic, as statfs reports it.
@@ -150,5 +225,58 @@ mod tests {
         let parent = journaled.at.join("containers");
         create_tree_parent(&parent).unwrap();
         assert!(parent.is_dir() && !topdir(&parent));
+    }
+
+    fn inode(p: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).unwrap().ino()
+    }
+
+    #[test]
+    fn spare_directories_are_kept_where_tree_tops_are_costly_and_taken_by_rename() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plain = Ext4::new(tmp.path(), "nojournal", &["-O", "^has_journal"]);
+        let journaled = Ext4::new(tmp.path(), "journal", &[]);
+
+        // With a journal there is no pool: callers make their directories.
+        assert!(SpareDirs::open(&journaled.at.join("spares"))
+            .unwrap()
+            .is_none());
+
+        let pool = plain.at.join("spares");
+        let spares = SpareDirs::open(&pool)
+            .unwrap()
+            .expect("a pool without a journal");
+        assert!(topdir(&pool));
+        let parent = plain.at.join("containers");
+        std::fs::create_dir(&parent).unwrap();
+        // Nothing made yet: nothing to take, and nothing is made in its place.
+        assert!(!spares.take(&parent.join("c0")));
+        assert!(!parent.join("c0").exists());
+
+        let wanted = spares.wanted();
+        assert_eq!(wanted.len(), SPARES);
+        assert!(wanted.iter().all(|w| w.parent() == Some(pool.as_path())));
+        spares.replenish();
+        let made: Vec<u64> = spares.spares().iter().map(|p| inode(p)).collect();
+        assert_eq!(made.len(), SPARES);
+        assert!(spares.wanted().is_empty(), "a full pool wants none");
+        for n in 0..SPARES {
+            let dir = parent.join(format!("c{n}"));
+            assert!(spares.take(&dir));
+            assert!(made.contains(&inode(&dir)), "c{n} is one of the spares");
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        }
+        assert!(!spares.take(&parent.join("more")));
+        assert_eq!(std::fs::read_dir(&pool).unwrap().count(), 0);
+
+        // An existing directory is left alone, and so is the spare.
+        spares.replenish();
+        assert!(!spares.take(&parent.join("c0")));
+        assert_eq!(spares.spares().len(), SPARES);
+        // So is a directory whose parent is missing.
+        assert!(!spares.take(&plain.at.join("missing/c9")));
+        assert_eq!(spares.spares().len(), SPARES);
+        assert_eq!(spares.wanted().len(), 0);
     }
 }
