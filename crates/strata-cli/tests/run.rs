@@ -133,11 +133,22 @@ fn run_rm_leaves_no_files(s: Store) {
         entries(&s.root().join("mounts").join("containers")),
         Vec::<String>::new()
     );
+    // A root set aside still mounted (overlay2, vfs) was unmounted by the sweep.
+    assert_eq!(common::mounted_under(s.dir.path()), Vec::<String>::new());
+    // What a killed shim left in the trash, a mounted root included, goes with the next
+    // process that has the store to itself; what was mounted there is untouched.
     let left = trash.join("0123456789abcdef");
     std::fs::create_dir_all(left.join("diff/etc")).unwrap();
     std::fs::write(left.join("diff/etc/hosts"), b"x").unwrap();
+    let source = s.dir.path().join("bound");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("data"), b"keep").unwrap();
+    std::fs::create_dir_all(left.join("merged")).unwrap();
+    rustix::mount::mount_bind(&source, left.join("merged")).unwrap();
     s.ok(&["ps", "-a"]);
     assert!(!left.exists(), "the trash left by a killed shim stayed");
+    assert_eq!(common::mounted_under(s.dir.path()), Vec::<String>::new());
+    assert_eq!(std::fs::read(source.join("data")).unwrap(), b"keep");
 }
 
 /// Where new tree tops are costly (ext4 without a journal, as on these machines), a

@@ -469,7 +469,7 @@ impl Engine {
         }
         self.remove_run_state(&c);
         let op = records::begin_operation(&self.db, "rm")?;
-        let removed = self.delete_container(&c.id).and_then(|()| {
+        let removed = self.delete_container(&c).and_then(|()| {
             if volumes {
                 self.remove_anonymous_volumes(&c.host.mount_points)?;
             }
@@ -487,14 +487,17 @@ impl Engine {
     /// writable layer's record in one (synced) transaction, then the layer's storage.
     /// A crash after the transaction leaves only storage no record owns, which recovery
     /// removes (`remove_orphans`): the container is gone either way.
-    pub(crate) fn delete_container(&self, id: &str) -> Result<()> {
+    pub(crate) fn delete_container(&self, c: &Container) -> Result<()> {
+        let id = c.id.as_str();
         let target = self.container_mount_point(id);
         let dir = target.parent().expect("mount point has a parent");
         // The mount point is only ever written through a mount: unmounted, it is an empty
         // directory with nothing mounted below it, and its directory can be set aside
-        // whole. Otherwise (or when not deferring) only known, empty entries go: never a
-        // recursive delete next to a mount point.
-        if is_mount_point(&target) || !self.set_aside(dir) {
+        // whole; mounted, it can when the trash's sweep is to unmount it
+        // (`root_goes_mounted`). Otherwise (or when not deferring) only known, empty
+        // entries go: never a recursive delete next to a mount point.
+        let aside = (!is_mount_point(&target) || self.root_goes_mounted(c)) && self.set_aside(dir);
+        if !aside {
             // An empty directory that is no mount point has nothing mounted in or below
             // it: removed first, it spares the unmount's work when the run's end
             // unmounted it.

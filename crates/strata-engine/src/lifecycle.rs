@@ -409,7 +409,11 @@ impl Engine {
         if cfg.generation != generation || self.read_state(&c.id).active() {
             return Ok(());
         }
-        self.release_run_mount(&c)?;
+        // A container about to be removed may leave its root mounted for the removal to
+        // set aside (`Engine::root_goes_mounted`).
+        if !(c.auto_remove && self.root_goes_mounted(&c)) {
+            self.release_run_mount(&c)?;
+        }
         drop(lock);
         if c.auto_remove {
             self.remove_container(&c.id, false, true)?;

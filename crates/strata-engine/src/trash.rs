@@ -4,13 +4,16 @@
 //! them: a foreground `run --rm` passes it to the container's shim, which deletes them
 //! after the CLI has returned (as containerd's snapshotters leave removed storage to a
 //! later cleanup). On this machine's filesystem every directory deleted costs a
-//! synchronous block discard, and a container leaves about ten.
+//! synchronous block discard, and a container leaves about ten. A `run --rm` container's
+//! root may go to the trash still mounted ([`Engine::root_goes_mounted`]): the sweep
+//! unmounts what is mounted in a tree before deleting it, so the command does not wait for
+//! the unmount's RCU grace periods either.
 //!
 //! Trash is invisible to everything else: nothing refers to it, and what a shim killed
 //! mid-way leaves there is deleted by the next process that opens the store alone
 //! ([`Engine::empty_trash`]).
 
-use crate::Engine;
+use crate::{Container, Engine};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +32,24 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .unwrap_or_default()
+    }
+
+    /// Whether this process's removals are setting trees aside.
+    fn deferring(&self) -> bool {
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Whether removing container `c` now may set its root aside still mounted, for the
+    /// trash's sweep to unmount (`strata_exec::trash::sweep`): while deferring, with a
+    /// driver whose mounts need nothing of it to go away, and with no volumes mounted
+    /// below the root, which have unmounting of their own (plugins).
+    pub(crate) fn root_goes_mounted(&self, c: &Container) -> bool {
+        c.host.mount_points.is_empty()
+            && self.snapshots.driver().mount_goes_with_retired_storage()
+            && self.deferring()
     }
 
     /// Where removals set trees aside (`ROOT/trash`).
@@ -50,7 +71,7 @@ impl Engine {
     }
 
     /// Moves `dir` into the trash, for [`Engine::empty_trash`] to delete with the rest
-    /// (it leaves alone whatever has a mount in it).
+    /// (it unmounts what is mounted in it first, and leaves alone what stays busy).
     pub(crate) fn throw_away(&self, dir: &Path) -> io::Result<()> {
         std::fs::rename(dir, self.fresh_trash_name()?)
     }
@@ -68,7 +89,8 @@ impl Engine {
     }
 
     /// While deferring, moves `dir` into the trash and records it; whether it did. Only
-    /// for trees nothing is mounted in.
+    /// for trees nothing is mounted in, or whose mounts the sweep may undo
+    /// (`root_goes_mounted`).
     pub(crate) fn set_aside(&self, dir: &Path) -> bool {
         let Some(slot) = self.trash_slot() else {
             return false;

@@ -4,21 +4,33 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// Deletes each of `paths` that is an entry of `trash` with nothing mounted at or below
-/// it; returns those deleted. Anything else is left alone: the list comes from another
-/// process, and a tree with a mount in it would be deleted through the mount.
+/// Deletes each of `paths` that is an entry of `trash`; returns those deleted. What is
+/// mounted in an entry (a removed container's root, set aside still mounted) is unmounted
+/// first, deepest first; an entry with a mount that cannot go (busy) is left alone, as is
+/// anything outside the trash: the list comes from another process, and a tree with a
+/// mount in it would be deleted through the mount.
 pub fn sweep(trash: &Path, paths: &[PathBuf]) -> Vec<PathBuf> {
-    if paths.is_empty() {
+    let entries: Vec<&PathBuf> = paths
+        .iter()
+        .filter(|p| {
+            p.parent() == Some(trash)
+                && p.file_name()
+                    .is_some_and(|n| n != ".." && n != "." && !n.is_empty())
+        })
+        .collect();
+    if entries.is_empty() {
         return Vec::new();
     }
-    let mounts = mount_points();
+    let mut mounted: Vec<PathBuf> = mount_points()
+        .into_iter()
+        .filter(|m| entries.iter().any(|p| m.starts_with(p)))
+        .collect();
+    mounted.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+    mounted.retain(|m| rustix::mount::unmount(m, rustix::mount::UnmountFlags::empty()).is_err());
     let mut done = Vec::new();
-    for p in paths {
-        let in_trash = p.parent() == Some(trash)
-            && p.file_name()
-                .is_some_and(|n| n != ".." && n != "." && !n.is_empty());
-        let mounted = mounts.iter().any(|m| m.starts_with(p));
-        if in_trash && !mounted && std::fs::remove_dir_all(p).is_ok() {
+    for p in entries {
+        let busy = mounted.iter().any(|m| m.starts_with(p));
+        if !busy && std::fs::remove_dir_all(p).is_ok() {
             done.push(p.clone());
         }
     }
@@ -85,23 +97,27 @@ mod tests {
     }
 
     #[test]
-    fn a_tree_with_a_mount_in_it_is_left_alone() {
+    fn mounts_in_an_entry_are_unmounted_first_and_a_busy_one_keeps_it() {
         let root = tempfile::tempdir().unwrap();
         let trash = root.path().join("trash");
-        let entry = trash.join("0123");
-        let target = entry.join("merged");
-        std::fs::create_dir_all(&target).unwrap();
-        std::fs::write(root.path().join("file"), b"keep").unwrap();
-        std::fs::create_dir_all(root.path().join("src")).unwrap();
-        std::fs::write(root.path().join("src/data"), b"keep").unwrap();
-        rustix::mount::mount_bind(root.path().join("src"), &target).unwrap();
-        let swept = sweep(&trash, std::slice::from_ref(&entry));
-        rustix::mount::unmount(&target, rustix::mount::UnmountFlags::empty()).unwrap();
-        assert!(swept.is_empty());
-        assert_eq!(
-            std::fs::read(root.path().join("src/data")).unwrap(),
-            b"keep"
-        );
-        assert!(entry.exists());
+        let src = root.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("data"), b"keep").unwrap();
+        let (gone, kept) = (trash.join("0123"), trash.join("4567"));
+        for entry in [&gone, &kept] {
+            let target = entry.join("merged");
+            std::fs::create_dir_all(&target).unwrap();
+            rustix::mount::mount_bind(&src, &target).unwrap();
+        }
+        // A process still using a mount keeps it, and its entry, in place.
+        let user = std::fs::File::open(kept.join("merged/data")).unwrap();
+        let swept = sweep(&trash, &[gone.clone(), kept.clone()]);
+        let still = mount_points().contains(&kept.join("merged"));
+        drop(user);
+        rustix::mount::unmount(kept.join("merged"), rustix::mount::UnmountFlags::empty()).unwrap();
+        assert_eq!(swept, vec![gone.clone()]);
+        assert!(!gone.exists());
+        assert!(still && kept.join("merged").exists(), "a busy mount stays");
+        assert_eq!(std::fs::read(src.join("data")).unwrap(), b"keep");
     }
 }

@@ -141,6 +141,15 @@ pub trait Driver: Send + Sync {
     fn deferred_removal(&self) -> bool {
         false
     }
+    /// Whether a mount of a snapshot whose storage is retired (`retire`) may be left in
+    /// place, set aside in the store's trash, for whoever deletes the retired storage to
+    /// unmount first: the mount is the kernel's alone (overlay, a bind mount of a plain
+    /// tree) and needs nothing of the driver to go away. An unmount waits for RCU grace
+    /// periods (the mount's, and overlay's for its private layer mounts), which a
+    /// command then need not wait for.
+    fn mount_goes_with_retired_storage(&self) -> bool {
+        false
+    }
     /// Warnings `info` shows about how the driver is set up.
     fn warnings(&self) -> Vec<String> {
         Vec::new()

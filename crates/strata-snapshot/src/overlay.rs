@@ -131,6 +131,10 @@ impl Driver for Overlay {
         retire_tree(&self.dir(id), to)
     }
 
+    fn mount_goes_with_retired_storage(&self) -> bool {
+        true
+    }
+
     fn holds(&self, id: i64) -> io::Result<bool> {
         self.dir(id).try_exists()
     }

@@ -73,6 +73,10 @@ impl Driver for Vfs {
         retire_tree(&self.home.join(id.to_string()), to)
     }
 
+    fn mount_goes_with_retired_storage(&self) -> bool {
+        true
+    }
+
     fn holds(&self, id: i64) -> io::Result<bool> {
         self.home.join(id.to_string()).try_exists()
     }
